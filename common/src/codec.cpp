@@ -1,0 +1,714 @@
+#include "cmdcast/common/codec.hpp"
+
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace cmdcast::common {
+namespace json = boost::json;
+
+// ============================================================================================
+// Encoding
+// ============================================================================================
+namespace {
+
+constexpr std::uint64_t byte_ones = 0x0101010101010101ull;
+constexpr std::uint64_t byte_highs = 0x8080808080808080ull;
+
+// True when any of the 8 bytes is < 0x20, '"' or '\\': those need escaping in JSON.
+inline bool word_needs_escape(std::uint64_t w) {
+  const std::uint64_t below_space = (w - byte_ones * 0x20) & ~w & byte_highs;
+  const std::uint64_t q = w ^ (byte_ones * '"');
+  const std::uint64_t b = w ^ (byte_ones * '\\');
+  const std::uint64_t quote = (q - byte_ones) & ~q & byte_highs;
+  const std::uint64_t backslash = (b - byte_ones) & ~b & byte_highs;
+  return (below_space | quote | backslash) != 0;
+}
+
+void append_escaped_byte(std::string& out, unsigned char c) {
+  switch (c) {
+    case '"': out.append("\\\""); return;
+    case '\\': out.append("\\\\"); return;
+    case '\n': out.append("\\n"); return;
+    case '\r': out.append("\\r"); return;
+    case '\t': out.append("\\t"); return;
+    case '\b': out.append("\\b"); return;
+    case '\f': out.append("\\f"); return;
+    default: {
+      static constexpr char hex[] = "0123456789abcdef";
+      const char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
+      out.append(esc, 6);
+    }
+  }
+}
+
+void append_int(std::string& out, std::int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// Percent with at most one decimal: progress needs no more, and integer formatting keeps the
+// encoder identical on every platform.
+void append_percent(std::string& out, double p) {
+  const auto tenths = static_cast<std::int64_t>(std::llround(p * 10.0));
+  append_int(out, tenths / 10);
+  if (tenths % 10 != 0) {
+    out.push_back('.');
+    out.push_back(static_cast<char>('0' + tenths % 10));
+  }
+}
+
+/// Writes one JSON object's members, keys being plain ASCII literals.
+class object_writer {
+ public:
+  explicit object_writer(std::string& out) : out_(out) { out_.push_back('{'); }
+  ~object_writer() { out_.push_back('}'); }
+  object_writer(const object_writer&) = delete;
+  object_writer& operator=(const object_writer&) = delete;
+
+  std::string& key(std::string_view k) {
+    if (!first_) out_.push_back(',');
+    first_ = false;
+    out_.push_back('"');
+    out_.append(k);
+    out_.append("\":");
+    return out_;
+  }
+  void string(std::string_view k, std::string_view v) { append_json_string(key(k), v); }
+  void integer(std::string_view k, std::int64_t v) { append_int(key(k), v); }
+  void boolean(std::string_view k, bool v) { key(k).append(v ? "true" : "false"); }
+  void null(std::string_view k) { key(k).append("null"); }
+  void optional_string(std::string_view k, const std::optional<std::string>& v) {
+    v ? string(k, *v) : null(k);
+  }
+  void optional_integer(std::string_view k, const std::optional<int>& v) {
+    v ? integer(k, *v) : null(k);
+  }
+  void string_map(std::string_view k, const std::map<std::string, std::string>& m) {
+    object_writer inner(key(k));
+    for (const auto& [name, value] : m) inner.string(name, value);
+  }
+
+ private:
+  std::string& out_;
+  bool first_ = true;
+};
+
+struct event_encoder {
+  std::string& out;
+
+  void operator()(const started_event& e) {
+    object_writer w(out);
+    w.string("type", "started");
+    w.integer("seq", e.seq);
+    w.string("execution_id", e.execution_id);
+    w.string("machine_id", e.machine_id);
+    w.string("action_type", e.action_type);
+    w.string("command", e.command);
+    w.string("started_at", e.started_at);
+  }
+  void operator()(const output_event& e) {
+    object_writer w(out);
+    w.string("type", to_string(e.stream));
+    w.integer("seq", e.seq);
+    w.string("data", e.data);
+  }
+  void operator()(const progress_event& e) {
+    object_writer w(out);
+    w.string("type", "progress");
+    w.integer("seq", e.seq);
+    if (e.percent) {
+      append_percent(w.key("percent"), *e.percent);
+    } else {
+      w.null("percent");
+    }
+    w.string("phase", e.phase);
+  }
+  void operator()(const exit_event& e) {
+    object_writer w(out);
+    w.string("type", "exit");
+    w.integer("seq", e.seq);
+    w.optional_integer("data", e.code);
+    w.optional_string("signal", e.signal);
+    w.string("state", to_string(e.state));
+    w.integer("duration_ms", e.duration_ms);
+  }
+  void operator()(const gap_event& e) {
+    object_writer w(out);
+    w.string("type", "gap");
+    w.integer("seq", e.seq);
+    w.integer("missed_from", e.missed_from);
+    w.integer("missed_to", e.missed_to);
+  }
+  void operator()(const watchers_event& e) {
+    object_writer w(out);
+    w.string("type", "watchers");
+    w.integer("count", e.count);
+  }
+  void operator()(const error_event& e) {
+    object_writer w(out);
+    w.string("type", "error");
+    w.string("code", to_string(e.code));
+    w.string("error", e.message);
+  }
+};
+
+void encode_record(const execution_record& r, std::string& out) {
+  object_writer w(out);
+  w.string("execution_id", r.execution_id);
+  w.string("machine_id", r.machine_id);
+  w.string("action_type", r.action_type);
+  w.string("command", r.command);
+  w.string_map("params", r.params);
+  w.string("user", r.user);
+  w.string("state", r.state);
+  w.optional_integer("exit_code", r.exit_code);
+  w.optional_string("signal", r.signal);
+  w.string("started_at", r.started_at);
+  w.optional_string("ended_at", r.ended_at);
+  w.integer("bytes_stdout", r.bytes_stdout);
+  w.integer("bytes_stderr", r.bytes_stderr);
+  w.boolean("output_truncated", r.output_truncated);
+  w.integer("watchers", r.watchers);
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+  out.reserve(out.size() + s.size() + 2);
+  out.push_back('"');
+  const char* p = s.data();
+  const std::size_t n = s.size();
+  std::size_t run_start = 0;
+  std::size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if (!word_needs_escape(w)) {
+        i += 8;
+        continue;
+      }
+    }
+    const auto c = static_cast<unsigned char>(p[i]);
+    if (c < 0x20 || c == '"' || c == '\\') {
+      out.append(p + run_start, i - run_start);
+      append_escaped_byte(out, c);
+      run_start = i + 1;
+    }
+    ++i;
+  }
+  out.append(p + run_start, n - run_start);
+  out.push_back('"');
+}
+
+void encode(const event& e, std::string& out) { std::visit(event_encoder{out}, e); }
+
+std::string encode(const event& e) {
+  std::string out;
+  encode(e, out);
+  return out;
+}
+
+std::string encode(const run_request& r) {
+  std::string out;
+  object_writer w(out);
+  w.string("action_type", r.action_type);
+  w.string_map("params", r.params);
+  if (r.command) w.string("command", *r.command);
+  return out;
+}
+
+std::string encode(const client_message& m) {
+  if (const auto* r = std::get_if<run_request>(&m)) return encode(*r);
+  return R"({"type":"cancel"})";
+}
+
+std::string encode(const poll_response& p) {
+  std::string out;
+  object_writer w(out);
+  auto& events = w.key("events");
+  events.push_back('[');
+  for (std::size_t i = 0; i < p.events.size(); ++i) {
+    if (i) events.push_back(',');
+    encode(p.events[i], events);
+  }
+  events.push_back(']');
+  w.integer("next", p.next);
+  w.boolean("done", p.done);
+  return out;
+}
+
+std::string encode(const run_accepted& a) {
+  std::string out;
+  object_writer w(out);
+  w.string("execution_id", a.execution_id);
+  return out;
+}
+
+std::string encode(const std::vector<machine_info>& machines) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < machines.size(); ++i) {
+    if (i) out.push_back(',');
+    object_writer m(out);
+    m.string("id", machines[i].id);
+    m.string("name", machines[i].name);
+    auto& actions = m.key("actions");
+    actions.push_back('[');
+    for (std::size_t j = 0; j < machines[i].actions.size(); ++j) {
+      const auto& a = machines[i].actions[j];
+      if (j) actions.push_back(',');
+      object_writer aw(actions);
+      aw.string("name", a.name);
+      aw.string_map("params", a.params);
+      aw.optional_string("progress", a.progress);
+    }
+    actions.push_back(']');
+  }
+  out.push_back(']');
+  return out;
+}
+
+std::string encode(const execution_record& r) {
+  std::string out;
+  encode_record(r, out);
+  return out;
+}
+
+std::string encode(const std::vector<execution_record>& records) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (i) out.push_back(',');
+    encode_record(records[i], out);
+  }
+  out.push_back(']');
+  return out;
+}
+
+// ============================================================================================
+// Decoding
+// ============================================================================================
+namespace {
+
+std::string_view kind_name(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null: return "null";
+    case json::kind::bool_: return "a boolean";
+    case json::kind::int64:
+    case json::kind::uint64: return "an integer";
+    case json::kind::double_: return "a number";
+    case json::kind::string: return "a string";
+    case json::kind::array: return "an array";
+    case json::kind::object: return "an object";
+  }
+  return "a value";
+}
+
+/// Reads the members of one JSON object, recording the first problem with its field name.
+/// Strict objects (what clients send) also reject members they do not know.
+class object_reader {
+ public:
+  object_reader(const json::object& o, std::string_view where, const decode_limits& limits,
+                std::string& error)
+      : o_(o), where_(where), limits_(limits), error_(error) {}
+
+  bool ok() const { return error_.empty(); }
+
+  const json::value* find(std::string_view key) { return o_.if_contains(key); }
+
+  bool fail(std::string_view key, std::string_view problem) {
+    if (error_.empty()) {
+      error_.append(where_);
+      if (!key.empty()) error_.append(": field \"").append(key).append("\"");
+      error_.append(": ").append(problem);
+    }
+    return false;
+  }
+
+  bool wrong_type(std::string_view key, const json::value& v, std::string_view expected) {
+    return fail(key, std::string("expected ").append(expected).append(", got ").append(
+                         kind_name(v)));
+  }
+
+  bool string(std::string_view key, std::string& out, std::size_t max_bytes, bool required = true) {
+    const json::value* v = find(key);
+    if (!v) return required ? fail(key, "missing") : true;
+    if (!v->is_string()) return wrong_type(key, *v, "a string");
+    const auto& s = v->get_string();
+    if (s.size() > max_bytes) {
+      return fail(key, "too long (" + std::to_string(s.size()) + " bytes, at most " +
+                           std::to_string(max_bytes) + ")");
+    }
+    out.assign(s.data(), s.size());
+    return true;
+  }
+
+  bool text(std::string_view key, std::string& out, bool required = true) {
+    return string(key, out, limits_.max_string_bytes, required);
+  }
+  bool name(std::string_view key, std::string& out, bool required = true) {
+    return string(key, out, limits_.max_name_bytes, required);
+  }
+
+  bool optional_string(std::string_view key, std::optional<std::string>& out,
+                       std::size_t max_bytes) {
+    const json::value* v = find(key);
+    if (!v || v->is_null()) {
+      out.reset();
+      return true;
+    }
+    out.emplace();
+    return string(key, *out, max_bytes);
+  }
+
+  bool integer(std::string_view key, std::int64_t& out, std::int64_t min, std::int64_t max,
+               bool required = true) {
+    const json::value* v = find(key);
+    if (!v) return required ? fail(key, "missing") : true;
+    std::int64_t x;
+    if (v->is_int64()) {
+      x = v->get_int64();
+    } else if (v->is_uint64()) {
+      if (v->get_uint64() > static_cast<std::uint64_t>(max)) return fail(key, "out of range");
+      x = static_cast<std::int64_t>(v->get_uint64());
+    } else {
+      return wrong_type(key, *v, "an integer");
+    }
+    if (x < min || x > max) return fail(key, "out of range");
+    out = x;
+    return true;
+  }
+
+  bool optional_int(std::string_view key, std::optional<int>& out) {
+    const json::value* v = find(key);
+    if (!v || v->is_null()) {
+      out.reset();
+      return true;
+    }
+    std::int64_t x = 0;
+    if (!integer(key, x, std::numeric_limits<int>::min(), std::numeric_limits<int>::max())) {
+      return false;
+    }
+    out = static_cast<int>(x);
+    return true;
+  }
+
+  bool boolean(std::string_view key, bool& out, bool required = true) {
+    const json::value* v = find(key);
+    if (!v) return required ? fail(key, "missing") : true;
+    if (!v->is_bool()) return wrong_type(key, *v, "a boolean");
+    out = v->get_bool();
+    return true;
+  }
+
+  bool string_map(std::string_view key, std::map<std::string, std::string>& out,
+                  bool required = true) {
+    const json::value* v = find(key);
+    if (!v) return required ? fail(key, "missing") : true;
+    if (!v->is_object()) return wrong_type(key, *v, "an object");
+    const auto& o = v->get_object();
+    if (o.size() > limits_.max_items) return fail(key, "too many members");
+    out.clear();
+    for (const auto& member : o) {
+      if (member.key().size() > limits_.max_name_bytes) return fail(key, "a name is too long");
+      if (!member.value().is_string()) {
+        return fail(key, std::string("\"") + std::string(member.key()) +
+                             "\" must be a string, got " + std::string(kind_name(member.value())));
+      }
+      const auto& s = member.value().get_string();
+      if (s.size() > limits_.max_string_bytes) {
+        return fail(key, std::string("\"") + std::string(member.key()) + "\" is too long");
+      }
+      out.emplace(std::string(member.key()), std::string(s.data(), s.size()));
+    }
+    return true;
+  }
+
+  /// For strict objects: every member must have been looked up.
+  bool no_unknown_fields(std::initializer_list<std::string_view> known) {
+    for (const auto& member : o_) {
+      bool found = false;
+      for (auto k : known) found = found || member.key() == k;
+      if (!found) return fail("", "unknown field \"" + std::string(member.key()) + "\"");
+    }
+    return true;
+  }
+
+ private:
+  const json::object& o_;
+  std::string_view where_;
+  const decode_limits& limits_;
+  std::string& error_;
+};
+
+/// Parses `text` into a value held by `resource`, enforcing the size and depth limits.
+bool parse_json(std::string_view text, const decode_limits& limits, json::value& out,
+                json::monotonic_resource& resource, std::string& error) {
+  if (text.size() > limits.max_message_bytes) {
+    error = "message too large (" + std::to_string(text.size()) + " bytes, at most " +
+            std::to_string(limits.max_message_bytes) + ")";
+    return false;
+  }
+  json::parse_options opts;
+  opts.max_depth = limits.max_depth;
+  boost::system::error_code ec;
+  out = json::parse(text, ec, &resource, opts);
+  if (ec) {
+    error = "malformed JSON: " + ec.message();
+    return false;
+  }
+  return true;
+}
+
+/// Parses `text`, checks it is an object and hands it to `read`, which fills a T.
+template <class T, class Read>
+result<T> decode_object(std::string_view text, const decode_limits& limits, std::string_view what,
+                        Read&& read) {
+  unsigned char buffer[4096];
+  json::monotonic_resource resource(buffer, sizeof buffer);
+  json::value v;
+  std::string error;
+  if (!parse_json(text, limits, v, resource, error)) return failure{std::move(error)};
+  if (!v.is_object()) return failure{std::string(what) + ": expected a JSON object"};
+  T out{};
+  object_reader r(v.get_object(), what, limits, error);
+  if (!read(r, out) || !r.ok()) return failure{std::move(error)};
+  return out;
+}
+
+template <class T, class Read>
+result<std::vector<T>> decode_array(std::string_view text, const decode_limits& limits,
+                                    std::string_view what, Read&& read) {
+  unsigned char buffer[4096];
+  json::monotonic_resource resource(buffer, sizeof buffer);
+  json::value v;
+  std::string error;
+  if (!parse_json(text, limits, v, resource, error)) return failure{std::move(error)};
+  if (!v.is_array()) return failure{std::string(what) + ": expected a JSON array"};
+  const auto& items = v.get_array();
+  if (items.size() > limits.max_items) return failure{std::string(what) + ": too many items"};
+  std::vector<T> out;
+  out.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string where = std::string(what) + "[" + std::to_string(i) + "]";
+    if (!items[i].is_object()) return failure{where + ": expected a JSON object"};
+    object_reader r(items[i].get_object(), where, limits, error);
+    T item{};
+    if (!read(r, item) || !r.ok()) return failure{std::move(error)};
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
+constexpr std::int64_t max_seq = std::numeric_limits<std::int64_t>::max();
+
+bool read_run_request(object_reader& r, run_request& out) {
+  return r.name("action_type", out.action_type) && r.string_map("params", out.params, false) &&
+         r.optional_string("command", out.command, 65536);
+}
+
+bool read_event(object_reader& r, event& out) {
+  std::string type;
+  if (!r.name("type", type)) return false;
+  if (type == "stdout" || type == "stderr") {
+    output_event e;
+    e.stream = type == "stdout" ? output_stream::out : output_stream::err;
+    if (!r.integer("seq", e.seq, 0, max_seq) || !r.text("data", e.data)) return false;
+    out = std::move(e);
+    return true;
+  }
+  if (type == "started") {
+    started_event e;
+    if (!r.integer("seq", e.seq, 0, max_seq) || !r.name("execution_id", e.execution_id) ||
+        !r.name("machine_id", e.machine_id) || !r.name("action_type", e.action_type) ||
+        !r.text("command", e.command) || !r.name("started_at", e.started_at)) {
+      return false;
+    }
+    out = std::move(e);
+    return true;
+  }
+  if (type == "progress") {
+    progress_event e;
+    if (!r.integer("seq", e.seq, 0, max_seq)) return false;
+    const json::value* p = r.find("percent");
+    if (!p) return r.fail("percent", "missing");
+    if (!p->is_null()) {
+      if (!p->is_number()) return r.wrong_type("percent", *p, "a number or null");
+      const double x = p->to_number<double>();
+      if (!(x >= 0.0 && x <= 100.0)) return r.fail("percent", "out of range");
+      e.percent = x;
+    }
+    if (!r.text("phase", e.phase)) return false;
+    out = std::move(e);
+    return true;
+  }
+  if (type == "exit") {
+    exit_event e;
+    std::string state;
+    if (!r.integer("seq", e.seq, 0, max_seq) || !r.optional_int("data", e.code) ||
+        !r.optional_string("signal", e.signal, 64) || !r.name("state", state) ||
+        !r.integer("duration_ms", e.duration_ms, 0, max_seq)) {
+      return false;
+    }
+    const auto s = parse_exit_state(state);
+    if (!s) return r.fail("state", "unknown exit state \"" + state + "\"");
+    e.state = *s;
+    out = std::move(e);
+    return true;
+  }
+  if (type == "gap") {
+    gap_event e;
+    if (!r.integer("seq", e.seq, 0, max_seq) || !r.integer("missed_from", e.missed_from, 0, max_seq) ||
+        !r.integer("missed_to", e.missed_to, 0, max_seq)) {
+      return false;
+    }
+    if (e.missed_to < e.missed_from) return r.fail("missed_to", "before missed_from");
+    out = e;
+    return true;
+  }
+  if (type == "watchers") {
+    watchers_event e;
+    if (!r.integer("count", e.count, 0, max_seq)) return false;
+    out = e;
+    return true;
+  }
+  if (type == "error") {
+    error_event e;
+    std::string code;
+    if (!r.name("code", code) || !r.text("error", e.message)) return false;
+    const auto c = parse_error_code(code);
+    if (!c) return r.fail("code", "unknown error code \"" + code + "\"");
+    e.code = *c;
+    out = std::move(e);
+    return true;
+  }
+  return r.fail("type", "unknown event type \"" + type + "\"");
+}
+
+bool read_record(object_reader& r, execution_record& out) {
+  return r.name("execution_id", out.execution_id) && r.name("machine_id", out.machine_id) &&
+         r.name("action_type", out.action_type) && r.text("command", out.command) &&
+         r.string_map("params", out.params) && r.name("user", out.user) &&
+         r.name("state", out.state) && r.optional_int("exit_code", out.exit_code) &&
+         r.optional_string("signal", out.signal, 64) && r.name("started_at", out.started_at) &&
+         r.optional_string("ended_at", out.ended_at, 64) &&
+         r.integer("bytes_stdout", out.bytes_stdout, 0, max_seq) &&
+         r.integer("bytes_stderr", out.bytes_stderr, 0, max_seq) &&
+         r.boolean("output_truncated", out.output_truncated) &&
+         r.integer("watchers", out.watchers, 0, max_seq);
+}
+
+}  // namespace
+
+decode_limits client_message_limits() {
+  decode_limits l;
+  l.max_message_bytes = 64u << 10;
+  l.max_depth = 4;
+  l.max_string_bytes = 4096;
+  l.max_name_bytes = 128;
+  l.max_items = 64;
+  return l;
+}
+
+result<client_message> decode_client_message(std::string_view text, const decode_limits& limits) {
+  return decode_object<client_message>(
+      text, limits, "request", [](object_reader& r, client_message& out) {
+        const json::value* t = r.find("type");
+        if (t && !t->is_string()) return r.wrong_type("type", *t, "a string");
+        const std::string_view type = t ? std::string_view(t->get_string()) : "run";
+        if (type == "cancel") {
+          out = cancel_request{};
+          return r.no_unknown_fields({"type"});
+        }
+        if (type != "run") {
+          return r.fail("type", "unknown message type \"" + std::string(type) +
+                                    "\" (expected \"run\" or \"cancel\")");
+        }
+        run_request req;
+        if (!read_run_request(r, req)) return false;
+        out = std::move(req);
+        return r.no_unknown_fields({"type", "action_type", "params", "command"});
+      });
+}
+
+result<run_request> decode_run_request(std::string_view text, const decode_limits& limits) {
+  auto m = decode_client_message(text, limits);
+  if (!m) return failure{m.error()};
+  if (!std::holds_alternative<run_request>(*m)) {
+    return failure{"request: expected a run request, got a cancel"};
+  }
+  return std::get<run_request>(std::move(*m));
+}
+
+result<event> decode_event(std::string_view text, const decode_limits& limits) {
+  return decode_object<event>(text, limits, "event", read_event);
+}
+
+result<poll_response> decode_poll_response(std::string_view text, const decode_limits& limits) {
+  return decode_object<poll_response>(
+      text, limits, "poll response", [&limits](object_reader& r, poll_response& out) {
+        const json::value* evs = r.find("events");
+        if (!evs) return r.fail("events", "missing");
+        if (!evs->is_array()) return r.wrong_type("events", *evs, "an array");
+        if (evs->get_array().size() > limits.max_items) return r.fail("events", "too many items");
+        std::string error;
+        for (std::size_t i = 0; i < evs->get_array().size(); ++i) {
+          const auto& item = evs->get_array()[i];
+          const std::string where = "events[" + std::to_string(i) + "]";
+          if (!item.is_object()) return r.fail("", where + ": expected a JSON object");
+          object_reader er(item.get_object(), where, limits, error);
+          event e;
+          if (!read_event(er, e) || !er.ok()) return r.fail("", error);
+          out.events.push_back(std::move(e));
+        }
+        return r.integer("next", out.next, -1, max_seq) && r.boolean("done", out.done);
+      });
+}
+
+result<run_accepted> decode_run_accepted(std::string_view text, const decode_limits& limits) {
+  return decode_object<run_accepted>(text, limits, "answer", [](object_reader& r, run_accepted& out) {
+    return r.name("execution_id", out.execution_id);
+  });
+}
+
+result<std::vector<machine_info>> decode_machines(std::string_view text,
+                                                  const decode_limits& limits) {
+  return decode_array<machine_info>(
+      text, limits, "machines", [&limits](object_reader& r, machine_info& out) {
+        if (!r.name("id", out.id) || !r.text("name", out.name)) return false;
+        const json::value* actions = r.find("actions");
+        if (!actions) return r.fail("actions", "missing");
+        if (!actions->is_array()) return r.wrong_type("actions", *actions, "an array");
+        std::string error;
+        for (const auto& item : actions->get_array()) {
+          if (!item.is_object()) return r.fail("actions", "expected objects");
+          object_reader ar(item.get_object(), "action", limits, error);
+          action_info a;
+          if (!ar.name("name", a.name) || !ar.string_map("params", a.params) ||
+              !ar.optional_string("progress", a.progress, limits.max_name_bytes)) {
+            return r.fail("actions", error);
+          }
+          out.actions.push_back(std::move(a));
+        }
+        return true;
+      });
+}
+
+result<execution_record> decode_execution_record(std::string_view text,
+                                                 const decode_limits& limits) {
+  return decode_object<execution_record>(text, limits, "execution", read_record);
+}
+
+result<std::vector<execution_record>> decode_execution_records(std::string_view text,
+                                                               const decode_limits& limits) {
+  return decode_array<execution_record>(text, limits, "executions", read_record);
+}
+
+}  // namespace cmdcast::common

@@ -1,0 +1,99 @@
+#include "cmdcast/common/utf8.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace cmdcast::common {
+namespace {
+
+const std::string fffd = "\xEF\xBF\xBD";
+
+std::string decode_in_chunks(std::string_view input, std::size_t chunk) {
+  utf8_decoder d;
+  std::string out;
+  for (std::size_t i = 0; i < input.size(); i += chunk) d.decode(input.substr(i, chunk), out);
+  d.finish(out);
+  return out;
+}
+
+TEST(Utf8, ValidTextPassesThroughUnchanged) {
+  const std::string text = "plain ASCII, café, ✓ check, 𝄞 clef, 日本語\n";
+  EXPECT_EQ(decode_in_chunks(text, text.size()), text);
+  EXPECT_TRUE(is_valid_utf8(text));
+}
+
+TEST(Utf8, NeverSplitsACharacterAcrossChunks) {
+  const std::string text = "aé✓𝄞b日本語🙂z";
+  for (std::size_t chunk = 1; chunk <= text.size(); ++chunk) {
+    utf8_decoder d;
+    std::string all;
+    for (std::size_t i = 0; i < text.size(); i += chunk) {
+      std::string out;
+      d.decode(std::string_view(text).substr(i, chunk), out);
+      // Every piece handed on is valid on its own: a watcher can render it at once.
+      EXPECT_TRUE(is_valid_utf8(out)) << "chunk " << chunk << " at " << i;
+      all += out;
+    }
+    d.finish(all);
+    EXPECT_EQ(all, text) << "chunk " << chunk;
+  }
+}
+
+TEST(Utf8, HoldsBackAnIncompleteCharacterUntilTheNextChunk) {
+  utf8_decoder d;
+  std::string out;
+  d.decode("ab\xE2\x9C", out);  // ✓ is E2 9C 93
+  EXPECT_EQ(out, "ab");
+  EXPECT_EQ(d.pending(), 2u);
+  d.decode("\x93!", out);
+  EXPECT_EQ(out, "ab✓!");
+  EXPECT_EQ(d.pending(), 0u);
+}
+
+TEST(Utf8, ReplacesInvalidBytesWithReplacementCharacter) {
+  struct case_t {
+    std::string in, out;
+  };
+  const std::vector<case_t> cases = {
+      {"a\xFFz", "a" + fffd + "z"},                      // never valid
+      {"a\x80z", "a" + fffd + "z"},                      // lone continuation
+      {"\xC0\xAF", fffd + fffd},                         // overlong '/'
+      {"\xE0\x80\xAF", fffd + fffd + fffd},              // overlong, 3 bytes
+      {"\xED\xA0\x80", fffd + fffd + fffd},              // UTF-16 surrogate
+      {"\xF4\x90\x80\x80", fffd + fffd + fffd + fffd},   // above U+10FFFF
+      {"\xE2\x9Cx", fffd + "x"},                         // truncated: one U+FFFD for the maximal subpart
+      {"\xF0\x9F\x99", fffd},                            // truncated at the very end
+      {"\xC3", fffd},
+      {"ok\xC3\xA9\xFE\xC3\xA9", "oké" + fffd + "é"},
+  };
+  for (const auto& c : cases) {
+    for (std::size_t chunk = 1; chunk <= c.in.size(); ++chunk) {
+      EXPECT_EQ(decode_in_chunks(c.in, chunk), c.out) << "input bytes " << c.in.size() << ", chunk " << chunk;
+    }
+    EXPECT_FALSE(is_valid_utf8(c.in));
+  }
+}
+
+TEST(Utf8, RandomBytesAlwaysGiveValidUtf8IndependentOfChunking) {
+  std::mt19937 rng(1234);
+  for (int round = 0; round < 200; ++round) {
+    std::string bytes(rng() % 300, '\0');
+    for (auto& b : bytes) b = static_cast<char>(rng() % 4 == 0 ? rng() % 128 : 0x80 + rng() % 128);
+    const std::string whole = decode_in_chunks(bytes, bytes.size() + 1);
+    EXPECT_TRUE(is_valid_utf8(whole));
+    EXPECT_EQ(decode_in_chunks(bytes, 1 + rng() % 7), whole);
+  }
+}
+
+TEST(Utf8, FinishWithNothingPendingAddsNothing) {
+  utf8_decoder d;
+  std::string out;
+  d.decode("done", out);
+  d.finish(out);
+  d.finish(out);
+  EXPECT_EQ(out, "done");
+}
+
+}  // namespace
+}  // namespace cmdcast::common
