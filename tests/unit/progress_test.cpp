@@ -86,7 +86,7 @@ TEST(AptProgress, ChunkingDoesNotChangeTheResult) {
 TEST(AptProgress, InstallsShowMeasuredStepsAndReach100BeforeExit) {
   for (auto name : {"reinstall-plain", "reinstall-status-fd", "install-new-plain", "install-new-status-fd",
                     "install-new-tty", "remove-plain", "remove-status-fd"}) {
-    const auto r = replay(read_transcript(name), true, 4096, 1);
+    const auto r = replay(read_transcript(name), true, 16, 1);
     std::vector<double> values;
     for (const auto& s : r.states) {
       if (s.percent && (values.empty() || values.back() != *s.percent)) values.push_back(*s.percent);
@@ -100,7 +100,7 @@ TEST(AptProgress, InstallsShowMeasuredStepsAndReach100BeforeExit) {
 TEST(AptProgress, PhasesNameWhatAptIsDoing) {
   auto phases_of = [](std::string_view name) {
     std::vector<std::string> phases;
-    for (const auto& s : replay(read_transcript(name), true, 4096, 2).states) phases.push_back(s.phase);
+    for (const auto& s : replay(read_transcript(name), true, 16, 2).states) phases.push_back(s.phase);
     return phases;
   };
   auto contains = [](const std::vector<std::string>& v, std::string_view s) {
@@ -161,6 +161,8 @@ TEST(AptProgress, FeedReportsChangesOnlyAndHalfLinesWait) {
   EXPECT_EQ(p->current().percent, 66.7);  // the download is done once dpkg unpacks
   EXPECT_TRUE(p->feed("Setting up jq (1.6) ...\n"));
   EXPECT_EQ(p->current().percent, 100.0);
+  EXPECT_TRUE(p->finish(true));
+  EXPECT_EQ(p->current(), (progress_state{100.0, "Done"}));
   EXPECT_FALSE(p->finish(true));
 }
 

@@ -84,7 +84,7 @@ TEST(Transcript, AppliesSgrColoursAndAttributes) {
   ASSERT_EQ(t.size(), 1u);
   const line_view l = t.line(0);
   EXPECT_EQ(l.text, "plain bold red orange rgb");
-  ASSERT_EQ(l.spans.size(), 7u);
+  ASSERT_EQ(l.spans.size(), 6u);
   EXPECT_EQ(l.spans[0].style, text_style{});
   EXPECT_EQ(l.text.substr(l.spans[1].begin, l.spans[1].end - l.spans[1].begin), "bold red");
   EXPECT_EQ(l.spans[1].style, (text_style{palette_color(1), default_color, style_flag::bold}));
