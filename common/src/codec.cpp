@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -21,32 +22,44 @@ namespace {
 constexpr std::uint64_t byte_ones = 0x0101010101010101ull;
 constexpr std::uint64_t byte_highs = 0x8080808080808080ull;
 
-// True when any of the 8 bytes is < 0x20, '"' or '\\': those need escaping in JSON.
-inline bool word_needs_escape(std::uint64_t w) {
+// Non-zero when any of the 8 bytes is < 0x20, '"' or '\\': those need escaping in JSON.
+inline std::uint64_t escape_mask(std::uint64_t w) {
   const std::uint64_t below_space = (w - byte_ones * 0x20) & ~w & byte_highs;
   const std::uint64_t q = w ^ (byte_ones * '"');
   const std::uint64_t b = w ^ (byte_ones * '\\');
   const std::uint64_t quote = (q - byte_ones) & ~q & byte_highs;
   const std::uint64_t backslash = (b - byte_ones) & ~b & byte_highs;
-  return (below_space | quote | backslash) != 0;
+  return below_space | quote | backslash;
 }
 
-void append_escaped_byte(std::string& out, unsigned char c) {
-  switch (c) {
-    case '"': out.append("\\\""); return;
-    case '\\': out.append("\\\\"); return;
-    case '\n': out.append("\\n"); return;
-    case '\r': out.append("\\r"); return;
-    case '\t': out.append("\\t"); return;
-    case '\b': out.append("\\b"); return;
-    case '\f': out.append("\\f"); return;
-    default: {
-      static constexpr char hex[] = "0123456789abcdef";
-      const char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
-      out.append(esc, 6);
+inline std::uint64_t load_word(const unsigned char* p) {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+
+/// Each byte as it appears inside a JSON string: its escape (up to 6 bytes, padded to 8 so it
+/// is stored with one fixed-size copy) and that escape's length.
+struct escaped_byte {
+  char text[8];
+  std::uint8_t size;
+};
+
+constexpr std::array<escaped_byte, 256> escape_table = [] {
+  std::array<escaped_byte, 256> t{};
+  constexpr char hex[] = "0123456789abcdef";
+  for (int c = 0; c < 256; ++c) {
+    if (c < 0x20) {
+      t[c] = {{'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]}, 6};
+    } else {
+      t[c] = {{static_cast<char>(c)}, 1};
     }
   }
-}
+  const std::pair<char, char> short_forms[] = {{'\b', 'b'}, {'\t', 't'}, {'\n', 'n'}, {'\f', 'f'},
+                                               {'\r', 'r'}, {'"', '"'},  {'\\', '\\'}};
+  for (auto [c, letter] : short_forms) t[static_cast<unsigned char>(c)] = {{'\\', letter}, 2};
+  return t;
+}();
 
 void append_int(std::string& out, std::int64_t v) {
   char buf[24];
@@ -181,32 +194,50 @@ void encode_record(const execution_record& r, std::string& out) {
 
 }  // namespace
 
+// Two passes, 8 bytes at a time: measure the escaped size, then write into storage sized once.
+// Clean stretches are copied whole; a word holding a byte to escape goes byte by byte through
+// the escape table without branches (ANSI output has many ESC bytes close together).
 void append_json_string(std::string& out, std::string_view s) {
-  out.reserve(out.size() + s.size() + 2);
-  out.push_back('"');
-  const char* p = s.data();
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const std::size_t n = s.size();
-  std::size_t run_start = 0;
-  std::size_t i = 0;
-  while (i < n) {
-    if (i + 8 <= n) {
-      std::uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      if (!word_needs_escape(w)) {
-        i += 8;
-        continue;
-      }
-    }
-    const auto c = static_cast<unsigned char>(p[i]);
-    if (c < 0x20 || c == '"' || c == '\\') {
-      out.append(p + run_start, i - run_start);
-      append_escaped_byte(out, c);
-      run_start = i + 1;
-    }
-    ++i;
+  const std::size_t words_end = n - n % 8;
+
+  std::size_t escaped = n;
+  for (std::size_t i = 0; i < words_end; i += 8) {
+    if (escape_mask(load_word(p + i)) == 0) continue;
+    for (std::size_t k = 0; k < 8; ++k) escaped += escape_table[p[i + k]].size - 1u;
   }
-  out.append(p + run_start, n - run_start);
-  out.push_back('"');
+  for (std::size_t i = words_end; i < n; ++i) escaped += escape_table[p[i]].size - 1u;
+
+  // 8 bytes of slack: each escape is stored with a fixed 8-byte copy.
+  const std::size_t at = out.size();
+  out.resize(at + 1 + escaped + 8);
+  char* o = out.data() + at;
+  *o++ = '"';
+  auto put = [&o](unsigned char c) {
+    std::memcpy(o, escape_table[c].text, 8);
+    o += escape_table[c].size;
+  };
+  std::size_t i = 0;
+  if (escaped == n) {
+    if (n) std::memcpy(o, p, n);
+    o += n;
+    i = n;
+  }
+  while (i < words_end) {
+    std::size_t clean_end = i;
+    while (clean_end < words_end && escape_mask(load_word(p + clean_end)) == 0) clean_end += 8;
+    std::memcpy(o, p + i, clean_end - i);
+    o += clean_end - i;
+    i = clean_end;
+    if (i < words_end) {
+      for (std::size_t k = 0; k < 8; ++k) put(p[i + k]);
+      i += 8;
+    }
+  }
+  for (; i < n; ++i) put(p[i]);
+  *o++ = '"';
+  out.resize(static_cast<std::size_t>(o - out.data()));
 }
 
 void encode(const event& e, std::string& out) { std::visit(event_encoder{out}, e); }
