@@ -78,7 +78,7 @@ void append_percent(std::string& out, double p) {
   }
 }
 
-/// Writes one JSON object's members, keys being plain ASCII literals.
+/// Writes one JSON object's members; key() takes plain ASCII literals only.
 class object_writer {
  public:
   explicit object_writer(std::string& out) : out_(out) { out_.push_back('{'); }
@@ -106,7 +106,14 @@ class object_writer {
   }
   void string_map(std::string_view k, const std::map<std::string, std::string>& m) {
     object_writer inner(key(k));
-    for (const auto& [name, value] : m) inner.string(name, value);
+    for (const auto& [name, value] : m) {
+      // Names here come from users (param names): escape them like any string.
+      if (!inner.first_) inner.out_.push_back(',');
+      inner.first_ = false;
+      append_json_string(inner.out_, name);
+      inner.out_.push_back(':');
+      append_json_string(inner.out_, value);
+    }
   }
 
  private:

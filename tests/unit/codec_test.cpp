@@ -144,6 +144,13 @@ TEST(Codec, DecodesRunAndCancelRequests) {
   EXPECT_TRUE(std::holds_alternative<cancel_request>(*cancel));
   EXPECT_EQ(encode(client_message{cancel_request{}}), R"({"type":"cancel"})");
 
+  // Param names are the user's: they are escaped like values.
+  run_request tricky{"x", {{"na\"me\n", "v\"al"}}, std::nullopt};
+  EXPECT_EQ(encode(tricky), R"({"action_type":"x","params":{"na\"me\n":"v\"al"}})");
+  auto tricky_back = decode_run_request(encode(tricky));
+  ASSERT_TRUE(tricky_back.ok()) << tricky_back.error();
+  EXPECT_EQ(*tricky_back, tricky);
+
   run_request req{"x", {{"a", "b"}}, "cmd"};
   auto back = decode_run_request(encode(req));
   ASSERT_TRUE(back.ok());

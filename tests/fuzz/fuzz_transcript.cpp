@@ -1,0 +1,50 @@
+// Fuzzes the output path of a client: raw bytes through the UTF-8 decoder into the transcript,
+// split into chunks and streams as the input says. Every line must stay valid UTF-8 without
+// control bytes, and its spans must cover it exactly.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "cmdcast/common/transcript.hpp"
+#include "cmdcast/common/utf8.hpp"
+
+using namespace cmdcast::common;
+
+namespace {
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  // First byte: chunk size and line limits; the rest is the output.
+  const std::size_t chunk = 1 + data[0] % 64;
+  transcript t({.max_lines = 1 + data[0] % 16u, .max_line_bytes = 16 + data[0] % 100u});
+  utf8_decoder decoders[2];
+  const std::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
+  for (std::size_t i = 0, k = 0; i < bytes.size(); i += chunk, ++k) {
+    const auto stream = (k % 3 == 2) ? output_stream::err : output_stream::out;
+    std::string text;
+    decoders[static_cast<int>(stream)].decode(bytes.substr(i, chunk), text);
+    t.append(stream, text);
+  }
+  for (auto& d : decoders) {
+    std::string rest;
+    d.finish(rest);
+    t.append(output_stream::out, rest);
+  }
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const line_view l = t.line(i);
+    check(is_valid_utf8(l.text));
+    std::uint32_t at = 0;
+    for (const auto& s : l.spans) {
+      check(s.begin == at && s.begin < s.end);
+      at = s.end;
+    }
+    check(at == l.text.size());
+    for (char c : l.text) check(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
+  }
+  return 0;
+}
