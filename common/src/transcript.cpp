@@ -458,7 +458,7 @@ char* transcript::allocate(std::size_t bytes, std::uint64_t& block_id) {
   if (blocks_.empty() || blocks_.back().size - blocks_.back().used < bytes) {
     block b;
     b.size = std::max(block_bytes, bytes);
-    b.data = std::make_unique<char[]>(b.size);
+    b.data.reset(new char[b.size]);  // not zeroed: every byte is written before it is read
     blocks_.push_back(std::move(b));
   }
   block& b = blocks_.back();

@@ -233,7 +233,10 @@ TEST(Codec, EnforcesLimits) {
   EXPECT_EQ(e.error(), R"(event: field "data": too long (11 bytes, at most 10))");
   // Too many params.
   std::string many = R"({"action_type":"a","params":{)";
-  for (int i = 0; i < 65; ++i) many += (i ? "," : "") + std::string("\"p") + std::to_string(i) + "\":\"v\"";
+  for (int i = 0; i < 65; ++i) {
+    if (i) many += ',';
+    many.append("\"p").append(std::to_string(i)).append("\":\"v\"");
+  }
   EXPECT_EQ(request_error(many + "}}"), R"(request: field "params": too many members)");
 }
 

@@ -68,13 +68,25 @@ void utf8_decode(benchmark::State& state) {
 }
 BENCHMARK(utf8_decode)->Unit(benchmark::kMillisecond);
 
-output_event stdout_event_of(std::size_t bytes) {
-  const std::string text = mixed_ansi_output();
-  return output_event{123456, output_stream::out, text.substr(0, bytes)};
+/// Plain output as apt prints it over SSH: lines of text, no escape sequences.
+std::string plain_output() {
+  std::string s;
+  for (int i = 0; s.size() < (1u << 20); ++i) {
+    s += "Get:" + std::to_string(i) + " http://deb.debian.org/debian bookworm/main amd64 libfoo" +
+         std::to_string(i) + " amd64 1.2.3-4 [131 kB]\n";
+    s += "Unpacking libfoo" + std::to_string(i) + ":amd64 (1.2.3-4) over (1.2.3-3) ...\n";
+  }
+  return s;
+}
+
+// range(0): bytes of data; range(1): 0 plain apt-like text, 1 ANSI-dense build output.
+output_event stdout_event_of(const benchmark::State& state) {
+  const std::string text = state.range(1) ? mixed_ansi_output() : plain_output();
+  return output_event{123456, output_stream::out, text.substr(0, static_cast<std::size_t>(state.range(0)))};
 }
 
 void encode_stdout_event(benchmark::State& state) {
-  const event e = stdout_event_of(static_cast<std::size_t>(state.range(0)));
+  const event e = stdout_event_of(state);
   std::string out;
   for (auto _ : state) {
     out.clear();
@@ -83,17 +95,17 @@ void encode_stdout_event(benchmark::State& state) {
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * state.range(0)));
 }
-BENCHMARK(encode_stdout_event)->Arg(4096)->Arg(65536);
+BENCHMARK(encode_stdout_event)->ArgsProduct({{4096, 65536}, {0, 1}});
 
 void decode_stdout_event(benchmark::State& state) {
-  const std::string json = encode(event{stdout_event_of(static_cast<std::size_t>(state.range(0)))});
+  const std::string json = encode(event{stdout_event_of(state)});
   for (auto _ : state) {
     auto e = decode_event(json);
     benchmark::DoNotOptimize(e.ok());
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * state.range(0)));
 }
-BENCHMARK(decode_stdout_event)->Arg(4096)->Arg(65536);
+BENCHMARK(decode_stdout_event)->ArgsProduct({{4096, 65536}, {0, 1}});
 
 void encode_exit_event(benchmark::State& state) {
   const event e = exit_event{99, 0, std::nullopt, exit_state::exited, 1234};
