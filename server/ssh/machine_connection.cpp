@@ -1,0 +1,362 @@
+#include "ssh/machine_connection.hpp"
+
+#include <libssh2.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <vector>
+
+#include "ssh/ssh_session.hpp"
+
+namespace cmdcast::server::ssh {
+namespace {
+
+using namespace net::experimental::awaitable_operators;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// The first line the wrapper writes to stderr: ASCII RS, then the process group.
+constexpr std::string_view group_marker = "\x1e" "cmdcast-pgid=";
+constexpr std::size_t max_marker_line = 64;
+
+net::steady_timer forever_timer(const net::any_io_executor& ex) {
+  return net::steady_timer(ex, net::steady_timer::time_point::max());
+}
+
+/// Executes a short helper command on its own channel and waits for it to finish.
+net::awaitable<void> run_helper(std::shared_ptr<ssh_session> s, const std::string& command) {
+  failure error;
+  LIBSSH2_CHANNEL* channel = co_await s->exec(command, error);
+  if (!channel) co_return;
+  char sink[256];
+  for (;;) {
+    const auto seen = s->receive_generation();
+    ssize_t n = 0;
+    const int rc = s->attempt(&sink, [&] {
+      n = libssh2_channel_read(channel, sink, sizeof sink);
+      return n < 0 ? static_cast<int>(n) : 0;
+    });
+    if (rc == LIBSSH2_ERROR_EAGAIN) {
+      co_await s->wait_io(seen);
+      continue;
+    }
+    if (rc < 0 || libssh2_channel_eof(channel)) break;
+  }
+  co_await s->call([&] { return libssh2_channel_close(channel); });
+  co_await s->call([&] { return libssh2_channel_free(channel); });
+}
+
+}  // namespace
+
+void run_control::cancel() {
+  cancel_requested_ = true;
+  if (wake_) wake_();
+}
+
+/// What a run and the coroutine stopping it share.
+struct machine_connection::run_state {
+  explicit run_state(const net::any_io_executor& ex) : ended(forever_timer(ex)) {}
+  void finish() {
+    finished = true;
+    ended.cancel();
+  }
+  bool finished = false;   // the command's channel reached EOF
+  bool abandoned = false;  // the stopper gave up on a clean end: close the channel
+  bool timed_out = false;
+  bool stopping = false;
+  long process_group = 0;
+  net::steady_timer ended;  // cancelled when finished
+};
+
+struct machine_connection::slot_waiter {
+  explicit slot_waiter(const net::any_io_executor& ex) : timer(forever_timer(ex)) {}
+  net::steady_timer timer;
+  bool granted = false;
+};
+
+std::string shell_quote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  out += '\'';
+  return out;
+}
+
+std::string wrap_for_process_group(std::string_view command) {
+  // sshd makes the login shell of an exec request a session leader, so its pid is the process
+  // group of everything the command starts; `exec` keeps that pid through both shells.
+  return "exec /bin/sh -c 'printf \"\\036cmdcast-pgid=%s\\n\" \"$$\" >&2; exec /bin/sh -c \"$1\"' "
+         "cmdcast " +
+         shell_quote(command);
+}
+
+machine_connection::machine_connection(net::any_io_executor executor, machine_endpoint endpoint,
+                                       connection_options options)
+    : executor_(std::move(executor)), endpoint_(std::move(endpoint)), options_(options) {}
+
+machine_connection::~machine_connection() {
+  if (session_) session_->shut_down("connection closed");
+}
+
+void machine_connection::disconnect() {
+  if (session_) session_->shut_down("disconnected");
+  session_.reset();
+}
+
+net::awaitable<std::optional<failure>> machine_connection::connect() {
+  failure error;
+  auto s = co_await session(error);
+  if (!s) co_return error;
+  co_return std::nullopt;
+}
+
+net::awaitable<std::shared_ptr<ssh_session>> machine_connection::session(failure& error) {
+  for (;;) {
+    if (session_ && session_->alive()) co_return session_;
+    if (!connecting_) break;
+    // Another run is connecting: share its outcome.
+    auto done = connect_done_;
+    co_await done->async_wait(use_tuple);
+    if (!(session_ && session_->alive())) {
+      error = last_connect_failure_;
+      co_return nullptr;
+    }
+  }
+  connecting_ = true;
+  auto done = std::make_shared<net::steady_timer>(forever_timer(executor_));
+  connect_done_ = done;
+  auto fresh = std::make_shared<ssh_session>(executor_, endpoint_, options_);
+  auto f = co_await fresh->establish();
+  connecting_ = false;
+  if (f) {
+    fresh->shut_down(f->message);
+    last_connect_failure_ = *f;
+    error = *f;
+    session_.reset();
+  } else {
+    session_ = fresh;
+    ++connections_made_;
+  }
+  done->cancel();
+  co_return f ? nullptr : session_;
+}
+
+net::awaitable<bool> machine_connection::acquire_slot(run_control* control) {
+  if (running_ < options_.max_channels) {
+    ++running_;
+    co_return true;
+  }
+  auto waiter = std::make_shared<slot_waiter>(executor_);
+  waiters_.push_back(waiter);
+  control->wake_ = [waiter] { waiter->timer.cancel(); };
+  while (!waiter->granted && !control->cancel_requested_) co_await waiter->timer.async_wait(use_tuple);
+  control->wake_ = nullptr;
+  if (waiter->granted) co_return true;
+  std::erase(waiters_, waiter);
+  co_return false;
+}
+
+void machine_connection::release_slot() {
+  if (waiters_.empty()) {
+    --running_;
+    return;
+  }
+  // Hand the slot straight to the longest waiter.
+  auto next = waiters_.front();
+  waiters_.pop_front();
+  next->granted = true;
+  next->timer.cancel();
+}
+
+net::awaitable<run_result> machine_connection::run(std::string command, output_handler on_output,
+                                                   std::shared_ptr<run_control> control,
+                                                   run_options options) {
+  if (!control) control = std::make_shared<run_control>();
+  run_result result;
+  if (!co_await acquire_slot(control.get())) {
+    result.state = common::exit_state::cancelled;
+    co_return result;
+  }
+  struct slot_guard {
+    machine_connection* self;
+    ~slot_guard() { self->release_slot(); }
+  } guard{this};
+  auto keep_alive = shared_from_this();
+
+  // A session that died while idle (sshd restarted, network dropped) is only noticed when
+  // the next channel fails to open; nothing has run then, so one retry on a new connection.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    failure error;
+    auto s = co_await session(error);
+    if (!s) {
+      result.state = common::exit_state::failed;
+      result.error = error;
+      co_return result;
+    }
+    bool retry = false;
+    result = co_await run_on(s, command, on_output, *control, options, retry);
+    if (!retry) break;
+  }
+  control->wake_ = nullptr;
+  co_return result;
+}
+
+net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_session> s,
+                                                      const std::string& command,
+                                                      const output_handler& on_output,
+                                                      run_control& control,
+                                                      const run_options& options, bool& retry) {
+  run_result result;
+  failure error;
+  LIBSSH2_CHANNEL* channel = co_await s->exec(wrap_for_process_group(command), error);
+  if (!channel) {
+    if (error.code == common::error_code::ssh_disconnected || !s->alive()) {
+      s->shut_down(error.message);
+      retry = connections_made_ > 0 && !control.cancel_requested_;
+    }
+    result.state = common::exit_state::failed;
+    result.error = error;
+    co_return result;
+  }
+
+  auto state = std::make_shared<run_state>(executor_);
+  control.wake_ = [s] { s->wake_all(); };
+  net::steady_timer deadline(executor_);
+  if (options.timeout.count() > 0) {
+    deadline.expires_after(options.timeout);
+    deadline.async_wait([state, s](boost::system::error_code ec) {
+      if (ec || state->finished) return;
+      state->timed_out = true;
+      s->wake_all();
+    });
+  }
+
+  std::vector<char> buffer(options_.read_buffer_bytes);
+  std::string stderr_head;  // stderr until the process-group line has been taken off
+  bool marker_done = false;
+  auto hand_on = [&](int stream, std::string_view data) {
+    if (data.empty()) return;
+    (stream == 0 ? result.bytes_stdout : result.bytes_stderr) += data.size();
+    on_output(stream == 0 ? common::output_stream::out : common::output_stream::err, data);
+  };
+  auto deliver = [&](int stream, std::string_view data) {
+    if (stream == 0 || marker_done) return hand_on(stream, data);
+    stderr_head.append(data);
+    const std::string_view head = stderr_head;
+    const auto newline = head.find('\n');
+    if (head.starts_with(group_marker) && newline != std::string_view::npos) {
+      state->process_group = std::atol(stderr_head.c_str() + group_marker.size());
+      stderr_head.erase(0, newline + 1);
+    } else if (head.size() < max_marker_line &&
+               group_marker.substr(0, std::min(head.size(), group_marker.size())) ==
+                   head.substr(0, std::min(head.size(), group_marker.size()))) {
+      return;  // the marker line may still be arriving
+    }
+    marker_done = true;
+    hand_on(1, stderr_head);
+    stderr_head = std::string();
+  };
+
+  bool lost = false;
+  while (!state->abandoned) {
+    const auto seen = s->receive_generation();
+    bool got_data = false;
+    for (int stream = 0; stream < 2 && !lost; ++stream) {
+      for (;;) {
+        ssize_t n = 0;
+        const int rc = s->attempt(&buffer, [&] {
+          n = libssh2_channel_read_ex(channel, stream, buffer.data(), buffer.size());
+          return n < 0 ? static_cast<int>(n) : 0;
+        });
+        if (rc == LIBSSH2_ERROR_EAGAIN || (rc == 0 && n == 0)) break;
+        if (rc < 0) {
+          lost = true;
+          break;
+        }
+        got_data = true;
+        deliver(stream, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      }
+    }
+    if (lost || !s->alive() || libssh2_channel_eof(channel)) break;
+    if ((control.cancel_requested_ || state->timed_out) && !state->stopping) {
+      state->stopping = true;
+      net::co_spawn(executor_, stop_remote(s, state, options.kill_grace), net::detached);
+    }
+    if (!got_data) co_await s->wait_io(seen);
+  }
+  if (!marker_done) {
+    marker_done = true;
+    hand_on(1, stderr_head);
+  }
+  state->finish();
+  deadline.cancel();
+
+  if (lost || !s->alive()) {
+    const std::string reason = s->alive() ? s->last_error() : s->shutdown_reason();
+    s->shut_down("connection lost: " + reason);
+    libssh2_channel_free(channel);  // the socket is closed: frees locally
+    result.state = common::exit_state::failed;
+    result.error = failure{common::error_code::ssh_disconnected,
+                           "connection to " + endpoint_.host + " lost while the command ran (" +
+                               reason + "); its outcome is unknown"};
+    co_return result;
+  }
+
+  co_await s->call([&] { return libssh2_channel_close(channel); });
+  if (!state->abandoned) co_await s->call([&] { return libssh2_channel_wait_closed(channel); });
+  char* signal_name = nullptr;
+  std::size_t signal_length = 0;
+  libssh2_channel_get_exit_signal(channel, &signal_name, &signal_length, nullptr, nullptr, nullptr,
+                                  nullptr);
+  if (signal_name && signal_length > 0) {
+    result.signal = std::string(signal_name, signal_length);
+    libssh2_free(s->raw(), signal_name);
+  } else if (!state->abandoned) {
+    result.exit_code = libssh2_channel_get_exit_status(channel);
+  }
+  co_await s->call([&] { return libssh2_channel_free(channel); });
+
+  if (state->timed_out) {
+    result.state = common::exit_state::timed_out;
+  } else if (state->stopping) {
+    result.state = common::exit_state::cancelled;
+  } else {
+    result.state = common::exit_state::exited;
+  }
+  co_return result;
+}
+
+net::awaitable<void> machine_connection::stop_remote(std::shared_ptr<ssh_session> s,
+                                                     std::shared_ptr<run_state> state,
+                                                     std::chrono::milliseconds grace) {
+  net::steady_timer timer(executor_);
+  auto wait_for_end = [&](std::chrono::milliseconds limit) -> net::awaitable<void> {
+    if (state->finished) co_return;
+    timer.expires_after(limit);
+    co_await (timer.async_wait(use_tuple) || state->ended.async_wait(use_tuple));
+  };
+  if (state->process_group > 0) {
+    const std::string group = std::to_string(state->process_group);
+    co_await run_helper(s, "kill -TERM -- -" + group + " 2>/dev/null");
+    co_await wait_for_end(grace);
+    if (state->finished) co_return;
+    co_await run_helper(s, "kill -KILL -- -" + group + " 2>/dev/null");
+    co_await wait_for_end(grace);
+    if (state->finished) co_return;
+  }
+  // No process group to signal, or something outside it keeps the output open: stop waiting.
+  state->abandoned = true;
+  s->wake_all();
+}
+
+}  // namespace cmdcast::server::ssh
