@@ -13,6 +13,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <cerrno>
+#include <fstream>
 #include <mutex>
 
 namespace cmdcast::server::ssh {
@@ -66,6 +67,20 @@ int known_host_key_bits(int type) {
     case LIBSSH2_HOSTKEY_TYPE_ED25519: return LIBSSH2_KNOWNHOST_KEY_ED25519;
     default: return LIBSSH2_KNOWNHOST_KEY_UNKNOWN;
   }
+}
+
+// libssh2 1.10 signs with RSA keys using SHA-1 ("ssh-rsa") only, which OpenSSH 8.8 and later
+// refuse by default; say so when an RSA key fails.
+std::string rsa_hint(const std::string& identity) {
+  std::ifstream pub(identity + ".pub");
+  std::string type;
+  pub >> type;
+  std::ifstream key(identity);
+  std::string first_line;
+  std::getline(key, first_line);
+  if (type != "ssh-rsa" && first_line.find("RSA PRIVATE KEY") == std::string::npos) return "";
+  return " (this is an RSA key: libssh2 1.10 signs with ssh-rsa/SHA-1 only, which OpenSSH 8.8 "
+         "and later refuse unless PubkeyAcceptedAlgorithms allows it; use an ed25519 key)";
 }
 
 void init_libssh2_once() {
@@ -255,7 +270,7 @@ net::awaitable<std::optional<failure>> ssh_session::establish() {
   // Prefer the modern host key types; the key offered must be in known_hosts either way.
   libssh2_session_method_pref(session_, LIBSSH2_METHOD_HOSTKEY,
                               "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
-                              "ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa");
+                              "ecdsa-sha2-nistp521,ssh-rsa");
   alive_ = true;
 
   // The handshake and authentication share one deadline: past it the socket is closed, which
@@ -300,7 +315,7 @@ net::awaitable<std::optional<failure>> ssh_session::establish() {
     shut_down("authentication failed");
     co_return failure{common::error_code::ssh_auth_failed,
                       "public key authentication as " + who + " with " + endpoint_.identity +
-                          " failed: " + reason};
+                          " failed: " + reason + rsa_hint(endpoint_.identity)};
   }
 
   libssh2_keepalive_config(session_, 1, static_cast<unsigned>(options_.keepalive_interval.count()));
