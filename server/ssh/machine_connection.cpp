@@ -22,7 +22,7 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 // The first line the wrapper writes to stderr: ASCII RS, then the process group.
 constexpr std::string_view group_marker = "\x1e" "cmdcast-pgid=";
-constexpr std::size_t max_marker_line = 64;
+constexpr std::size_t max_marker_search = 64 * 1024;
 
 net::steady_timer forever_timer(const net::any_io_executor& ex) {
   return net::steady_timer(ex, net::steady_timer::time_point::max());
@@ -33,19 +33,21 @@ net::awaitable<void> run_helper(std::shared_ptr<ssh_session> s, const std::strin
   failure error;
   LIBSSH2_CHANNEL* channel = co_await s->exec(command, error);
   if (!channel) co_return;
-  char sink[256];
-  for (;;) {
+  char sink[4096];
+  // Drain both streams (login scripts may write to stderr) until EOF, waiting when idle.
+  while (s->alive() && !libssh2_channel_eof(channel)) {
     const auto seen = s->receive_generation();
-    ssize_t n = 0;
-    const int rc = s->attempt(&sink, [&] {
-      n = libssh2_channel_read(channel, sink, sizeof sink);
-      return n < 0 ? static_cast<int>(n) : 0;
-    });
-    if (rc == LIBSSH2_ERROR_EAGAIN) {
-      co_await s->wait_io(seen);
-      continue;
+    bool got = false;
+    for (int stream = 0; stream < 2; ++stream) {
+      ssize_t n = 0;
+      const int rc = s->attempt(&sink, [&] {
+        n = libssh2_channel_read_ex(channel, stream, sink, sizeof sink);
+        return n < 0 ? static_cast<int>(n) : 0;
+      });
+      if (rc != LIBSSH2_ERROR_EAGAIN && rc < 0) co_return;
+      got = got || n > 0;
     }
-    if (rc < 0 || libssh2_channel_eof(channel)) break;
+    if (!got) co_await s->wait_io(seen);
   }
   co_await s->call([&] { return libssh2_channel_close(channel); });
   co_await s->call([&] { return libssh2_channel_free(channel); });
@@ -251,16 +253,16 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
   };
   auto deliver = [&](int stream, std::string_view data) {
     if (stream == 0 || marker_done) return hand_on(stream, data);
+    // The login shell's startup files may print first (a .bashrc complaining): pass that on,
+    // take the marker line out.
     stderr_head.append(data);
-    const std::string_view head = stderr_head;
-    const auto newline = head.find('\n');
-    if (head.starts_with(group_marker) && newline != std::string_view::npos) {
-      state->process_group = std::atol(stderr_head.c_str() + group_marker.size());
-      stderr_head.erase(0, newline + 1);
-    } else if (head.size() < max_marker_line &&
-               group_marker.substr(0, std::min(head.size(), group_marker.size())) ==
-                   head.substr(0, std::min(head.size(), group_marker.size()))) {
-      return;  // the marker line may still be arriving
+    const auto at = stderr_head.find(group_marker);
+    const auto newline = at == std::string::npos ? at : stderr_head.find('\n', at);
+    if (newline != std::string::npos) {
+      state->process_group = std::atol(stderr_head.c_str() + at + group_marker.size());
+      stderr_head.erase(at, newline + 1 - at);
+    } else if (stderr_head.size() < max_marker_search) {
+      return;  // the marker may still be arriving
     }
     marker_done = true;
     hand_on(1, stderr_head);

@@ -96,7 +96,7 @@ std::vector<pid_t> descendants(pid_t root) {
 
 }  // namespace
 
-loopback_sshd::loopback_sshd(bool accept_ssh_rsa) {
+loopback_sshd::loopback_sshd(bool accept_ssh_rsa, const std::string& extra_config) {
   char tmpl[] = "/tmp/cmdcast-sshd-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
   shell("ssh-keygen -q -t ed25519 -N '' -f " + dir_ + "/hostkey");
@@ -115,7 +115,8 @@ loopback_sshd::loopback_sshd(bool accept_ssh_rsa) {
                                        << "MaxSessions 64\n"
                                        << "MaxStartups 100\n"
                                        << "LogLevel VERBOSE\n"
-                                       << (accept_ssh_rsa ? "PubkeyAcceptedAlgorithms +ssh-rsa\n" : "");
+                                       << (accept_ssh_rsa ? "PubkeyAcceptedAlgorithms +ssh-rsa\n" : "")
+                                       << extra_config;
   write_known_hosts("known_hosts", dir_ + "/hostkey.pub");
   start();
 }

@@ -14,7 +14,8 @@ namespace cmdcast::testing {
 class loopback_sshd {
  public:
   /// accept_ssh_rsa: also accept RSA keys signing with SHA-1 (OpenSSH refuses them by default).
-  explicit loopback_sshd(bool accept_ssh_rsa = false);
+  /// extra_config: more sshd_config lines.
+  explicit loopback_sshd(bool accept_ssh_rsa = false, const std::string& extra_config = "");
   ~loopback_sshd();
   loopback_sshd(const loopback_sshd&) = delete;
   loopback_sshd& operator=(const loopback_sshd&) = delete;

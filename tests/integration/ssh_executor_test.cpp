@@ -95,9 +95,10 @@ class SshExecutor : public ::testing::Test {
   }
 
   /// Whether a process whose command line contains `marker` exists on the remote side.
-  bool remote_process_exists(const std::string& marker) {
+  bool remote_process_exists(const std::string& marker, const loopback_sshd* via = nullptr) {
     // "[s]leep" keeps pgrep from matching the shell that runs it.
-    const auto check = run("pgrep -f -- '[s]leep " + marker + "' >/dev/null && echo yes || echo no");
+    const auto check = run(connection((via ? via : sshd_)->endpoint()),
+                           "pgrep -f -- '[s]leep " + marker + "' >/dev/null && echo yes || echo no");
     EXPECT_EQ(check.result.state, exit_state::exited);
     return check.out == "yes\n";
   }
@@ -420,6 +421,28 @@ TEST_F(SshExecutorCrashes, RsaKeyRefusedByADefaultServerSaysWhy) {
   ASSERT_TRUE(c.result.error);
   EXPECT_EQ(c.result.error->code, error_code::ssh_auth_failed);
   EXPECT_NE(c.result.error->message.find("use an ed25519 key"), std::string::npos) << c.result.error->message;
+}
+
+TEST_F(SshExecutorCrashes, StartupFilesPrintingToStderrDoNotHideTheProcessGroup) {
+  // A login shell whose startup files write to stderr before the command runs, as a noisy
+  // .bashrc does: that text reaches the watcher, and cancel still finds the process group.
+  const std::string rc = own_->dir() + "/noisy_rc";
+  shell("printf 'echo rc noise >&2\\n' > " + rc);
+  loopback_sshd noisy(false, "SetEnv BASH_ENV=" + rc + " ENV=" + rc + "\n");
+  auto conn = connection(noisy.endpoint());
+  const auto plain = run(conn, "echo out; echo err >&2");
+  EXPECT_EQ(plain.out, "out\n");
+  EXPECT_TRUE(plain.err.starts_with("rc noise\n")) << plain.err;
+  EXPECT_TRUE(plain.err.ends_with("\nerr\n")) << plain.err;
+  EXPECT_EQ(plain.err.find("cmdcast-pgid"), std::string::npos) << plain.err;
+  const std::string marker = unique_marker();
+  auto control = std::make_shared<run_control>();
+  const auto c = run(conn, "echo ready; sleep " + marker, {}, control, [&](const captured& cap) {
+    if (cap.out == "ready\n") control->cancel();
+  });
+  EXPECT_EQ(c.result.state, exit_state::cancelled);
+  EXPECT_EQ(c.err.find("cmdcast-pgid"), std::string::npos) << c.err;
+  EXPECT_FALSE(remote_process_exists(marker, &noisy));
 }
 
 TEST_F(SshExecutorCrashes, SshdKilledMidCommandIsAFailureNotAnExit) {

@@ -1,0 +1,100 @@
+// cmdcast-server's configuration (TOML, `cmdcast-server --config FILE`, docs/config.md), and
+// the whitelist check that turns a run request into the command line to execute.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cmdcast/common/protocol.hpp"
+#include "cmdcast/common/result.hpp"
+#include "ssh/ssh_types.hpp"
+
+namespace cmdcast::server {
+
+enum class role : std::uint8_t { viewer, operator_ };
+
+struct token_entry {
+  std::string name;
+  std::array<std::uint8_t, 32> sha256{};
+  role granted = role::viewer;
+};
+
+struct action_entry {
+  std::string name;
+  std::string command;                        // may hold {param} placeholders
+  std::map<std::string, std::string> params;  // name -> pattern the whole value must match
+  std::optional<std::string> progress;        // parser family
+  std::chrono::seconds timeout{3600};
+  std::optional<std::vector<std::string>> machines;  // ids or names; empty: every machine
+  bool line_buffered = true;  // run under stdbuf -oL -eL with PYTHONUNBUFFERED=1
+};
+
+struct machine_entry {
+  std::string id;
+  std::string name;
+  ssh::machine_endpoint endpoint;
+};
+
+struct server_settings {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;
+  std::optional<std::string> web_root;
+  std::vector<std::string> allowed_origins;
+  std::string audit_db = "cmdcast.db";
+  std::size_t replay_bytes = 4u << 20;
+  std::size_t audit_head_bytes = 512u << 10;
+  std::size_t audit_tail_bytes = 512u << 10;
+  std::chrono::seconds idle_timeout{30};
+  std::size_t max_message_bytes = 64u << 10;          // inbound WebSocket message / HTTP body
+  std::size_t max_executions_per_machine = 8;
+  std::size_t max_subscribers_per_execution = 10000;
+  std::size_t subscriber_queue_bytes = 8u << 20;      // past this a slow subscriber is evicted
+  std::chrono::milliseconds kill_grace{5000};
+};
+
+struct config {
+  server_settings server;
+  std::vector<token_entry> tokens;  // empty: auth off (only on a loopback listen address)
+  std::vector<machine_entry> machines;
+  std::map<std::string, action_entry> actions;
+
+  const machine_entry* find_machine(std::string_view id) const;
+  /// The actions that apply to a machine, by name.
+  std::vector<const action_entry*> actions_for(const machine_entry& m) const;
+};
+
+/// Reads and checks a config file; the error names the file, line and key.
+common::result<config> load_config(const std::string& path);
+/// The same from text (`origin` names it in errors).
+common::result<config> parse_config(std::string_view text, const std::string& origin);
+
+/// A run request checked against the whitelist.
+struct resolved_command {
+  const machine_entry* machine = nullptr;
+  const action_entry* action = nullptr;
+  std::string command;  // params substituted, each shell-quoted
+};
+
+struct request_error {
+  common::error_code code;
+  std::string message;
+};
+
+/// Checks `request` for machine `machine_id`: the action exists and applies to the machine,
+/// every param is known, present and matches its pattern, and a `command` field, if sent,
+/// equals the resolved command.
+std::variant<resolved_command, request_error> resolve(const config& c, std::string_view machine_id,
+                                                      const common::run_request& request);
+
+/// The line actually run for an action: under stdbuf and PYTHONUNBUFFERED when line_buffered.
+std::string command_line(const action_entry& action, const std::string& resolved);
+
+/// hex SHA-256 (lowercase) of a token, as the config stores it.
+std::string sha256_hex(std::string_view text);
+
+}  // namespace cmdcast::server

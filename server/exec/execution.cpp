@@ -1,0 +1,266 @@
+#include "exec/execution.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <random>
+
+#include "cmdcast/common/codec.hpp"
+
+namespace cmdcast::server {
+namespace {
+
+constexpr std::size_t coalesce_bytes = 16 * 1024;
+constexpr auto coalesce_delay = std::chrono::milliseconds(3);
+constexpr auto progress_interval = std::chrono::milliseconds(100);
+
+}  // namespace
+
+std::string rfc3339_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[80];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return buf;
+}
+
+std::string random_uuid() {
+  static std::random_device rd;
+  static std::mt19937_64 rng(rd());
+  std::uint64_t a = rng(), b = rng();
+  a = (a & 0xFFFFFFFFFFFF0FFFull) | 0x0000000000004000ull;  // version 4
+  b = (b & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;  // variant 1
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xFFFF), static_cast<unsigned>(a & 0xFFFF),
+                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xFFFFFFFFFFFFull));
+  return buf;
+}
+
+execution::execution(net::any_io_executor executor, std::string id, const machine_entry& machine,
+                     const action_entry& action, std::string command, std::map<std::string, std::string> params,
+                     std::string user, const server_settings& settings)
+    : executor_(executor),
+      id_(std::move(id)),
+      machine_id_(machine.id),
+      action_type_(action.name),
+      command_(std::move(command)),
+      params_(std::move(params)),
+      user_(std::move(user)),
+      settings_(settings),
+      timeout_(action.timeout),
+      started_at_(rfc3339_now()),
+      started_(std::chrono::steady_clock::now()),
+      flush_timer_(executor),
+      progress_timer_(executor) {
+  if (action.progress) progress_ = common::make_progress_parser(*action.progress);
+}
+
+void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::string run_line,
+                      std::function<void()> on_end) {
+  emit(common::started_event{0, id_, machine_id_, action_type_, command_, started_at_});
+  ssh::run_options options;
+  options.timeout = timeout_;
+  options.kill_grace = settings_.kill_grace;
+  net::co_spawn(
+      executor_,
+      [self = shared_from_this(), connection, options, line = std::move(run_line),
+       on_end = std::move(on_end)]() -> net::awaitable<void> {
+        const auto result = co_await connection->run(
+            line, [self](common::output_stream s, std::string_view data) { self->on_output(s, data); },
+            self->control_, options);
+        self->finish(result);
+        if (on_end) on_end();
+      },
+      net::detached);
+}
+
+void execution::cancel() {
+  if (!finished()) control_->cancel();
+}
+
+void execution::on_output(common::output_stream stream, std::string_view bytes) {
+  const auto index = static_cast<std::size_t>(stream);
+  bytes_[index] += bytes.size();
+  if (stream != pending_stream_ && !pending_text_.empty()) flush_output();
+  pending_stream_ = stream;
+  const std::size_t before = pending_text_.size();
+  decoders_[index].decode(bytes, pending_text_);
+  if (progress_ && progress_->feed(std::string_view(pending_text_).substr(before))) report_progress(false);
+  if (pending_text_.size() >= coalesce_bytes) {
+    flush_output();
+  } else if (!pending_text_.empty() && !flush_armed_) {
+    flush_armed_ = true;
+    flush_timer_.expires_after(coalesce_delay);
+    flush_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+      self->flush_armed_ = false;
+      self->flush_output();
+    });
+  }
+}
+
+void execution::flush_output() {
+  if (pending_text_.empty()) return;
+  common::output_event e;
+  e.stream = pending_stream_;
+  e.data = std::move(pending_text_);
+  pending_text_ = std::string();
+  emit(std::move(e));
+}
+
+void execution::report_progress(bool force) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!force && now - last_progress_ < progress_interval) {
+    // At most about ten a second: the newest state goes out when the interval is over.
+    if (!progress_pending_) {
+      progress_pending_ = true;
+      progress_timer_.expires_at(last_progress_ + progress_interval);
+      progress_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        if (ec || !self->progress_pending_) return;
+        self->report_progress(true);
+      });
+    }
+    return;
+  }
+  progress_pending_ = false;
+  last_progress_ = now;
+  flush_output();  // progress refers to output already sent
+  const auto& p = progress_->current();
+  emit(common::progress_event{0, p.percent, p.phase});
+}
+
+void execution::finish(const ssh::run_result& r) {
+  for (std::size_t i = 0; i < 2; ++i) {
+    std::string rest;  // an incomplete character at the very end becomes U+FFFD
+    decoders_[i].finish(rest);
+    if (rest.empty()) continue;
+    const auto stream = static_cast<common::output_stream>(i);
+    if (stream != pending_stream_) flush_output();
+    pending_stream_ = stream;
+    pending_text_ += rest;
+  }
+  flush_timer_.cancel();
+  flush_output();
+  if (r.error) {
+    // The failure is output too: a watcher should read why the command did not run or end.
+    std::string text = "cmdcast: " + r.error->message + "\n";
+    emit(common::output_event{0, common::output_stream::err, std::move(text)});
+  }
+  if (progress_) {
+    progress_pending_ = false;
+    progress_timer_.cancel();
+    const bool success = r.state == common::exit_state::exited && r.exit_code == 0;
+    if (progress_->finish(success) || progress_->current().percent) report_progress(true);
+  }
+  common::exit_event e;
+  e.code = r.exit_code;
+  e.signal = r.signal;
+  e.state = r.state;
+  e.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
+  ended_at_ = rfc3339_now();
+  exit_ = e;
+  emit(e);
+  auto subscribers = std::move(subscribers_);
+  subscribers_.clear();
+  for (auto& s : subscribers) s->ended();
+}
+
+void execution::emit(common::event e) {
+  const common::seq_t seq = next_seq_++;
+  std::visit([seq](auto& ev) {
+    if constexpr (requires { ev.seq; }) ev.seq = seq;
+  }, e);
+  auto f = std::make_shared<const std::string>(common::encode(e));
+  replay_.push_back({seq, f});
+  replay_size_ += f->size();
+  // Keep the replay window bounded, but always the newest event.
+  while (replay_size_ > settings_.replay_bytes && replay_.size() > 1) {
+    replay_size_ -= replay_.front().data->size();
+    replay_.pop_front();
+  }
+  publish(f, seq);
+}
+
+void execution::publish(const frame& f, common::seq_t seq) {
+  bool dropped = false;
+  for (auto& s : subscribers_) {
+    if (!s->push(f, seq)) {
+      ++evictions_;
+      s->evicted();
+      s.reset();
+      dropped = true;
+    }
+  }
+  if (dropped) {
+    std::erase(subscribers_, nullptr);
+    announce_watchers();
+  }
+}
+
+void execution::announce_watchers() {
+  if (finished()) return;
+  publish(std::make_shared<const std::string>(common::encode(common::event{common::watchers_event{
+              static_cast<std::int64_t>(subscribers_.size())}})),
+          -1);
+}
+
+bool execution::subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after) {
+  if (subscribers_.size() >= settings_.max_subscribers_per_execution) return false;
+  // Catch up from the replay buffer, saying so when part of what was asked for is gone.
+  const common::seq_t first_held = replay_.empty() ? next_seq_ : replay_.front().seq;
+  if (after + 1 < first_held) {
+    common::gap_event gap{first_held - 1, after + 1, first_held - 1};
+    if (!s->push(std::make_shared<const std::string>(common::encode(common::event{gap})), first_held - 1)) return true;
+  }
+  for (const auto& h : replay_) {
+    if (h.seq > after && !s->push(h.data, h.seq)) {
+      ++evictions_;
+      s->evicted();
+      return true;
+    }
+  }
+  if (finished()) {
+    s->ended();
+    return true;
+  }
+  subscribers_.push_back(s);
+  announce_watchers();
+  return true;
+}
+
+void execution::unsubscribe(const subscriber* s) {
+  const auto before = subscribers_.size();
+  std::erase_if(subscribers_, [s](const auto& p) { return p.get() == s; });
+  if (subscribers_.size() != before) announce_watchers();
+}
+
+common::execution_record execution::record() const {
+  common::execution_record r;
+  r.execution_id = id_;
+  r.machine_id = machine_id_;
+  r.action_type = action_type_;
+  r.command = command_;
+  r.params = params_;
+  r.user = user_;
+  r.state = exit_ ? std::string(common::to_string(exit_->state)) : "running";
+  if (exit_) {
+    r.exit_code = exit_->code;
+    r.signal = exit_->signal;
+  }
+  r.started_at = started_at_;
+  r.ended_at = ended_at_;
+  r.bytes_stdout = static_cast<std::int64_t>(bytes_[0]);
+  r.bytes_stderr = static_cast<std::int64_t>(bytes_[1]);
+  r.output_truncated = false;
+  r.watchers = static_cast<std::int64_t>(subscribers_.size());
+  return r;
+}
+
+}  // namespace cmdcast::server

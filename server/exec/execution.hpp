@@ -1,0 +1,123 @@
+// One run of an action on a machine, and everyone watching it. The execution numbers its
+// events (seq), serialises each once into a shared frame, keeps the newest in a bounded replay
+// buffer for late joiners and resumes, and pushes every frame to its subscribers, none of
+// which can slow it down: a subscriber over its queue bound is evicted.
+// Used on the server's single-threaded executor only.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cmdcast/common/progress.hpp"
+#include "cmdcast/common/protocol.hpp"
+#include "cmdcast/common/utf8.hpp"
+#include "config/config.hpp"
+#include "ssh/machine_connection.hpp"
+
+namespace cmdcast::server {
+
+namespace net = boost::asio;
+using frame = std::shared_ptr<const std::string>;
+
+/// A watcher of an execution (a WebSocket, a long-poll).
+class subscriber {
+ public:
+  virtual ~subscriber() = default;
+  /// Queues one serialised event (seq -1: not sequenced). Returns false when the subscriber
+  /// is over its bound: the execution then drops it and calls evicted().
+  virtual bool push(const frame& f, common::seq_t seq) = 0;
+  /// Every event has been pushed: the execution is over.
+  virtual void ended() = 0;
+  /// Dropped for falling behind; it may come back with after = the last seq it received.
+  virtual void evicted() = 0;
+};
+
+class execution : public std::enable_shared_from_this<execution> {
+ public:
+  execution(net::any_io_executor executor, std::string id, const machine_entry& machine,
+            const action_entry& action, std::string command, std::map<std::string, std::string> params,
+            std::string user, const server_settings& settings);
+
+  /// Runs `run_line` (the command as executed: command_line()) on `connection`; `on_end` runs
+  /// once the exit event is out.
+  void start(std::shared_ptr<ssh::machine_connection> connection, std::string run_line,
+             std::function<void()> on_end);
+  void cancel();
+
+  /// Sends `s` the held events with seq > after (a gap event first when some of them are no
+  /// longer held), then everything live. Returns false when the execution has its maximum of
+  /// subscribers.
+  bool subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after);
+  void unsubscribe(const subscriber* s);
+
+  common::execution_record record() const;
+  const std::string& id() const { return id_; }
+  const std::string& machine_id() const { return machine_id_; }
+  bool finished() const { return exit_.has_value(); }
+  std::size_t watchers() const { return subscribers_.size(); }
+  common::seq_t last_seq() const { return next_seq_ - 1; }
+  std::uint64_t evictions() const { return evictions_; }
+
+ private:
+  void emit(common::event e);
+  void publish(const frame& f, common::seq_t seq);
+  void on_output(common::output_stream stream, std::string_view bytes);
+  void flush_output();
+  void report_progress(bool force);
+  void announce_watchers();
+  void finish(const ssh::run_result& r);
+
+  net::any_io_executor executor_;
+  std::string id_;
+  std::string machine_id_;
+  std::string action_type_;
+  std::string command_;
+  std::map<std::string, std::string> params_;
+  std::string user_;
+  const server_settings& settings_;
+  std::chrono::seconds timeout_;
+  std::string started_at_;
+  std::chrono::steady_clock::time_point started_;
+  std::optional<std::string> ended_at_;
+
+  common::seq_t next_seq_ = 0;
+  struct held {
+    common::seq_t seq;
+    frame data;
+  };
+  std::deque<held> replay_;
+  std::size_t replay_size_ = 0;
+  std::vector<std::shared_ptr<subscriber>> subscribers_;
+  std::uint64_t evictions_ = 0;
+
+  // Output is decoded to UTF-8 per stream and coalesced: small chunks wait up to a few ms (or
+  // until 16 KiB) so a chatty command does not become a storm of tiny frames.
+  common::utf8_decoder decoders_[2];
+  std::string pending_text_;
+  common::output_stream pending_stream_ = common::output_stream::out;
+  net::steady_timer flush_timer_;
+  bool flush_armed_ = false;
+  std::uint64_t bytes_[2] = {0, 0};
+
+  std::unique_ptr<common::progress_parser> progress_;
+  std::chrono::steady_clock::time_point last_progress_{};
+  bool progress_pending_ = false;
+  net::steady_timer progress_timer_;
+
+  std::shared_ptr<ssh::run_control> control_ = std::make_shared<ssh::run_control>();
+  std::optional<common::exit_event> exit_;
+};
+
+/// "2026-11-24T06:00:00.123Z"
+std::string rfc3339_now();
+/// A random version-4 UUID.
+std::string random_uuid();
+
+}  // namespace cmdcast::server

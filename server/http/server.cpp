@@ -1,0 +1,639 @@
+#include "http/server.hpp"
+
+#include <openssl/crypto.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <charconv>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "cmdcast/common/codec.hpp"
+#include "exec/execution.hpp"
+
+namespace cmdcast::server {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using namespace net::experimental::awaitable_operators;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+using common::error_code;
+
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+using ws_stream = websocket::stream<beast::tcp_stream>;
+
+constexpr std::size_t max_finished_kept = 1000;
+
+/// One line of JSON per event that matters, on stderr. Never a token.
+void log_event(std::string_view event, std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
+  std::string line = "{\"ts\":";
+  common::append_json_string(line, rfc3339_now());
+  line += ",\"event\":";
+  common::append_json_string(line, event);
+  for (const auto& [k, v] : fields) {
+    line += ",\"";
+    line += k;
+    line += "\":";
+    common::append_json_string(line, v);
+  }
+  line += "}\n";
+  std::fputs(line.c_str(), stderr);
+}
+
+struct principal {
+  std::string name;
+  role granted = role::viewer;
+};
+
+std::string error_json(error_code code, std::string_view message) {
+  return common::encode(common::event{common::error_event{code, std::string(message)}});
+}
+
+/// Path and query of a request target.
+struct target {
+  std::vector<std::string> parts;  // path segments
+  std::map<std::string, std::string> query;
+};
+
+target parse_target(std::string_view t) {
+  target out;
+  const auto q = t.find('?');
+  std::string_view path = t.substr(0, q);
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    const auto slash = path.find('/');
+    out.parts.emplace_back(path.substr(0, slash));
+    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+  }
+  if (q != std::string_view::npos) {
+    std::string_view query = t.substr(q + 1);
+    while (!query.empty()) {
+      const auto amp = query.find('&');
+      const std::string_view pair = query.substr(0, amp);
+      const auto eq = pair.find('=');
+      out.query[std::string(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1));
+      query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    }
+  }
+  return out;
+}
+
+/// A query number such as `after`: absent gives `fallback`, anything but a decimal fails.
+std::optional<std::int64_t> query_number(const target& t, const std::string& key, std::int64_t fallback, std::int64_t min) {
+  const auto it = t.query.find(key);
+  if (it == t.query.end()) return fallback;
+  std::int64_t v = 0;
+  const auto& s = it->second;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v < min) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+/// A WebSocket watching an execution: a bounded queue of shared frames and the one coroutine
+/// that writes them. Pushing never waits; past the bound the watcher is evicted (1013).
+class ws_watcher : public subscriber {
+ public:
+  ws_watcher(ws_stream& ws, std::size_t limit)
+      : ws_(ws), limit_(limit), wake_(ws.get_executor(), net::steady_timer::time_point::max()) {}
+
+  bool push(const frame& f, common::seq_t seq) override {
+    if (closing_) return true;
+    if (queued_bytes_ + f->size() > limit_ && !queue_.empty()) return false;
+    queue_.push_back({f, seq});
+    queued_bytes_ += f->size();
+    wake_.cancel();
+    return true;
+  }
+  void ended() override {
+    ended_ = true;
+    wake_.cancel();
+  }
+  void evicted() override {
+    evicted_ = true;
+    wake_.cancel();
+  }
+  void shut_down() {
+    shutting_down_ = true;
+    wake_.cancel();
+  }
+  /// Queues a message that is not an event of the execution (an error answer).
+  void say(std::string text) { push(std::make_shared<const std::string>(std::move(text)), -1); }
+
+  net::awaitable<void> write_loop(std::uint64_t& bytes_out) {
+    for (;;) {
+      while (!queue_.empty() && !evicted_) {
+        auto [f, seq] = queue_.front();
+        queue_.pop_front();
+        queued_bytes_ -= f->size();
+        ws_.text(true);
+        auto [ec, n] = co_await ws_.async_write(net::buffer(*f), use_tuple);
+        if (ec) co_return;
+        bytes_out += n;
+        if (seq >= 0) last_sent_ = seq;
+      }
+      if (evicted_ || ended_ || shutting_down_) {
+        closing_ = true;
+        websocket::close_reason reason;
+        if (evicted_) {
+          reason = {websocket::close_code::try_again_later,
+                    "too slow: evicted after seq " + std::to_string(last_sent_) + "; resume with after=" +
+                        std::to_string(last_sent_)};
+        } else if (ended_) {
+          reason = {websocket::close_code::normal, "execution finished"};
+        } else {
+          reason = {websocket::close_code::going_away, "server shutting down"};
+        }
+        co_await ws_.async_close(reason, use_tuple);
+        co_return;
+      }
+      wake_ = net::steady_timer(ws_.get_executor(), net::steady_timer::time_point::max());
+      co_await wake_.async_wait(use_tuple);
+    }
+  }
+
+ private:
+  struct queued {
+    frame data;
+    common::seq_t seq;
+  };
+  ws_stream& ws_;
+  std::size_t limit_;
+  net::steady_timer wake_;
+  std::deque<queued> queue_;
+  std::size_t queued_bytes_ = 0;
+  common::seq_t last_sent_ = -1;
+  bool ended_ = false, evicted_ = false, shutting_down_ = false, closing_ = false;
+};
+
+struct server::impl : std::enable_shared_from_this<server::impl> {
+  impl(net::io_context& io_, config c) : io(io_), cfg(std::move(c)), acceptor(io_) {}
+
+  net::io_context& io;
+  config cfg;
+  tcp::acceptor acceptor;
+  bool stopping = false;
+  std::function<void()> on_stopped;
+
+  std::map<std::string, std::shared_ptr<ssh::machine_connection>> connections;  // by machine id
+  std::map<std::string, std::shared_ptr<execution>> executions;                 // by id
+  std::deque<std::string> finished_order;
+  std::map<std::string, std::size_t> running_per_machine;
+  std::set<ws_watcher*> watchers;
+
+  // Metrics.
+  std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0, evictions = 0;
+  std::uint64_t requests_rejected = 0;
+
+  std::shared_ptr<ssh::machine_connection> connection_for(const machine_entry& m) {
+    auto& c = connections[m.id];
+    if (!c) {
+      ssh::connection_options options;
+      options.max_channels = cfg.server.max_executions_per_machine;
+      c = std::make_shared<ssh::machine_connection>(io.get_executor(), m.endpoint, options);
+    }
+    return c;
+  }
+
+  // --- Auth -----------------------------------------------------------------------------------
+
+  /// The caller, from `Authorization: Bearer` or the `cmdcast.bearer.TOKEN` subprotocol.
+  std::optional<principal> authenticate(const request& req) const {
+    if (cfg.tokens.empty()) return principal{"anonymous", role::operator_};
+    std::string token;
+    const auto auth = req[http::field::authorization];
+    if (auth.starts_with("Bearer ")) token = std::string(auth.substr(7));
+    const std::string protocols(req[http::field::sec_websocket_protocol]);
+    for (std::size_t at = 0; token.empty() && at < protocols.size();) {
+      auto end = protocols.find(',', at);
+      if (end == std::string::npos) end = protocols.size();
+      std::string_view p = std::string_view(protocols).substr(at, end - at);
+      while (!p.empty() && p.front() == ' ') p.remove_prefix(1);
+      while (!p.empty() && p.back() == ' ') p.remove_suffix(1);
+      if (p.starts_with("cmdcast.bearer.")) token = std::string(p.substr(15));
+      at = end + 1;
+    }
+    if (token.empty()) return std::nullopt;
+    const std::string hex = sha256_hex(token);
+    for (const auto& t : cfg.tokens) {
+      std::string expected;
+      for (auto b : t.sha256) {
+        static constexpr char digits[] = "0123456789abcdef";
+        expected.push_back(digits[b >> 4]);
+        expected.push_back(digits[b & 15]);
+      }
+      if (CRYPTO_memcmp(expected.data(), hex.data(), 64) == 0) return principal{t.name, t.granted};
+    }
+    return std::nullopt;
+  }
+
+  bool origin_allowed(const request& req) const {
+    const auto origin = req[http::field::origin];
+    if (origin.empty()) return true;  // not a browser: the token is what counts
+    for (const auto& o : cfg.server.allowed_origins) {
+      if (o == origin) return true;
+    }
+    return false;
+  }
+
+  // --- HTTP -----------------------------------------------------------------------------------
+
+  response json_response(const request& req, http::status status, std::string body) {
+    response res{status, req.version()};
+    res.set(http::field::content_type, "application/json");
+    res.set(http::field::cache_control, "no-store");
+    res.keep_alive(req.keep_alive());
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return res;
+  }
+
+  response error_response(const request& req, error_code code, std::string_view message) {
+    ++requests_rejected;
+    return json_response(req, static_cast<http::status>(common::http_status(code)), error_json(code, message));
+  }
+
+  std::vector<common::machine_info> machine_list() const {
+    std::vector<common::machine_info> out;
+    for (const auto& m : cfg.machines) {
+      common::machine_info info{m.id, m.name, {}};
+      for (const auto* a : cfg.actions_for(m)) info.actions.push_back({a->name, a->params, a->progress});
+      out.push_back(std::move(info));
+    }
+    return out;
+  }
+
+  std::string metrics_text() const {
+    std::size_t running = 0, finished = 0, subscribers = 0;
+    std::map<std::string, std::size_t> by_state;
+    std::uint64_t exec_evictions = 0;
+    for (const auto& [id, e] : executions) {
+      ++by_state[e->record().state];
+      subscribers += e->watchers();
+      exec_evictions += e->evictions();
+      (e->finished() ? finished : running)++;
+    }
+    std::uint64_t ssh_in = 0;
+    std::ostringstream m;
+    m << "# TYPE cmdcast_connections gauge\ncmdcast_connections " << connections_open << "\n"
+      << "# TYPE cmdcast_connections_total counter\ncmdcast_connections_total " << connections_total << "\n"
+      << "# TYPE cmdcast_executions gauge\n";
+    for (const char* state : {"running", "exited", "cancelled", "timed_out", "failed", "lost"}) {
+      m << "cmdcast_executions{state=\"" << state << "\"} " << (by_state.count(state) ? by_state.at(state) : 0) << "\n";
+    }
+    m << "# TYPE cmdcast_subscribers gauge\ncmdcast_subscribers " << subscribers << "\n"
+      << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << bytes_out << "\n"
+      << "# TYPE cmdcast_evictions_total counter\ncmdcast_evictions_total " << exec_evictions << "\n"
+      << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
+    (void)ssh_in;
+    return m.str();
+  }
+
+  std::optional<response> serve_static(const request& req, const target& t) {
+    if (!cfg.server.web_root || req.method() != http::verb::get) return std::nullopt;
+    std::string rel;
+    for (const auto& p : t.parts) {
+      if (p == ".." || p == "." || p.find('\0') != std::string::npos) return std::nullopt;
+      rel += "/" + p;
+    }
+    if (rel.empty()) rel = "/index.html";
+    const std::filesystem::path file = *cfg.server.web_root + rel;
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    static const std::map<std::string, std::string> types = {
+        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript"}, {".wasm", "application/wasm"},
+        {".css", "text/css"},                  {".png", "image/png"},      {".json", "application/json"}};
+    response res{http::status::ok, req.version()};
+    const auto type = types.find(file.extension().string());
+    res.set(http::field::content_type, type == types.end() ? "application/octet-stream" : type->second);
+    res.keep_alive(req.keep_alive());
+    res.body() = ss.str();
+    res.prepare_payload();
+    return res;
+  }
+
+  response handle_http(const request& req, const target& t, const std::optional<principal>& who) {
+    const auto& p = t.parts;
+    const bool get = req.method() == http::verb::get;
+    if (get && p.size() == 1 && p[0] == "healthz") {
+      response res{http::status::ok, req.version()};
+      res.set(http::field::content_type, "text/plain");
+      res.keep_alive(req.keep_alive());
+      res.body() = "ok";
+      res.prepare_payload();
+      return res;
+    }
+    const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics");
+    if (!api) {
+      if (auto file = serve_static(req, t)) return *file;
+      return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
+    }
+    if (!who) return error_response(req, error_code::unauthorized, "a valid token is required");
+    if (get && p.size() == 1 && p[0] == "metrics") {
+      response res{http::status::ok, req.version()};
+      res.set(http::field::content_type, "text/plain; version=0.0.4");
+      res.keep_alive(req.keep_alive());
+      res.body() = metrics_text();
+      res.prepare_payload();
+      return res;
+    }
+    if (get && p.size() == 1 && p[0] == "machines") return json_response(req, http::status::ok, common::encode(machine_list()));
+    if (get && p.size() == 1 && p[0] == "executions") {
+      const auto state = t.query.count("state") ? t.query.at("state") : "all";
+      const auto limit = query_number(t, "limit", 100, 1);
+      if (!limit) return error_response(req, error_code::bad_request, "limit must be a positive number");
+      if (state != "all" && state != "running" && !common::parse_exit_state(state)) {
+        return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
+      }
+      std::vector<common::execution_record> list;
+      for (const auto& [id, e] : executions) {
+        auto r = e->record();
+        if (state == "all" || r.state == state) list.push_back(std::move(r));
+      }
+      std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
+      if (list.size() > static_cast<std::size_t>(*limit)) list.resize(static_cast<std::size_t>(*limit));
+      return json_response(req, http::status::ok, common::encode(list));
+    }
+    if (p.size() >= 2 && p[0] == "executions") {
+      const auto it = executions.find(p[1]);
+      if (it == executions.end()) return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+      if (get && p.size() == 2) return json_response(req, http::status::ok, common::encode(it->second->record()));
+      if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
+        if (who->granted != role::operator_) return error_response(req, error_code::forbidden, "cancel needs the operator role");
+        log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}});
+        it->second->cancel();
+        return json_response(req, http::status::accepted, common::encode(it->second->record()));
+      }
+    }
+    return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +
+                                                            std::string(req.target()));
+  }
+
+  // --- WebSocket ------------------------------------------------------------------------------
+
+  /// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.
+  net::awaitable<void> refuse(ws_stream& ws, error_code code, std::string message) {
+    ++requests_rejected;
+    ws.text(true);
+    co_await ws.async_write(net::buffer(error_json(code, message)), use_tuple);
+    co_await ws.async_close(websocket::close_reason(websocket::close_code::policy_error, message.substr(0, 120)),
+                            use_tuple);
+  }
+
+  /// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
+  /// execution ends, the client leaves or the watcher is evicted.
+  net::awaitable<void> watch(ws_stream& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
+    auto watcher = std::make_shared<ws_watcher>(ws, cfg.server.subscriber_queue_bytes);
+    watchers.insert(watcher.get());
+    if (!e->subscribe(watcher, after)) {
+      watchers.erase(watcher.get());
+      co_await refuse(ws, error_code::busy, "this execution has its maximum of watchers");
+      co_return;
+    }
+    auto reader = [&]() -> net::awaitable<void> {
+      beast::flat_buffer buffer;
+      for (;;) {
+        auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
+        if (ec) co_return;
+        const std::string text = beast::buffers_to_string(buffer.data());
+        buffer.consume(buffer.size());
+        auto m = common::decode_client_message(text);
+        if (!m) {
+          watcher->say(error_json(error_code::bad_request, m.error()));
+        } else if (!std::holds_alternative<common::cancel_request>(*m)) {
+          watcher->say(error_json(error_code::bad_request, "only {\"type\":\"cancel\"} is accepted while streaming"));
+        } else if (who.granted != role::operator_) {
+          watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
+        } else {
+          log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}});
+          e->cancel();
+        }
+      }
+    };
+    co_await (reader() || watcher->write_loop(bytes_out));
+    e->unsubscribe(watcher.get());
+    watchers.erase(watcher.get());
+  }
+
+  net::awaitable<void> run_websocket(ws_stream& ws, const target& t, const principal& who) {
+    const auto& p = t.parts;
+    if (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") {
+      // The first message is the request.
+      beast::flat_buffer buffer;
+      auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
+      if (ec == websocket::error::buffer_overflow) {
+        co_await refuse(ws, error_code::bad_request, "request too large (at most " + std::to_string(cfg.server.max_message_bytes) + " bytes)");
+        co_return;
+      }
+      if (ec) co_return;
+      auto req = common::decode_run_request(beast::buffers_to_string(buffer.data()));
+      if (!req) {
+        co_await refuse(ws, error_code::bad_request, req.error());
+        co_return;
+      }
+      if (who.granted != role::operator_) {
+        co_await refuse(ws, error_code::forbidden, "running a command needs the operator role");
+        co_return;
+      }
+      auto resolved = resolve(cfg, p[1], *req);
+      if (auto* err = std::get_if<request_error>(&resolved)) {
+        log_event("rejected", {{"machine", p[1]}, {"action", req->action_type}, {"user", who.name}, {"error", err->message}});
+        co_await refuse(ws, err->code, err->message);
+        co_return;
+      }
+      auto& r = std::get<resolved_command>(resolved);
+      auto& running = running_per_machine[r.machine->id];
+      if (running >= cfg.server.max_executions_per_machine) {
+        co_await refuse(ws, error_code::busy, "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands");
+        co_return;
+      }
+      auto e = start_execution(r, req->params, who);
+      co_await watch(ws, e, -1, who);
+      co_return;
+    }
+    if (p.size() == 3 && p[0] == "executions" && p[2] == "stream") {
+      const auto it = executions.find(p[1]);
+      if (it == executions.end()) {
+        co_await refuse(ws, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+        co_return;
+      }
+      const auto after = query_number(t, "after", -1, -1);
+      if (!after) {
+        co_await refuse(ws, error_code::bad_request, "after must be a number >= -1");
+        co_return;
+      }
+      co_await watch(ws, it->second, *after, who);
+      co_return;
+    }
+    co_await refuse(ws, error_code::bad_request, "no such WebSocket endpoint");
+  }
+
+  std::shared_ptr<execution> start_execution(const resolved_command& r, const std::map<std::string, std::string>& params,
+                                             const principal& who) {
+    const std::string id = random_uuid();
+    auto e = std::make_shared<execution>(io.get_executor(), id, *r.machine, *r.action, r.command, params, who.name, cfg.server);
+    executions.emplace(id, e);
+    ++running_per_machine[r.machine->id];
+    log_event("run", {{"execution_id", id}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", who.name}});
+    const std::string machine = r.machine->id;
+    e->start(connection_for(*r.machine), command_line(*r.action, r.command),
+             [self = shared_from_this(), e, machine] {
+               --self->running_per_machine[machine];
+               const auto rec = e->record();
+               log_event("exit", {{"execution_id", e->id()}, {"state", rec.state},
+                                  {"exit_code", rec.exit_code ? std::to_string(*rec.exit_code) : ""},
+                                  {"signal", rec.signal.value_or("")}});
+               self->finished_order.push_back(e->id());
+               while (self->finished_order.size() > max_finished_kept) {
+                 self->executions.erase(self->finished_order.front());
+                 self->finished_order.pop_front();
+               }
+               self->maybe_stopped();
+             });
+    return e;
+  }
+
+  // --- Connections ----------------------------------------------------------------------------
+
+  net::awaitable<void> session(tcp::socket socket) {
+    ++connections_open;
+    ++connections_total;
+    struct counter {
+      std::uint64_t& n;
+      ~counter() { --n; }
+    } open{connections_open};
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(cfg.server.max_message_bytes);
+      stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      if (ec == http::error::body_limit) {
+        request req;
+        req.version(11);
+        auto res = error_response(req, error_code::bad_request, "request body too large");
+        res.keep_alive(false);
+        co_await http::async_write(stream, res, use_tuple);
+        co_return;
+      }
+      if (ec) co_return;
+      request req = parser.release();
+      const target t = parse_target(req.target());
+      const auto who = authenticate(req);
+
+      if (websocket::is_upgrade(req)) {
+        stream.expires_never();
+        ws_stream ws(std::move(stream));
+        ws.set_option(websocket::stream_base::timeout{std::chrono::seconds(30), cfg.server.idle_timeout, true});
+        ws.read_message_max(cfg.server.max_message_bytes);
+        ws.auto_fragment(false);
+        const std::string offered(req[http::field::sec_websocket_protocol]);
+        ws.set_option(websocket::stream_base::decorator([offered](websocket::response_type& res) {
+          res.set(http::field::server, "cmdcast");
+          if (offered.find("cmdcast.v1") != std::string::npos) res.set(http::field::sec_websocket_protocol, "cmdcast.v1");
+        }));
+        auto [aec] = co_await ws.async_accept(req, use_tuple);
+        if (aec) co_return;
+        if (!origin_allowed(req)) {
+          co_await refuse(ws, error_code::forbidden, "origin \"" + std::string(req[http::field::origin]) + "\" is not allowed");
+        } else if (!who) {
+          co_await refuse(ws, error_code::unauthorized, "a valid token is required");
+        } else if (stopping) {
+          co_await refuse(ws, error_code::busy, "the server is shutting down");
+        } else {
+          co_await run_websocket(ws, t, *who);
+        }
+        co_return;
+      }
+
+      response res = handle_http(req, t, who);
+      const bool keep = res.keep_alive();
+      auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+      if (wec || !keep) {
+        stream.socket().shutdown(tcp::socket::shutdown_send, wec);
+        co_return;
+      }
+    }
+  }
+
+  net::awaitable<void> accept_loop() {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+      if (ec) {
+        if (!acceptor.is_open()) co_return;
+        continue;
+      }
+      net::co_spawn(io, [self = shared_from_this(), s = std::move(socket)]() mutable {
+        return self->session(std::move(s));
+      }, net::detached);
+    }
+  }
+
+  void maybe_stopped() {
+    if (!stopping || !on_stopped) return;
+    for (const auto& [id, e] : executions) {
+      if (!e->finished()) return;
+    }
+    for (auto* w : watchers) w->shut_down();
+    for (auto& [id, c] : connections) c->disconnect();
+    auto done = std::move(on_stopped);
+    on_stopped = nullptr;
+    done();
+  }
+};
+
+server::server(net::io_context& io, config c) : impl_(std::make_shared<impl>(io, std::move(c))) {}
+server::~server() = default;
+
+void server::start() {
+  auto& s = impl_->cfg.server;
+  const tcp::endpoint ep(net::ip::make_address(s.listen_host), s.listen_port);
+  impl_->acceptor.open(ep.protocol());
+  impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
+  impl_->acceptor.bind(ep);
+  impl_->acceptor.listen();
+  log_event("listening", {{"address", s.listen_host + ":" + std::to_string(port())}});
+  net::co_spawn(impl_->io, [i = impl_] { return i->accept_loop(); }, net::detached);
+}
+
+std::uint16_t server::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void server::shut_down(std::function<void()> done) {
+  auto& i = *impl_;
+  if (i.stopping) return;
+  i.stopping = true;
+  log_event("shutdown", {});
+  boost::system::error_code ignored;
+  i.acceptor.close(ignored);
+  i.on_stopped = std::move(done);
+  // Running commands are cancelled: their watchers get the exit event, then 1000.
+  for (auto& [id, e] : i.executions) e->cancel();
+  i.maybe_stopped();
+}
+
+}  // namespace cmdcast::server
