@@ -2,7 +2,9 @@
 add_library(cmdcast_warnings INTERFACE)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   target_compile_options(cmdcast_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshadow
-                         -Wnon-virtual-dtor -Wconversion -Wno-sign-conversion)
+                         -Wnon-virtual-dtor -Wconversion -Wno-sign-conversion
+                         # C++20 designated initializers may leave defaulted members out
+                         -Wno-missing-field-initializers)
 endif()
 
 if(CMDCAST_SANITIZE)

@@ -445,10 +445,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       // The first message is the request.
       beast::flat_buffer buffer;
       auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
-      if (ec == websocket::error::buffer_overflow) {
-        co_await refuse(ws, error_code::bad_request, "request too large (at most " + std::to_string(cfg.server.max_message_bytes) + " bytes)");
-        co_return;
-      }
+      // A message over max_message_bytes fails the read and Beast closes with 1009 (too big).
       if (ec) co_return;
       auto req = common::decode_run_request(beast::buffers_to_string(buffer.data()));
       if (!req) {

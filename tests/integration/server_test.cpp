@@ -1,0 +1,565 @@
+// cmdcast-server as a real process on a real socket, running commands on a loopback sshd,
+// driven by plain Beast clients.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "cmdcast/common/codec.hpp"
+#include "config/config.hpp"
+#include "loopback_sshd.hpp"
+
+extern char** environ;
+
+namespace cmdcast::testing {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+using common::error_code;
+using common::event;
+
+const std::string operator_token = "op-secret-token";
+const std::string viewer_token = "view-secret-token";
+
+/// cmdcast-server started from its binary with a config for a loopback sshd.
+class server_process {
+ public:
+  explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "") {
+    port_ = free_loopback_port();
+    config_ = sshd.dir() + "/cmdcast.toml";
+    const auto e = sshd.endpoint();
+    std::ofstream(config_) << "[server]\nlisten = \"127.0.0.1:" << port_ << "\"\n"
+                           << "allowed_origins = [\"http://allowed.example\"]\n"
+                           << "replay_bytes = 1048576\nsubscriber_queue_bytes = 262144\nkill_grace_ms = 1000\n"
+                           << extra_server << "\n"
+                           << "[[tokens]]\nname = \"olivia\"\nsha256 = \"" << server::sha256_hex(operator_token)
+                           << "\"\nrole = \"operator\"\n"
+                           << "[[tokens]]\nname = \"victor\"\nsha256 = \"" << server::sha256_hex(viewer_token)
+                           << "\"\nrole = \"viewer\"\n"
+                           << "[[machines]]\nid = \"box\"\nname = \"Test box\"\nhost = \"127.0.0.1\"\nport = " << e.port
+                           << "\nuser = \"" << e.user << "\"\nidentity = \"" << e.identity << "\"\nknown_hosts = \""
+                           << e.known_hosts << "\"\n"
+                           << R"(
+[actions.lines]
+command = "for i in 1 2 3; do echo line $i; sleep 0.3; done; echo done >&2"
+[actions.fail]
+command = "echo oops >&2; exit 3"
+[actions.restart_service]
+command = "echo restarting {service}"
+params = { service = "^[a-z0-9@._-]{1,64}$" }
+[actions.slow]
+command = "echo started; sleep 1.5; echo finished"
+[actions.forever]
+command = "echo started; sleep 600"
+[actions.python_buffered]
+command = "python3 -c \"import time; print('first'); time.sleep(1.5); print('second')\""
+[actions.flood]
+command = "head -c 30000000 /dev/zero | tr '\\0' 'a'"
+)";
+    std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config_};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    log_ = sshd.dir() + "/server.log";
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) throw std::runtime_error("spawn");
+    posix_spawn_file_actions_destroy(&actions);
+    for (int i = 0; i < 200; ++i) {
+      try {
+        net::io_context io;
+        tcp::socket s(io);
+        s.connect({net::ip::make_address("127.0.0.1"), port_});
+        return;
+      } catch (...) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+      }
+    }
+    throw std::runtime_error("cmdcast-server did not start; see " + log_);
+  }
+  ~server_process() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  /// Sends SIGTERM and returns the exit status.
+  int terminate() {
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+  std::uint16_t port() const { return port_; }
+  std::string log() const {
+    std::ifstream in(log_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  std::uint16_t port_ = 0;
+  std::string config_, log_;
+  pid_t pid_ = -1;
+};
+
+struct http_answer {
+  unsigned status = 0;
+  std::string body;
+};
+
+http_answer http_request(std::uint16_t port, http::verb verb, const std::string& target, const std::string& token,
+                         const std::string& body = "") {
+  net::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+  req.body() = body;
+  req.prepare_payload();
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  http::read(stream, buffer, res);
+  return {res.result_int(), res.body()};
+}
+
+struct ws_options {
+  std::string token = operator_token;
+  bool token_as_subprotocol = false;
+  std::string origin;
+};
+
+/// A WebSocket client that records everything it receives.
+class ws_client {
+ public:
+  ws_client(std::uint16_t port, const std::string& target, ws_options o = ws_options()) : ws_(io_) {
+    beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    ws_.set_option(websocket::stream_base::decorator([o](websocket::request_type& req) {
+      if (!o.origin.empty()) req.set(http::field::origin, o.origin);
+      if (o.token.empty()) return;
+      if (o.token_as_subprotocol) {
+        req.set(http::field::sec_websocket_protocol, "cmdcast.v1, cmdcast.bearer." + o.token);
+      } else {
+        req.set(http::field::authorization, "Bearer " + o.token);
+      }
+    }));
+    ws_.read_message_max(64 << 20);
+    ws_.handshake(response_, "127.0.0.1", target);
+  }
+
+  void send(const std::string& text) { ws_.write(net::buffer(text)); }
+  void close() { ws_.close(websocket::close_code::normal); }
+
+  /// The next message, or nullopt once the server closed.
+  std::optional<std::string> next() {
+    beast::flat_buffer buffer;
+    beast::error_code ec;
+    ws_.read(buffer, ec);
+    if (ec) return std::nullopt;
+    return beast::buffers_to_string(buffer.data());
+  }
+
+  /// Reads to the end: every message, decoded.
+  std::vector<event> all() {
+    std::vector<event> out;
+    while (auto m = next()) {
+      auto e = common::decode_event(*m);
+      EXPECT_TRUE(e.ok()) << e.error() << ": " << *m;
+      if (e.ok()) out.push_back(*e);
+    }
+    return out;
+  }
+
+  websocket::close_reason reason() const { return ws_.reason(); }
+  const websocket::response_type& response() const { return response_; }
+
+ private:
+  net::io_context io_;
+  websocket::stream<beast::tcp_stream> ws_;
+  websocket::response_type response_;
+};
+
+std::string run_request(const std::string& action, const std::string& params = "{}") {
+  return R"({"action_type":")" + action + R"(","params":)" + params + "}";
+}
+
+template <class T>
+std::vector<T> of_type(const std::vector<event>& events) {
+  std::vector<T> out;
+  for (const auto& e : events) {
+    if (auto* t = std::get_if<T>(&e)) out.push_back(*t);
+  }
+  return out;
+}
+
+std::string text_of(const std::vector<event>& events, common::output_stream stream) {
+  std::string s;
+  for (const auto& o : of_type<common::output_event>(events)) {
+    if (o.stream == stream) s += o.data;
+  }
+  return s;
+}
+
+/// The sequenced events, as the client must see them: seq 0, 1, 2, ... with no hole.
+std::vector<event> sequenced(const std::vector<event>& events) {
+  std::vector<event> out;
+  for (const auto& e : events) {
+    if (common::event_seq(e)) out.push_back(e);
+  }
+  return out;
+}
+
+class Server : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    sshd_ = new loopback_sshd();
+    server_ = new server_process(*sshd_);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete sshd_;
+  }
+  static std::uint16_t port() { return server_->port(); }
+
+  /// Runs an action over a WebSocket and reads to the end.
+  std::vector<event> run(const std::string& request, websocket::close_reason* reason = nullptr) {
+    ws_client c(port(), "/machines/box/commands/stream");
+    c.send(request);
+    auto events = c.all();
+    if (reason) *reason = c.reason();
+    return events;
+  }
+
+  common::error_event error_of(const std::vector<event>& events) {
+    const auto errors = of_type<common::error_event>(events);
+    EXPECT_EQ(errors.size(), 1u);
+    return errors.empty() ? common::error_event{} : errors[0];
+  }
+
+  static loopback_sshd* sshd_;
+  static server_process* server_;
+};
+
+loopback_sshd* Server::sshd_ = nullptr;
+server_process* Server::server_ = nullptr;
+
+TEST_F(Server, StreamsStdoutAndStderrAsProducedThenExitThenCloses) {
+  ws_client c(port(), "/machines/box/commands/stream");
+  c.send(run_request("lines"));
+  std::vector<event> events;
+  std::optional<clock_type::time_point> first_line_at, exit_at;
+  while (auto m = c.next()) {
+    auto e = common::decode_event(*m);
+    ASSERT_TRUE(e.ok()) << *m;
+    if (std::holds_alternative<common::output_event>(*e) && !first_line_at) first_line_at = clock_type::now();
+    if (std::holds_alternative<common::exit_event>(*e)) exit_at = clock_type::now();
+    events.push_back(*e);
+  }
+  ASSERT_TRUE(first_line_at && exit_at);
+  // The first line arrived while the command still ran (it runs about 0.9 s).
+  EXPECT_GT(*exit_at - *first_line_at, std::chrono::milliseconds(500));
+  EXPECT_EQ(text_of(events, common::output_stream::out), "line 1\nline 2\nline 3\n");
+  EXPECT_EQ(text_of(events, common::output_stream::err), "done\n");
+  const auto started = of_type<common::started_event>(events);
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0].machine_id, "box");
+  EXPECT_EQ(started[0].action_type, "lines");
+  const auto exits = of_type<common::exit_event>(events);
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].code, 0);
+  EXPECT_EQ(exits[0].state, common::exit_state::exited);
+  const auto seq = sequenced(events);
+  for (std::size_t i = 0; i < seq.size(); ++i) EXPECT_EQ(common::event_seq(seq[i]), static_cast<common::seq_t>(i));
+  EXPECT_TRUE(std::holds_alternative<common::exit_event>(seq.back()));
+  EXPECT_EQ(c.reason().code, websocket::close_code::normal);
+}
+
+TEST_F(Server, SendsTheExitCodeOfAFailingCommand) {
+  const auto events = run(run_request("fail"));
+  const auto exits = of_type<common::exit_event>(events);
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].code, 3);
+  EXPECT_EQ(text_of(events, common::output_stream::err), "oops\n");
+}
+
+TEST_F(Server, ParamsAreValidatedAndShellQuoted) {
+  const auto ok = run(run_request("restart_service", R"({"service":"nginx"})"));
+  EXPECT_EQ(text_of(ok, common::output_stream::out), "restarting nginx\n");
+  EXPECT_EQ(of_type<common::started_event>(ok)[0].command, "echo restarting 'nginx'");
+  for (const std::string bad : {"nginx; rm -rf /", "$(reboot)", "`reboot`", "nginx\nreboot", "", "a b"}) {
+    std::string params = "{\"service\":";
+    common::append_json_string(params, bad);
+    params += "}";
+    websocket::close_reason reason;
+    const auto events = run(run_request("restart_service", params), &reason);
+    const auto err = error_of(events);
+    EXPECT_EQ(err.code, error_code::bad_params) << bad;
+    EXPECT_EQ(reason.code, websocket::close_code::policy_error);
+    EXPECT_TRUE(of_type<common::started_event>(events).empty()) << "ran with " << bad;
+  }
+  EXPECT_EQ(error_of(run(run_request("restart_service"))).code, error_code::bad_params);  // missing
+  EXPECT_EQ(error_of(run(run_request("restart_service", R"({"service":"x","other":"y"})"))).code, error_code::bad_params);
+}
+
+TEST_F(Server, RejectsWhatIsNotWhitelisted) {
+  const auto mismatch = error_of(run(R"({"action_type":"lines","command":"rm -rf /"})"));
+  EXPECT_EQ(mismatch.code, error_code::not_whitelisted);
+  EXPECT_EQ(mismatch.message, "Command not whitelisted");
+  EXPECT_EQ(error_of(run(run_request("format_disk"))).code, error_code::unknown_action);
+  ws_client c(port(), "/machines/nonesuch/commands/stream");
+  c.send(run_request("lines"));
+  EXPECT_EQ(error_of(c.all()).code, error_code::unknown_machine);
+  // A command field equal to the resolved command is accepted.
+  const auto same = run(R"({"action_type":"restart_service","params":{"service":"ok"},"command":"echo restarting 'ok'"})");
+  EXPECT_EQ(text_of(same, common::output_stream::out), "restarting ok\n");
+}
+
+TEST_F(Server, RejectsMalformedAndOversizedRequests) {
+  websocket::close_reason reason;
+  const auto bad = error_of(run("{not json", &reason));
+  EXPECT_EQ(bad.code, error_code::bad_request);
+  EXPECT_NE(bad.message.find("malformed JSON"), std::string::npos);
+  EXPECT_EQ(reason.code, websocket::close_code::policy_error);
+  EXPECT_EQ(error_of(run(R"({"action_type":42})")).code, error_code::bad_request);
+  EXPECT_EQ(error_of(run(R"({"type":"cancel"})")).code, error_code::bad_request);
+
+  ws_client c(port(), "/machines/box/commands/stream");
+  c.send(R"({"action_type":"lines","params":{"x":")" + std::string(100000, 'a') + "\"}}");
+  EXPECT_TRUE(c.all().empty());
+  EXPECT_EQ(c.reason().code, websocket::close_code::too_big);
+}
+
+TEST_F(Server, AuthIsRequiredAndRolesAreEnforced) {
+  for (const std::string token : {"", "wrong-token"}) {
+    ws_client c(port(), "/machines/box/commands/stream", {.token = token});
+    c.send(run_request("lines"));
+    EXPECT_EQ(error_of(c.all()).code, error_code::unauthorized);
+    EXPECT_EQ(c.reason().code, websocket::close_code::policy_error);
+    EXPECT_EQ(http_request(port(), http::verb::get, "/machines", token).status, 401u);
+  }
+  ws_client viewer(port(), "/machines/box/commands/stream", {.token = viewer_token});
+  viewer.send(run_request("lines"));
+  EXPECT_EQ(error_of(viewer.all()).code, error_code::forbidden);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/machines", viewer_token).status, 200u);
+  // The browser way: the token as a subprotocol, which the server answers with cmdcast.v1.
+  ws_client browser(port(), "/machines/box/commands/stream",
+                    {.token = operator_token, .token_as_subprotocol = true, .origin = "http://allowed.example"});
+  EXPECT_EQ(browser.response()[http::field::sec_websocket_protocol], "cmdcast.v1");
+  browser.send(run_request("fail"));
+  EXPECT_EQ(of_type<common::exit_event>(browser.all()).size(), 1u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/healthz", "").body, "ok");
+}
+
+TEST_F(Server, RefusesABrowserFromAnotherOrigin) {
+  ws_client c(port(), "/machines/box/commands/stream", {.origin = "http://evil.example"});
+  c.send(run_request("lines"));
+  const auto err = error_of(c.all());
+  EXPECT_EQ(err.code, error_code::forbidden);
+  EXPECT_NE(err.message.find("evil.example"), std::string::npos);
+}
+
+TEST_F(Server, SeveralWatchersGetIdenticalStreams) {
+  ws_client runner(port(), "/machines/box/commands/stream");
+  runner.send(run_request("lines"));
+  const auto first = common::decode_event(*runner.next());
+  ASSERT_TRUE(first.ok());
+  const std::string id = std::get<common::started_event>(*first).execution_id;
+  ws_client a(port(), "/executions/" + id + "/stream?after=-1", {.token = viewer_token});
+  ws_client b(port(), "/executions/" + id + "/stream");
+  std::vector<event> from_runner = {*first};
+  for (auto& e : runner.all()) from_runner.push_back(e);
+  const auto from_a = a.all();
+  const auto from_b = b.all();
+  EXPECT_EQ(sequenced(from_a), sequenced(from_runner));
+  EXPECT_EQ(sequenced(from_b), sequenced(from_runner));
+  EXPECT_EQ(text_of(from_a, common::output_stream::out), "line 1\nline 2\nline 3\n");
+  // Watcher counts are pushed live.
+  const auto counts = of_type<common::watchers_event>(from_runner);
+  ASSERT_FALSE(counts.empty());
+  EXPECT_EQ(std::max_element(counts.begin(), counts.end(), [](auto& x, auto& y) { return x.count < y.count; })->count, 3);
+}
+
+TEST_F(Server, ADisconnectLeavesTheCommandRunning) {
+  std::string id;
+  {
+    ws_client c(port(), "/machines/box/commands/stream");
+    c.send(run_request("slow"));
+    id = std::get<common::started_event>(*common::decode_event(*c.next())).execution_id;
+  }  // the only watcher goes away mid-command
+  ws_client later(port(), "/executions/" + id + "/stream?after=0");
+  const auto events = later.all();
+  EXPECT_EQ(text_of(events, common::output_stream::out), "started\nfinished\n");
+  const auto exits = of_type<common::exit_event>(events);
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].code, 0);
+  // after=0: the started event is not sent again.
+  EXPECT_TRUE(of_type<common::started_event>(events).empty());
+  const auto rec = common::decode_execution_record(http_request(port(), http::verb::get, "/executions/" + id, viewer_token).body);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->state, "exited");
+  EXPECT_EQ(rec->bytes_stdout, 16);
+}
+
+TEST_F(Server, CancelOverTheWebSocketAndOverHttp) {
+  ws_client c(port(), "/machines/box/commands/stream");
+  c.send(run_request("forever"));
+  const std::string id = std::get<common::started_event>(*common::decode_event(*c.next())).execution_id;
+  // A viewer may not cancel.
+  ws_client v(port(), "/executions/" + id + "/stream", {.token = viewer_token});
+  v.send(R"({"type":"cancel"})");
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + id + "/cancel", viewer_token).status, 403u);
+  c.send(R"({"type":"cancel"})");
+  const auto events = c.all();
+  const auto exits = of_type<common::exit_event>(events);
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].state, common::exit_state::cancelled);
+  EXPECT_EQ(exits[0].signal, "TERM");
+  const auto viewer_events = v.all();
+  const auto viewer_errors = of_type<common::error_event>(viewer_events);
+  ASSERT_EQ(viewer_errors.size(), 1u);
+  EXPECT_EQ(viewer_errors[0].code, error_code::forbidden);
+
+  ws_client d(port(), "/machines/box/commands/stream");
+  d.send(run_request("forever"));
+  const std::string id2 = std::get<common::started_event>(*common::decode_event(*d.next())).execution_id;
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + id2 + "/cancel", operator_token).status, 202u);
+  EXPECT_EQ(of_type<common::exit_event>(d.all()).at(0).state, common::exit_state::cancelled);
+}
+
+TEST_F(Server, ProgramsThatBufferTheirOutputStillStreamLineByLine) {
+  ws_client c(port(), "/machines/box/commands/stream");
+  c.send(run_request("python_buffered"));
+  std::optional<clock_type::time_point> first_at, second_at;
+  while (auto m = c.next()) {
+    auto e = common::decode_event(*m);
+    if (auto* o = std::get_if<common::output_event>(&*e)) {
+      if (o->data.find("first") != std::string::npos) first_at = clock_type::now();
+      if (o->data.find("second") != std::string::npos) second_at = clock_type::now();
+    }
+  }
+  ASSERT_TRUE(first_at && second_at);
+  EXPECT_GT(*second_at - *first_at, std::chrono::milliseconds(1000)) << "python's first line came only at the end";
+}
+
+TEST_F(Server, LateJoinersGetTheReplayAndUnknownExecutionsAreRefused) {
+  const auto events = run(run_request("fail"));
+  const std::string id = of_type<common::started_event>(events).at(0).execution_id;
+  ws_client late(port(), "/executions/" + id + "/stream?after=1");
+  const auto replay = late.all();
+  ASSERT_FALSE(replay.empty());
+  EXPECT_EQ(common::event_seq(replay.front()), 2);
+  EXPECT_EQ(sequenced(replay), std::vector<event>(sequenced(events).begin() + 2, sequenced(events).end()));
+  ws_client bad_after(port(), "/executions/" + id + "/stream?after=abc");
+  EXPECT_EQ(error_of(bad_after.all()).code, error_code::bad_request);
+  ws_client unknown(port(), "/executions/no-such-id/stream");
+  EXPECT_EQ(error_of(unknown.all()).code, error_code::unknown_execution);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/executions/no-such-id", viewer_token).status, 404u);
+}
+
+TEST_F(Server, ASlowWatcherIsEvictedWhileTheOthersGetEverything) {
+  ws_client runner(port(), "/machines/box/commands/stream");
+  runner.send(run_request("flood"));
+  const std::string id = std::get<common::started_event>(*common::decode_event(*runner.next())).execution_id;
+  ws_client stalled(port(), "/executions/" + id + "/stream?after=0");  // never reads until the end
+  std::size_t bytes = 0;
+  bool exited = false;
+  while (auto m = runner.next()) {
+    auto e = common::decode_event(*m);
+    ASSERT_TRUE(e.ok());
+    if (auto* o = std::get_if<common::output_event>(&*e)) bytes += o->data.size();
+    exited = exited || std::holds_alternative<common::exit_event>(*e);
+  }
+  EXPECT_EQ(bytes, 30000000u);
+  EXPECT_TRUE(exited);
+  stalled.all();
+  EXPECT_EQ(stalled.reason().code, websocket::close_code::try_again_later);
+  EXPECT_NE(std::string(stalled.reason().reason.data(), stalled.reason().reason.size()).find("resume with after="),
+            std::string::npos);
+  EXPECT_NE(http_request(port(), http::verb::get, "/metrics", viewer_token).body.find("cmdcast_evictions_total "),
+            std::string::npos);
+}
+
+TEST_F(Server, ListsMachinesAndExecutions) {
+  auto machines = common::decode_machines(http_request(port(), http::verb::get, "/machines", viewer_token).body);
+  ASSERT_TRUE(machines.ok()) << machines.error();
+  ASSERT_EQ(machines->size(), 1u);
+  EXPECT_EQ(machines->at(0).id, "box");
+  EXPECT_EQ(machines->at(0).actions.size(), 7u);
+  run(run_request("fail"));
+  auto all = common::decode_execution_records(http_request(port(), http::verb::get, "/executions?state=all", viewer_token).body);
+  ASSERT_TRUE(all.ok()) << all.error();
+  EXPECT_FALSE(all->empty());
+  EXPECT_EQ(http_request(port(), http::verb::get, "/executions?state=bogus", viewer_token).status, 400u);
+  const auto metrics = http_request(port(), http::verb::get, "/metrics", viewer_token).body;
+  EXPECT_NE(metrics.find("cmdcast_executions{state=\"exited\"}"), std::string::npos) << metrics;
+  // The log names users and actions, never a token.
+  const std::string log = server_->log();
+  EXPECT_NE(log.find("\"user\":\"olivia\""), std::string::npos);
+  EXPECT_EQ(log.find(operator_token), std::string::npos);
+  EXPECT_EQ(log.find(viewer_token), std::string::npos);
+}
+
+TEST(ServerLifecycle, SigtermDuringARunEndsItCleanly) {
+  loopback_sshd sshd;
+  server_process srv(sshd);
+  ws_client c(srv.port(), "/machines/box/commands/stream");
+  c.send(run_request("forever"));
+  ASSERT_TRUE(c.next());  // started
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const int status = srv.terminate();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  });
+  const auto events = c.all();
+  stopper.join();
+  const auto exits = of_type<common::exit_event>(events);
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].state, common::exit_state::cancelled);
+  EXPECT_EQ(c.reason().code, websocket::close_code::normal);
+}
+
+TEST(ServerConfig, RefusesToServeANonLoopbackAddressWithoutTokens) {
+  auto c = server::parse_config("[server]\nlisten = \"0.0.0.0:8080\"\n", "test.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("refusing to serve without authentication"), std::string::npos) << c.error();
+}
+
+TEST(ServerConfig, ErrorsNameTheFileLineAndKey) {
+  auto c = server::parse_config("[server]\nlisten = \"127.0.0.1:8080\"\n\n[actions.x]\ncommand = \"echo {who}\"\n", "my.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error(), "my.toml:5: actions.x.command: uses {who} but params has no pattern for it");
+  auto typo = server::parse_config("[server]\nlisen = \"x\"\n", "t.toml");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_EQ(typo.error(), "t.toml:2: server.lisen: unknown key");
+  auto syntax = server::parse_config("[server\n", "s.toml");
+  ASSERT_FALSE(syntax.ok());
+  EXPECT_NE(syntax.error().find("s.toml:1:"), std::string::npos) << syntax.error();
+  auto machine = server::parse_config("[[machines]]\nid = \"bad id!\"\nhost = \"h\"\nuser = \"u\"\nidentity = \"i\"\nknown_hosts = \"k\"\n", "m.toml");
+  ASSERT_FALSE(machine.ok());
+  EXPECT_NE(machine.error().find("m.toml:2: machines.id"), std::string::npos) << machine.error();
+  auto progress = server::parse_config("[actions.a]\ncommand = \"x\"\nprogress = \"yum\"\n", "p.toml");
+  ASSERT_FALSE(progress.ok());
+  EXPECT_NE(progress.error().find("unknown progress parser"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cmdcast::testing
