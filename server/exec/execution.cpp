@@ -73,9 +73,12 @@ void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::
       executor_,
       [self = shared_from_this(), connection, options, line = std::move(run_line),
        on_end = std::move(on_end)]() -> net::awaitable<void> {
-        const auto result = co_await connection->run(
-            line, [self](common::output_stream s, std::string_view data) { self->on_output(s, data); },
-            self->control_, options);
+        // A named handler, not a lambda temporary in the co_await: GCC 12 destroys such a
+        // temporary twice, which here released `self` once too often.
+        const ssh::output_handler handler = [self](common::output_stream s, std::string_view data) {
+          self->on_output(s, data);
+        };
+        const auto result = co_await connection->run(line, handler, self->control_, options);
         self->finish(result);
         if (on_end) on_end();
       },

@@ -99,6 +99,10 @@ command = "head -c 30000000 /dev/zero | tr '\\0' 'a'"
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
+    // When something failed, the server's own log is the first place to look.
+    if (::testing::UnitTest::GetInstance()->failed_test_count() > 0) {
+      std::fprintf(stderr, "--- cmdcast-server log ---\n%s--- end of log ---\n", log().c_str());
+    }
   }
   /// Sends SIGTERM and returns the exit status.
   int terminate() {
@@ -413,8 +417,9 @@ TEST_F(Server, ADisconnectLeavesTheCommandRunning) {
   EXPECT_EQ(exits[0].code, 0);
   // after=0: the started event is not sent again.
   EXPECT_TRUE(of_type<common::started_event>(events).empty());
-  const auto rec = common::decode_execution_record(http_request(port(), http::verb::get, "/executions/" + id, viewer_token).body);
-  ASSERT_TRUE(rec.ok());
+  const auto answer = http_request(port(), http::verb::get, "/executions/" + id, viewer_token);
+  const auto rec = common::decode_execution_record(answer.body);
+  ASSERT_TRUE(rec.ok()) << rec.error() << ": " << answer.body;
   EXPECT_EQ(rec->state, "exited");
   EXPECT_EQ(rec->bytes_stdout, 16);
 }
