@@ -196,6 +196,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   tcp::acceptor acceptor;
   bool stopping = false;
   std::function<void()> on_stopped;
+  std::unique_ptr<net::steady_timer> drain_deadline;
 
   std::map<std::string, std::shared_ptr<ssh::machine_connection>> connections;  // by machine id
   std::map<std::string, std::shared_ptr<execution>> executions;                 // by id
@@ -437,6 +438,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     co_await (reader() || watcher->write_loop(bytes_out));
     e->unsubscribe(watcher.get());
     watchers.erase(watcher.get());
+    maybe_stopped();
   }
 
   net::awaitable<void> run_websocket(ws_stream& ws, const target& t, const principal& who) {
@@ -591,13 +593,27 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
   }
 
-  void maybe_stopped() {
+  /// During shutdown: once every execution has ended and every watcher has been sent what it
+  /// had queued and closed (or a few seconds have passed), report the server stopped.
+  void maybe_stopped(bool force = false) {
     if (!stopping || !on_stopped) return;
-    for (const auto& [id, e] : executions) {
-      if (!e->finished()) return;
+    if (!force) {
+      for (const auto& [id, e] : executions) {
+        if (!e->finished()) return;
+      }
+      if (!watchers.empty()) {
+        for (auto* w : watchers) w->shut_down();
+        if (!drain_deadline) {
+          drain_deadline = std::make_unique<net::steady_timer>(io, std::chrono::seconds(3));
+          drain_deadline->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+            if (!ec) self->maybe_stopped(true);
+          });
+        }
+        return;
+      }
     }
-    for (auto* w : watchers) w->shut_down();
     for (auto& [id, c] : connections) c->disconnect();
+    if (drain_deadline) drain_deadline->cancel();
     auto done = std::move(on_stopped);
     on_stopped = nullptr;
     done();

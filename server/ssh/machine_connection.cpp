@@ -62,7 +62,7 @@ void run_control::cancel() {
 
 /// What a run and the coroutine stopping it share.
 struct machine_connection::run_state {
-  explicit run_state(const net::any_io_executor& ex) : ended(forever_timer(ex)) {}
+  explicit run_state(const net::any_io_executor& ex) : ended(forever_timer(ex)), group_known(forever_timer(ex)) {}
   void finish() {
     finished = true;
     ended.cancel();
@@ -72,7 +72,8 @@ struct machine_connection::run_state {
   bool timed_out = false;
   bool stopping = false;
   long process_group = 0;
-  net::steady_timer ended;  // cancelled when finished
+  net::steady_timer ended;        // cancelled when finished
+  net::steady_timer group_known;  // cancelled when the process group line arrived
 };
 
 struct machine_connection::slot_waiter {
@@ -260,6 +261,7 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
     const auto newline = at == std::string::npos ? at : stderr_head.find('\n', at);
     if (newline != std::string::npos) {
       state->process_group = std::atol(stderr_head.c_str() + at + group_marker.size());
+      state->group_known.cancel();
       stderr_head.erase(at, newline + 1 - at);
     } else if (stderr_head.size() < max_marker_search) {
       return;  // the marker may still be arriving
@@ -347,6 +349,13 @@ net::awaitable<void> machine_connection::stop_remote(std::shared_ptr<ssh_session
     timer.expires_after(limit);
     co_await (timer.async_wait(use_tuple) || state->ended.async_wait(use_tuple));
   };
+  if (state->process_group == 0 && !state->finished) {
+    // Cancelled before the command reported its process group: it is about to.
+    timer.expires_after(grace);
+    co_await (timer.async_wait(use_tuple) || state->group_known.async_wait(use_tuple) ||
+              state->ended.async_wait(use_tuple));
+    if (state->finished) co_return;
+  }
   if (state->process_group > 0) {
     const std::string group = std::to_string(state->process_group);
     co_await run_helper(s, "kill -TERM -- -" + group + " 2>/dev/null");

@@ -248,6 +248,25 @@ TEST_F(SshExecutor, CancelEscalatesToKillWhenTermIsIgnored) {
   EXPECT_FALSE(remote_process_exists(marker));
 }
 
+TEST_F(SshExecutor, CancelRightAfterTheStartStillStopsTheCommand) {
+  // Cancelled before any output: the process group is not known yet at that moment.
+  const std::string marker = unique_marker();
+  captured c;
+  bool done = false;
+  auto conn = connection(sshd_->endpoint());
+  auto early = std::make_shared<run_control>();
+  net::co_spawn(io_, [&]() -> net::awaitable<void> {
+    const output_handler ignore = [](output_stream, std::string_view) {};
+    auto running = conn->run("sleep " + marker, ignore, early);
+    early->cancel();  // before the channel even opened
+    c.result = co_await std::move(running);
+    done = true;
+  }, net::detached);
+  while (!done) io_.run_one();
+  EXPECT_EQ(c.result.state, exit_state::cancelled);
+  EXPECT_FALSE(remote_process_exists(marker));
+}
+
 TEST_F(SshExecutor, CommandTimeoutStopsIt) {
   const std::string marker = unique_marker();
   run_options options;
