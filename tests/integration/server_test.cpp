@@ -524,6 +524,52 @@ TEST_F(Server, ListsMachinesAndExecutions) {
   EXPECT_EQ(log.find(viewer_token), std::string::npos);
 }
 
+struct cli_result {
+  int status = -1;
+  std::string out, err;
+};
+
+/// Runs the cmdcast CLI with the operator token, as a user would in a shell.
+cli_result cmdcast_cli(const std::string& args) {
+  char err_path[] = "/tmp/cmdcast-cli-err-XXXXXX";
+  const int fd = ::mkstemp(err_path);
+  ::close(fd);
+  const std::string command = "CMDCAST_TOKEN=" + operator_token + " " + CMDCAST_CLI_BINARY + " " + args + " 2>" + err_path;
+  std::FILE* p = ::popen(command.c_str(), "r");
+  cli_result r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_path);
+  r.err.assign(std::istreambuf_iterator<char>(in), {});
+  ::unlink(err_path);
+  return r;
+}
+
+TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
+  const std::string server = "127.0.0.1:" + std::to_string(port());
+  const auto ok = cmdcast_cli("run " + server + " box restart_service service=nginx");
+  EXPECT_EQ(ok.status, 0) << ok.err;
+  EXPECT_EQ(ok.out, "restarting nginx\n");
+  const auto failing = cmdcast_cli("run http://" + server + " box fail");
+  EXPECT_EQ(failing.status, 3);
+  EXPECT_EQ(failing.out, "");
+  EXPECT_NE(failing.err.find("oops\n"), std::string::npos) << failing.err;
+  const auto bad = cmdcast_cli("run " + server + " box restart_service 'service=x; reboot'");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("bad_params"), std::string::npos) << bad.err;
+  // watch: attach to a finished execution and replay it.
+  const auto events = run(run_request("lines"));
+  const std::string id = of_type<common::started_event>(events).at(0).execution_id;
+  const auto watched = cmdcast_cli("watch " + server + " " + id);
+  EXPECT_EQ(watched.status, 0);
+  EXPECT_EQ(watched.out, "line 1\nline 2\nline 3\n");
+  EXPECT_EQ(watched.err, "done\n");
+  EXPECT_EQ(cmdcast_cli("frobnicate").status, 2);
+}
+
 TEST(ServerLifecycle, SigtermDuringARunEndsItCleanly) {
   loopback_sshd sshd;
   server_process srv(sshd);

@@ -1,0 +1,253 @@
+// cmdcast: the terminal client.
+//   cmdcast run SERVER MACHINE ACTION [name=value ...]   run an action and stream its output
+//   cmdcast watch SERVER EXECUTION_ID                    attach to a running (or finished) one
+// SERVER is host:port (or http://host:port). The token comes from $CMDCAST_TOKEN or --token.
+// stdout and stderr go to stdout and stderr as they arrive; on a terminal a progress line is
+// kept on stderr. Exits with the remote exit code (128+N for a signal, 1 when cancelled or
+// failed, 2 for a usage or request error). Ctrl-C while running cancels the command (a second
+// Ctrl-C leaves it running and detaches).
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cmdcast/common/codec.hpp"
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using namespace cmdcast::common;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+namespace {
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: cmdcast run SERVER MACHINE ACTION [name=value ...]\n"
+               "       cmdcast watch SERVER EXECUTION_ID\n"
+               "options: --token TOKEN (default $CMDCAST_TOKEN)\n");
+  return 2;
+}
+
+struct session_state {
+  std::string host, port, token;
+  bool progress_shown = false;
+  bool tty = ::isatty(2) != 0;
+  seq_t last_seq = -1;
+  std::optional<exit_event> exit;
+  std::optional<error_event> error;
+  int cancels = 0;
+  std::string execution_id;
+};
+
+int signal_number(const std::string& name) {
+  static const std::pair<const char*, int> table[] = {{"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ABRT", 6}, {"KILL", 9},
+                                                      {"SEGV", 11}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}};
+  for (const auto& [n, v] : table) {
+    if (name == n) return v;
+  }
+  return 0;
+}
+
+void clear_progress(session_state& s) {
+  if (s.progress_shown) std::fputs("\r\x1b[K", stderr);
+  s.progress_shown = false;
+}
+
+/// Shows one event as a terminal user expects it.
+void show(session_state& s, const event& e) {
+  if (auto q = event_seq(e)) s.last_seq = *q;
+  if (const auto* o = std::get_if<output_event>(&e)) {
+    clear_progress(s);
+    std::FILE* f = o->stream == output_stream::out ? stdout : stderr;
+    std::fwrite(o->data.data(), 1, o->data.size(), f);
+    std::fflush(f);
+  } else if (const auto* p = std::get_if<progress_event>(&e)) {
+    if (!s.tty) return;
+    char line[160];
+    if (p->percent) {
+      std::snprintf(line, sizeof line, "\r\x1b[K[%5.1f%%] %.120s", *p->percent, p->phase.c_str());
+    } else {
+      std::snprintf(line, sizeof line, "\r\x1b[K[ busy ] %.120s", p->phase.c_str());
+    }
+    std::fputs(line, stderr);
+    s.progress_shown = true;
+  } else if (const auto* x = std::get_if<exit_event>(&e)) {
+    clear_progress(s);
+    s.exit = *x;
+  } else if (const auto* err = std::get_if<error_event>(&e)) {
+    clear_progress(s);
+    s.error = *err;
+  } else if (const auto* g = std::get_if<gap_event>(&e)) {
+    clear_progress(s);
+    std::fprintf(stderr, "cmdcast: events %lld to %lld are no longer held by the server\n",
+                 static_cast<long long>(g->missed_from), static_cast<long long>(g->missed_to));
+  } else if (const auto* st = std::get_if<started_event>(&e)) {
+    s.execution_id = st->execution_id;
+    if (s.tty) std::fprintf(stderr, "cmdcast: execution %s on %s: %s\n", st->execution_id.c_str(), st->machine_id.c_str(), st->command.c_str());
+  }
+}
+
+/// Streams one WebSocket connection. Returns the close code (0 when the connection failed).
+net::awaitable<unsigned> stream_once(session_state& s, std::string target, std::optional<std::string> first_message,
+                                     net::signal_set& interrupts) {
+  auto ex = co_await net::this_coro::executor;
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(s.host, s.port, use_tuple);
+  if (rec) {
+    std::fprintf(stderr, "cmdcast: cannot resolve %s: %s\n", s.host.c_str(), rec.message().c_str());
+    co_return 0;
+  }
+  websocket::stream<beast::tcp_stream> ws(ex);
+  beast::get_lowest_layer(ws).expires_after(std::chrono::seconds(10));
+  auto [cec, ep] = co_await beast::get_lowest_layer(ws).async_connect(results, use_tuple);
+  if (cec) {
+    std::fprintf(stderr, "cmdcast: cannot connect to %s:%s: %s\n", s.host.c_str(), s.port.c_str(), cec.message().c_str());
+    co_return 0;
+  }
+  beast::get_lowest_layer(ws).expires_never();
+  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+  ws.read_message_max(64u << 20);
+  const std::string token = s.token;
+  ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
+    if (!token.empty()) req.set(beast::http::field::authorization, "Bearer " + token);
+  }));
+  auto [hec] = co_await ws.async_handshake(s.host + ":" + s.port, target, use_tuple);
+  if (hec) {
+    std::fprintf(stderr, "cmdcast: WebSocket handshake failed: %s\n", hec.message().c_str());
+    co_return 0;
+  }
+  if (first_message) co_await ws.async_write(net::buffer(*first_message), use_tuple);
+
+  // Ctrl-C: the first asks the server to cancel, the second detaches.
+  bool detached = false;
+  std::function<void()> arm;
+  arm = [&] {
+    interrupts.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      if (++s.cancels == 1) {
+        std::fputs("\ncmdcast: cancelling (Ctrl-C again to leave it running and detach)\n", stderr);
+        net::co_spawn(ws.get_executor(), [&]() -> net::awaitable<void> {
+          co_await ws.async_write(net::buffer(std::string(R"({"type":"cancel"})")), use_tuple);
+        }, net::detached);
+        arm();
+      } else {
+        detached = true;
+        beast::get_lowest_layer(ws).cancel();
+      }
+    });
+  };
+  arm();
+  beast::flat_buffer buffer;
+  for (;;) {
+    auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
+    if (ec) break;
+    auto e = decode_event(beast::buffers_to_string(buffer.data()));
+    buffer.consume(buffer.size());
+    if (!e) {
+      std::fprintf(stderr, "cmdcast: bad event from the server: %s\n", e.error().c_str());
+      continue;
+    }
+    show(s, *e);
+  }
+  interrupts.cancel();
+  if (detached) co_return 1000;
+  co_return static_cast<unsigned>(ws.reason().code);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args;
+  session_state s;
+  if (const char* t = std::getenv("CMDCAST_TOKEN")) s.token = t;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+      s.token = argv[++i];
+    } else {
+      args.emplace_back(argv[i]);
+    }
+  }
+  if (args.size() < 3) return usage();
+  std::string server = args[1];
+  if (server.starts_with("http://")) server = server.substr(7);
+  if (server.starts_with("ws://")) server = server.substr(5);
+  while (server.ends_with("/")) server.pop_back();
+  const auto colon = server.rfind(':');
+  s.host = colon == std::string::npos ? server : server.substr(0, colon);
+  s.port = colon == std::string::npos ? "8080" : server.substr(colon + 1);
+
+  std::string target;
+  std::optional<std::string> request;
+  if (args[0] == "run" && args.size() >= 4) {
+    run_request r;
+    r.action_type = args[3];
+    for (std::size_t i = 4; i < args.size(); ++i) {
+      const auto eq = args[i].find('=');
+      if (eq == std::string::npos) return usage();
+      r.params[args[i].substr(0, eq)] = args[i].substr(eq + 1);
+    }
+    target = "/machines/" + args[2] + "/commands/stream";
+    request = encode(r);
+  } else if (args[0] == "watch" && args.size() == 3) {
+    s.execution_id = args[2];
+    target = "/executions/" + s.execution_id + "/stream";
+  } else {
+    return usage();
+  }
+
+  net::io_context io;
+  net::signal_set interrupts(io, SIGINT);
+  int status = 1;
+  net::co_spawn(io, [&]() -> net::awaitable<void> {
+    unsigned code = co_await stream_once(s, target, request, interrupts);
+    // Evicted as too slow (1013) or dropped: resume where the stream stopped.
+    for (int attempt = 0; attempt < 5 && !s.exit && !s.error && s.cancels < 2 && (code == 1013 || code == 0 || code == 1006);
+         ++attempt) {
+      if (s.execution_id.empty()) break;  // a run that never started has nothing to resume
+      net::steady_timer pause(io, std::chrono::milliseconds(200 << attempt));
+      co_await pause.async_wait(use_tuple);
+      const std::string resume = "/executions/" + s.execution_id + "/stream?after=" + std::to_string(s.last_seq);
+      code = co_await stream_once(s, resume, std::nullopt, interrupts);
+    }
+    if (s.error) {
+      std::fprintf(stderr, "cmdcast: %s: %s\n", std::string(to_string(s.error->code)).c_str(), s.error->message.c_str());
+      status = 2;
+    } else if (s.exit) {
+      const auto& x = *s.exit;
+      if (x.code) {
+        status = *x.code;
+      } else if (x.signal) {
+        status = 128 + signal_number(*x.signal);
+        std::fprintf(stderr, "cmdcast: ended by signal %s (%s)\n", x.signal->c_str(), std::string(to_string(x.state)).c_str());
+      } else {
+        status = 1;
+        std::fprintf(stderr, "cmdcast: %s\n", std::string(to_string(x.state)).c_str());
+      }
+    } else if (s.cancels >= 2) {
+      std::fprintf(stderr, "cmdcast: detached; the command goes on (cmdcast watch %s %s)\n", args[1].c_str(),
+                   s.execution_id.empty() ? "EXECUTION_ID" : s.execution_id.c_str());
+      status = 130;
+    } else {
+      std::fprintf(stderr, "cmdcast: the stream ended before the command did\n");
+    }
+  }, net::detached);
+  io.run();
+  return status;
+}
