@@ -1,18 +1,13 @@
 // Fuzzes the strict decoders: no input may crash them, and whatever they accept must encode and
 // decode back to the same value.
 #include <cstdint>
-#include <cstdlib>
 #include <string_view>
 
 #include "cmdcast/common/codec.hpp"
 
-using namespace cmdcast::common;
+#include "fuzz_check.hpp"
 
-namespace {
-void check(bool ok) {
-  if (!ok) std::abort();
-}
-}  // namespace
+using namespace cmdcast::common;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);

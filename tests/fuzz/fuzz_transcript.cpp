@@ -2,20 +2,15 @@
 // split into chunks and streams as the input says. Every line must stay valid UTF-8 without
 // control bytes, and its spans must cover it exactly.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
 #include "cmdcast/common/transcript.hpp"
 #include "cmdcast/common/utf8.hpp"
 
-using namespace cmdcast::common;
+#include "fuzz_check.hpp"
 
-namespace {
-void check(bool ok) {
-  if (!ok) std::abort();
-}
-}  // namespace
+using namespace cmdcast::common;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
