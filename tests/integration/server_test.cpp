@@ -402,6 +402,46 @@ TEST_F(Server, SeveralWatchersGetIdenticalStreams) {
   EXPECT_EQ(std::max_element(counts.begin(), counts.end(), [](auto& x, auto& y) { return x.count < y.count; })->count, 3);
 }
 
+TEST_F(Server, TwoHundredWatchersOfOneExecutionGetTheSameStream) {
+  ws_client runner(port(), "/machines/box/commands/stream");
+  runner.send(run_request("slow"));
+  const auto first = common::decode_event(*runner.next());
+  ASSERT_TRUE(first.ok());
+  const std::string id = std::get<common::started_event>(*first).execution_id;
+  std::vector<std::unique_ptr<ws_client>> watchers;
+  for (int i = 0; i < 200; ++i) {
+    watchers.push_back(std::make_unique<ws_client>(port(), "/executions/" + id + "/stream", ws_options{.token = viewer_token}));
+  }
+  std::vector<event> expected = {*first};
+  for (auto& e : runner.all()) expected.push_back(e);
+  std::int64_t most = 0;
+  for (const auto& c : of_type<common::watchers_event>(expected)) most = std::max(most, c.count);
+  EXPECT_GE(most, 2);  // the runner saw others join (how many depends on timing)
+  for (auto& w : watchers) {
+    const auto got = w->all();
+    ASSERT_EQ(sequenced(got), sequenced(expected));
+    EXPECT_EQ(w->reason().code, websocket::close_code::normal);
+  }
+  EXPECT_EQ(text_of(expected, common::output_stream::out), "started\nfinished\n");
+}
+
+TEST_F(Server, AMachineAtItsLimitAnswersBusy) {
+  std::vector<std::unique_ptr<ws_client>> running;
+  for (int i = 0; i < 8; ++i) {  // max_executions_per_machine defaults to 8
+    running.push_back(std::make_unique<ws_client>(port(), "/machines/box/commands/stream"));
+    running.back()->send(run_request("forever"));
+    ASSERT_TRUE(running.back()->next());  // started
+  }
+  websocket::close_reason reason;
+  const auto refused = run(run_request("lines"), &reason);
+  EXPECT_EQ(error_of(refused).code, error_code::busy);
+  EXPECT_EQ(reason.code, websocket::close_code::policy_error);
+  for (auto& r : running) r->send(R"({"type":"cancel"})");
+  for (auto& r : running) EXPECT_EQ(of_type<common::exit_event>(r->all()).at(0).state, common::exit_state::cancelled);
+  // Once they ended, the machine takes commands again.
+  EXPECT_EQ(of_type<common::exit_event>(run(run_request("fail"))).at(0).code, 3);
+}
+
 TEST_F(Server, ADisconnectLeavesTheCommandRunning) {
   std::string id;
   {
