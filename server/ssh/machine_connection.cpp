@@ -5,6 +5,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -275,28 +276,34 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
   while (!state->abandoned) {
     const auto seen = s->receive_generation();
     bool got_data = false;
+    // One read per stream per round, so that a stream that always has data cannot starve
+    // the other one, nor (see the yield below) the rest of the executor.
     for (int stream = 0; stream < 2 && !lost; ++stream) {
-      for (;;) {
-        ssize_t n = 0;
-        const int rc = s->attempt(&buffer, [&] {
-          n = libssh2_channel_read_ex(channel, stream, buffer.data(), buffer.size());
-          return n < 0 ? static_cast<int>(n) : 0;
-        });
-        if (rc == LIBSSH2_ERROR_EAGAIN || (rc == 0 && n == 0)) break;
-        if (rc < 0) {
-          lost = true;
-          break;
-        }
-        got_data = true;
-        deliver(stream, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      ssize_t n = 0;
+      const int rc = s->attempt(&buffer, [&] {
+        n = libssh2_channel_read_ex(channel, stream, buffer.data(), buffer.size());
+        return n < 0 ? static_cast<int>(n) : 0;
+      });
+      if (rc == LIBSSH2_ERROR_EAGAIN || (rc == 0 && n == 0)) continue;
+      if (rc < 0) {
+        lost = true;
+        break;
       }
+      got_data = true;
+      deliver(stream, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
     }
     if (lost || !s->alive() || libssh2_channel_eof(channel)) break;
     if ((control.cancel_requested_ || state->timed_out) && !state->stopping) {
       state->stopping = true;
       net::co_spawn(executor_, stop_remote(s, state, options.kill_grace), net::detached);
     }
-    if (!got_data) co_await s->wait_io(seen);
+    if (got_data) {
+      // A fast command always has more to read: let the rest of the executor run in between
+      // (the writers that send this output to its watchers, other channels, timers).
+      co_await net::post(executor_, net::use_awaitable);
+    } else {
+      co_await s->wait_io(seen);
+    }
   }
   if (!marker_done) {
     marker_done = true;

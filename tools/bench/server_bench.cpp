@@ -1,0 +1,252 @@
+// cmdcast-server end to end, in one run (a private loopback sshd, the release server process,
+// subscribers as WebSocket clients in this process):
+//  1. the executor's raw read rate, for reference;
+//  2. the server's memory per idle subscriber, with 10,000 of them on one execution;
+//  3. a stream of BYTES (default 1 GB; /dev/zero made printable) to 1, 10 and 100 subscribers;
+//  4. the latency of a line to 1000 subscribers (the line carries its remote send time).
+// The subscribers' queue bound is raised to 4 GiB so that the fan-out figures measure delivery
+// to every subscriber (frames are shared, so that is one copy of the stream at most).
+// Usage: server_bench [BYTES]
+#include <sys/resource.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loopback_sshd.hpp"
+#include "ssh/machine_connection.hpp"
+
+extern char** environ;
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+namespace {
+
+double now_seconds() { return std::chrono::duration<double>(clock_type::now().time_since_epoch()).count(); }
+
+struct subscriber_stats {
+  std::uint64_t bytes = 0;
+  double first_output = 0, exit = 0;
+  unsigned close_code = 0;
+  std::vector<double> latencies_ms;
+  std::string execution_id;
+};
+
+std::int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+/// One WebSocket subscriber: counts what it receives; with `timestamps`, each stdout line is a
+/// nanosecond wall-clock time from the remote side and its latency is recorded.
+net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::string request, subscriber_stats& st,
+                               bool timestamps, int& done) {
+  auto ex = co_await net::this_coro::executor;
+  websocket::stream<beast::tcp_stream> ws(ex);
+  auto [cec] = co_await beast::get_lowest_layer(ws).async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), use_tuple);
+  if (!cec) {
+    ws.read_message_max(64u << 20);
+    auto [hec] = co_await ws.async_handshake("127.0.0.1", target, use_tuple);
+    if (!hec && !request.empty()) co_await ws.async_write(net::buffer(request), use_tuple);
+    beast::flat_buffer buffer;
+    while (!hec) {
+      auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
+      if (ec) break;
+      const auto data = buffer.data();
+      std::string_view text(static_cast<const char*>(data.data()), data.size());
+      st.bytes += n;
+      if (text.starts_with(R"({"type":"stdout")")) {
+        if (st.first_output == 0) st.first_output = now_seconds();
+        if (timestamps) {
+          const auto at = text.find(R"("data":")");
+          for (std::size_t i = at + 8; at != std::string_view::npos && i < text.size();) {
+            const auto end = text.find("\\n", i);
+            if (end == std::string_view::npos) break;
+            const auto sent = std::stoll(std::string(text.substr(i, end - i)));
+            st.latencies_ms.push_back(static_cast<double>(wall_ns() - sent) / 1e6);
+            i = end + 2;
+            if (i < text.size() && text[i] == '"') break;
+          }
+        }
+      } else if (text.starts_with(R"({"type":"exit")")) {
+        st.exit = now_seconds();
+      } else if (text.starts_with(R"({"type":"started")")) {
+        const auto at = text.find(R"("execution_id":")") + 16;
+        st.execution_id = std::string(text.substr(at, text.find('"', at) - at));
+      }
+      buffer.consume(buffer.size());
+    }
+    st.close_code = ws.reason().code;
+    if (st.close_code != 1000 && st.close_code != 0) {
+      std::fprintf(stderr, "subscriber closed with %u: %s\n", st.close_code, ws.reason().reason.c_str());
+    }
+  }
+  ++done;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+void run_until(net::io_context& io, const int& done, int count) {
+  while (done < count) io.run_one();
+}
+
+/// Runs `action` with `n` subscribers (one runs it, n-1 attach as soon as it started).
+std::vector<subscriber_stats> fan_out(net::io_context& io, std::uint16_t port, const std::string& action, int n,
+                                      bool timestamps) {
+  std::vector<subscriber_stats> stats(static_cast<std::size_t>(n));
+  int done = 0;
+  net::co_spawn(io, subscribe(port, "/machines/box/commands/stream", R"({"action_type":")" + action + "\"}", stats[0],
+                              timestamps, done), net::detached);
+  while (stats[0].execution_id.empty()) io.run_one();
+  for (int i = 1; i < n; ++i) {
+    net::co_spawn(io, subscribe(port, "/executions/" + stats[0].execution_id + "/stream", "", stats[i], timestamps, done),
+                  net::detached);
+  }
+  run_until(io, done, n);
+  return stats;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string bytes = argc > 1 ? argv[1] : "1000000000";
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &files);  // the server inherits it too
+
+  cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
+  const auto e = sshd.endpoint();
+  const std::uint16_t port = cmdcast::testing::free_loopback_port();
+  const std::string config = sshd.dir() + "/bench.toml";
+  std::ofstream(config) << "[server]\nlisten = \"127.0.0.1:" << port << "\"\n"
+                        << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\n"
+                        << "[[machines]]\nid = \"box\"\nhost = \"127.0.0.1\"\nport = " << e.port << "\nuser = \"" << e.user
+                        << "\"\nidentity = \"" << e.identity << "\"\nknown_hosts = \"" << e.known_hosts << "\"\n"
+                        // Printable bytes: NUL would be sent as \u0000, six bytes each.
+                        << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
+                        << "line_buffered = false\n"
+                        << "[actions.ticks]\ncommand = \"sleep 3; for i in $(seq 100); do date +%s%N; sleep 0.05; done\"\n"
+                        << "[actions.idle]\ncommand = \"sleep 600\"\n";
+  std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config};
+  std::vector<char*> argv_server;
+  for (auto& a : args) argv_server.push_back(a.data());
+  argv_server.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 2, (sshd.dir() + "/server.log").c_str(), O_WRONLY | O_CREAT, 0644);
+  pid_t server = 0;
+  posix_spawn(&server, argv_server[0], &actions, nullptr, argv_server.data(), environ);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+
+  net::io_context io;
+  auto work = net::make_work_guard(io);
+  std::printf("cmdcast server_bench: %s bytes of /dev/zero; 2 cores shared by sshd, server and clients\n\n", bytes.c_str());
+
+  // 1. The executor's raw read rate, the reference for the fan-out figures.
+  {
+    auto conn = std::make_shared<cmdcast::server::ssh::machine_connection>(io.get_executor(), e);
+    std::uint64_t got = 0;
+    double seconds = 0;
+    int done = 0;
+    net::co_spawn(io, [&]() -> net::awaitable<void> {
+      const cmdcast::server::ssh::output_handler none = [](auto, auto) {};
+      co_await conn->run("true", none);
+      const cmdcast::server::ssh::output_handler count = [&](auto, std::string_view d) { got += d.size(); };
+      const auto t0 = now_seconds();
+      co_await conn->run("head -c " + bytes + " /dev/zero", count);
+      seconds = now_seconds() - t0;
+      ++done;
+    }, net::detached);
+    run_until(io, done, 1);
+    std::printf("executor raw read rate: %.0f MB/s\n\n", static_cast<double>(got) / seconds / 1e6);
+  }
+
+  // 2. Memory per idle subscriber, measured first, on a fresh heap. The 10,000 stay connected
+  // (idle) through the rest.
+  {
+    const long before = rss_kib(server);
+    std::vector<subscriber_stats> stats(10000);
+    int done = 0;
+    net::co_spawn(io, subscribe(port, "/machines/box/commands/stream", R"({"action_type":"idle"})", stats[0], false, done),
+                  net::detached);
+    while (stats[0].execution_id.empty()) io.run_one();
+    for (std::size_t i = 1; i < stats.size(); ++i) {
+      net::co_spawn(io, subscribe(port, "/executions/" + stats[0].execution_id + "/stream", "", stats[i], false, done),
+                    net::detached);
+    }
+    // Let every subscriber connect and settle.
+    net::steady_timer settle(io, std::chrono::seconds(8));
+    bool settled = false;
+    settle.async_wait([&](auto) { settled = true; });
+    while (!settled) io.run_one();
+    const long after = rss_kib(server);
+    std::printf("10,000 idle subscribers: server RSS %ld -> %ld KiB, %.1f KiB per subscriber\n", before, after,
+                static_cast<double>(after - before) / 10000.0);
+  }
+  // 3. Fan-out throughput.
+  std::printf("%-12s %14s %16s %10s\n", "subscribers", "MB/s each", "MB/s aggregate", "evicted");
+  for (int n : {1, 10, 100}) {
+    const auto stats = fan_out(io, port, "stream", n, false);
+    double slowest = 0;
+    std::uint64_t total = 0;
+    int evicted = 0;
+    std::vector<double> each;
+    for (const auto& s : stats) {
+      const double d = s.exit - s.first_output;
+      slowest = std::max(slowest, d);
+      total += s.bytes;
+      evicted += s.close_code == 1013;
+      if (d > 0) each.push_back(static_cast<double>(s.bytes) / d / 1e6);
+    }
+    std::printf("%-12d %14.0f %16.0f %10d\n", n, percentile(each, 0.5), static_cast<double>(total) / slowest / 1e6, evicted);
+  }
+
+  // 4. Line latency to 1000 subscribers.
+  {
+    const auto stats = fan_out(io, port, "ticks", 1000, true);
+    std::vector<double> all;
+    for (const auto& s : stats) all.insert(all.end(), s.latencies_ms.begin(), s.latencies_ms.end());
+    std::printf("\nline latency to 1000 subscribers (%zu samples): p50 %.2f ms, p99 %.2f ms\n", all.size(),
+                percentile(all, 0.5), percentile(all, 0.99));
+  }
+
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+  return 0;
+}
