@@ -205,7 +205,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::set<ws_watcher*> watchers;
 
   // Metrics.
-  std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0, evictions = 0;
+  std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0;
   std::uint64_t requests_rejected = 0;
 
   std::shared_ptr<ssh::machine_connection> connection_for(const machine_entry& m) {
@@ -287,16 +287,14 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   }
 
   std::string metrics_text() const {
-    std::size_t running = 0, finished = 0, subscribers = 0;
+    std::size_t subscribers = 0;
     std::map<std::string, std::size_t> by_state;
     std::uint64_t exec_evictions = 0;
     for (const auto& [id, e] : executions) {
       ++by_state[e->record().state];
       subscribers += e->watchers();
       exec_evictions += e->evictions();
-      (e->finished() ? finished : running)++;
     }
-    std::uint64_t ssh_in = 0;
     std::ostringstream m;
     m << "# TYPE cmdcast_connections gauge\ncmdcast_connections " << connections_open << "\n"
       << "# TYPE cmdcast_connections_total counter\ncmdcast_connections_total " << connections_total << "\n"
@@ -308,7 +306,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << bytes_out << "\n"
       << "# TYPE cmdcast_evictions_total counter\ncmdcast_evictions_total " << exec_evictions << "\n"
       << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
-    (void)ssh_in;
     return m.str();
   }
 
