@@ -189,6 +189,12 @@ std::string loopback_sshd::write_known_hosts(const std::string& name,
   return path;
 }
 
+std::string loopback_sshd::machine_toml(const std::string& id) const {
+  const auto e = endpoint();
+  return "[[machines]]\nid = \"" + id + "\"\nhost = \"" + e.host + "\"\nport = " + std::to_string(e.port) +
+         "\nuser = \"" + e.user + "\"\nidentity = \"" + e.identity + "\"\nknown_hosts = \"" + e.known_hosts + "\"\n";
+}
+
 std::string loopback_sshd::host_key_fingerprint() const {
   // "256 SHA256:abc... comment (ED25519)"
   const std::string line = shell("ssh-keygen -l -E sha256 -f " + dir_ + "/hostkey.pub");

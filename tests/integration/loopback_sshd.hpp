@@ -33,6 +33,8 @@ class loopback_sshd {
   std::string make_client_key(const std::string& name, const std::string& type, bool authorize);
   /// Writes a known_hosts file naming this server with the given public key file.
   std::string write_known_hosts(const std::string& name, const std::string& public_key_file);
+  /// A cmdcast-server [[machines]] entry that reaches this sshd.
+  std::string machine_toml(const std::string& id) const;
   /// The host key's fingerprint as ssh-keygen prints it ("SHA256:...").
   std::string host_key_fingerprint() const;
 

@@ -43,7 +43,6 @@ class server_process {
   explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "") {
     port_ = free_loopback_port();
     config_ = sshd.dir() + "/cmdcast.toml";
-    const auto e = sshd.endpoint();
     std::ofstream(config_) << "[server]\nlisten = \"127.0.0.1:" << port_ << "\"\n"
                            << "allowed_origins = [\"http://allowed.example\"]\n"
                            << "replay_bytes = 1048576\nsubscriber_queue_bytes = 262144\nkill_grace_ms = 1000\n"
@@ -52,9 +51,7 @@ class server_process {
                            << "\"\nrole = \"operator\"\n"
                            << "[[tokens]]\nname = \"victor\"\nsha256 = \"" << server::sha256_hex(viewer_token)
                            << "\"\nrole = \"viewer\"\n"
-                           << "[[machines]]\nid = \"box\"\nname = \"Test box\"\nhost = \"127.0.0.1\"\nport = " << e.port
-                           << "\nuser = \"" << e.user << "\"\nidentity = \"" << e.identity << "\"\nknown_hosts = \""
-                           << e.known_hosts << "\"\n"
+                           << sshd.machine_toml("box")
                            << R"(
 [actions.lines]
 command = "for i in 1 2 3; do echo line $i; sleep 0.3; done; echo done >&2"

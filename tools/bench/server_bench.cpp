@@ -156,8 +156,7 @@ int main(int argc, char** argv) {
   const std::string config = sshd.dir() + "/bench.toml";
   std::ofstream(config) << "[server]\nlisten = \"127.0.0.1:" << port << "\"\n"
                         << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\n"
-                        << "[[machines]]\nid = \"box\"\nhost = \"127.0.0.1\"\nport = " << e.port << "\nuser = \"" << e.user
-                        << "\"\nidentity = \"" << e.identity << "\"\nknown_hosts = \"" << e.known_hosts << "\"\n"
+                        << sshd.machine_toml("box")
                         // Printable bytes: NUL would be sent as \u0000, six bytes each.
                         << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
                         << "line_buffered = false\n"
