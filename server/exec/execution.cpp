@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <random>
 
 #include "cmdcast/common/codec.hpp"
+#include "support/log.hpp"
 
 namespace cmdcast::server {
 namespace {
@@ -16,20 +16,10 @@ namespace {
 constexpr std::size_t coalesce_bytes = 16 * 1024;
 constexpr auto coalesce_delay = std::chrono::milliseconds(3);
 constexpr auto progress_interval = std::chrono::milliseconds(100);
+constexpr auto audit_interval = std::chrono::seconds(1);
+constexpr auto watchers_settle = std::chrono::milliseconds(100);
 
 }  // namespace
-
-std::string rfc3339_now() {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[80];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
 
 std::string random_uuid() {
   static std::random_device rd;
@@ -46,7 +36,7 @@ std::string random_uuid() {
 
 execution::execution(net::any_io_executor executor, std::string id, const machine_entry& machine,
                      const action_entry& action, std::string command, std::map<std::string, std::string> params,
-                     std::string user, const server_settings& settings)
+                     std::string user, const server_settings& settings, audit_store* audit)
     : executor_(executor),
       id_(std::move(id)),
       machine_id_(machine.id),
@@ -58,14 +48,18 @@ execution::execution(net::any_io_executor executor, std::string id, const machin
       timeout_(action.timeout),
       started_at_(rfc3339_now()),
       started_(std::chrono::steady_clock::now()),
+      watchers_timer_(executor),
       flush_timer_(executor),
-      progress_timer_(executor) {
+      progress_timer_(executor),
+      audit_timer_(executor) {
   if (action.progress) progress_ = common::make_progress_parser(*action.progress);
+  if (audit) audit_.emplace(*audit, settings.audit_head_bytes, settings.audit_tail_bytes);
 }
 
 void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::string run_line,
                       std::function<void()> on_end) {
   emit(common::started_event{0, id_, machine_id_, action_type_, command_, started_at_});
+  flush_audit();  // the record exists from the start
   ssh::run_options options;
   options.timeout = timeout_;
   options.kill_grace = settings_.kill_grace;
@@ -150,6 +144,7 @@ void execution::finish(const ssh::run_result& r) {
     pending_text_ += rest;
   }
   flush_timer_.cancel();
+  watchers_timer_.cancel();
   flush_output();
   if (r.error) {
     // The failure is output too: a watcher should read why the command did not run or end.
@@ -170,9 +165,15 @@ void execution::finish(const ssh::run_result& r) {
   ended_at_ = rfc3339_now();
   exit_ = e;
   emit(e);
+  audit_timer_.cancel();
+  flush_audit();
   auto subscribers = std::move(subscribers_);
   subscribers_.clear();
   for (auto& s : subscribers) s->ended();
+}
+
+void execution::flush_audit() {
+  if (audit_ && audit_->dirty()) audit_->flush(record());
 }
 
 void execution::emit(common::event e) {
@@ -180,7 +181,20 @@ void execution::emit(common::event e) {
   std::visit([seq](auto& ev) {
     if constexpr (requires { ev.seq; }) ev.seq = seq;
   }, e);
+  const auto* output = std::get_if<common::output_event>(&e);
+  const std::size_t output_bytes = output ? output->data.size() : 0;
   auto f = std::make_shared<const std::string>(common::encode(e));
+  if (audit_) {
+    audit_->add(seq, f, output_bytes);
+    if (!audit_armed_ && !finished()) {
+      audit_armed_ = true;
+      audit_timer_.expires_after(audit_interval);
+      audit_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+        self->audit_armed_ = false;
+        self->flush_audit();
+      });
+    }
+  }
   replay_.push_back({seq, f});
   replay_size_ += f->size();
   // Keep the replay window bounded, but always the newest event.
@@ -207,11 +221,25 @@ void execution::publish(const frame& f, common::seq_t seq) {
   }
 }
 
+frame execution::watchers_frame() const {
+  return std::make_shared<const std::string>(
+      common::encode(common::event{common::watchers_event{static_cast<std::int64_t>(subscribers_.size())}}));
+}
+
 void execution::announce_watchers() {
-  if (finished()) return;
-  publish(std::make_shared<const std::string>(common::encode(common::event{common::watchers_event{
-              static_cast<std::int64_t>(subscribers_.size())}})),
-          -1);
+  if (finished() || watchers_armed_) return;
+  watchers_armed_ = true;
+  watchers_timer_.expires_after(watchers_settle);
+  watchers_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+    self->watchers_armed_ = false;
+    if (self->finished() || self->subscribers_.size() == self->watchers_announced_) return;
+    self->watchers_announced_ = self->subscribers_.size();
+    self->publish(self->watchers_frame(), -1);
+  });
+}
+
+bool execution::holds_after(common::seq_t after) const {
+  return replay_.empty() ? after + 1 >= next_seq_ : replay_.front().seq <= after + 1;
 }
 
 bool execution::subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after) {
@@ -234,6 +262,13 @@ bool execution::subscribe(const std::shared_ptr<subscriber>& s, common::seq_t af
     return true;
   }
   subscribers_.push_back(s);
+  // The newcomer learns the count at once; the others when it has settled.
+  if (!s->push(watchers_frame(), -1)) {
+    subscribers_.pop_back();
+    ++evictions_;
+    s->evicted();
+    return true;
+  }
   announce_watchers();
   return true;
 }
@@ -261,7 +296,7 @@ common::execution_record execution::record() const {
   r.ended_at = ended_at_;
   r.bytes_stdout = static_cast<std::int64_t>(bytes_[0]);
   r.bytes_stderr = static_cast<std::int64_t>(bytes_[1]);
-  r.output_truncated = false;
+  r.output_truncated = audit_ && audit_->truncated();
   r.watchers = static_cast<std::int64_t>(subscribers_.size());
   return r;
 }

@@ -17,6 +17,7 @@
 
 #include "cmdcast/common/progress.hpp"
 #include "cmdcast/common/protocol.hpp"
+#include "audit/output_audit.hpp"
 #include "cmdcast/common/utf8.hpp"
 #include "config/config.hpp"
 #include "ssh/machine_connection.hpp"
@@ -43,7 +44,7 @@ class execution : public std::enable_shared_from_this<execution> {
  public:
   execution(net::any_io_executor executor, std::string id, const machine_entry& machine,
             const action_entry& action, std::string command, std::map<std::string, std::string> params,
-            std::string user, const server_settings& settings);
+            std::string user, const server_settings& settings, audit_store* audit);
 
   /// Runs `run_line` (the command as executed: command_line()) on `connection`; `on_end` runs
   /// once the exit event is out.
@@ -61,6 +62,9 @@ class execution : public std::enable_shared_from_this<execution> {
   const std::string& id() const { return id_; }
   const std::string& machine_id() const { return machine_id_; }
   bool finished() const { return exit_.has_value(); }
+  /// Whether the replay buffer holds every event after `after` (a finished execution that
+  /// no longer does is served from the audit store).
+  bool holds_after(common::seq_t after) const;
   std::size_t watchers() const { return subscribers_.size(); }
   common::seq_t last_seq() const { return next_seq_ - 1; }
   std::uint64_t evictions() const { return evictions_; }
@@ -71,8 +75,12 @@ class execution : public std::enable_shared_from_this<execution> {
   void on_output(common::output_stream stream, std::string_view bytes);
   void flush_output();
   void report_progress(bool force);
+  /// Tells everyone the watcher count soon, once joins and leaves have settled: a poller that
+  /// leaves and comes back between two polls does not make a storm of watchers events.
   void announce_watchers();
+  frame watchers_frame() const;
   void finish(const ssh::run_result& r);
+  void flush_audit();
 
   net::any_io_executor executor_;
   std::string id_;
@@ -96,6 +104,9 @@ class execution : public std::enable_shared_from_this<execution> {
   std::size_t replay_size_ = 0;
   std::vector<std::shared_ptr<subscriber>> subscribers_;
   std::uint64_t evictions_ = 0;
+  net::steady_timer watchers_timer_;
+  bool watchers_armed_ = false;
+  std::size_t watchers_announced_ = 0;
 
   // Output is decoded to UTF-8 per stream and coalesced: small chunks wait up to a few ms (or
   // until 16 KiB) so a chatty command does not become a storm of tiny frames.
@@ -111,12 +122,15 @@ class execution : public std::enable_shared_from_this<execution> {
   bool progress_pending_ = false;
   net::steady_timer progress_timer_;
 
+  // The audit store gets the record and output about once a second while the command runs.
+  std::optional<output_audit> audit_;
+  net::steady_timer audit_timer_;
+  bool audit_armed_ = false;
+
   std::shared_ptr<ssh::run_control> control_ = std::make_shared<ssh::run_control>();
   std::optional<common::exit_event> exit_;
 };
 
-/// "2026-11-24T06:00:00.123Z"
-std::string rfc3339_now();
 /// A random version-4 UUID.
 std::string random_uuid();
 

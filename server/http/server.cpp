@@ -23,7 +23,9 @@
 #include <sstream>
 
 #include "cmdcast/common/codec.hpp"
+#include "audit/audit_store.hpp"
 #include "exec/execution.hpp"
+#include "support/log.hpp"
 
 namespace cmdcast::server {
 namespace {
@@ -41,22 +43,9 @@ using response = http::response<http::string_body>;
 using ws_stream = websocket::stream<beast::tcp_stream>;
 
 constexpr std::size_t max_finished_kept = 1000;
-
-/// One line of JSON per event that matters, on stderr. Never a token.
-void log_event(std::string_view event, std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
-  std::string line = "{\"ts\":";
-  common::append_json_string(line, rfc3339_now());
-  line += ",\"event\":";
-  common::append_json_string(line, event);
-  for (const auto& [k, v] : fields) {
-    line += ",\"";
-    line += k;
-    line += "\":";
-    common::append_json_string(line, v);
-  }
-  line += "}\n";
-  std::fputs(line.c_str(), stderr);
-}
+constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the audit per page
+constexpr std::size_t poll_answer_bytes = 1u << 20;    // a long-poll answer's bound
+constexpr std::int64_t max_poll_wait_s = 30;
 
 struct principal {
   std::string name;
@@ -112,9 +101,15 @@ std::optional<std::int64_t> query_number(const target& t, const std::string& key
 
 }  // namespace
 
+/// A subscriber on a connection of ours: told when the server shuts down.
+class live_subscriber : public subscriber {
+ public:
+  virtual void shut_down() = 0;
+};
+
 /// A WebSocket watching an execution: a bounded queue of shared frames and the one coroutine
 /// that writes them. Pushing never waits; past the bound the watcher is evicted (1013).
-class ws_watcher : public subscriber {
+class ws_watcher : public live_subscriber {
  public:
   ws_watcher(ws_stream& ws, std::size_t limit)
       : ws_(ws), limit_(limit), wake_(ws.get_executor(), net::steady_timer::time_point::max()) {}
@@ -135,7 +130,7 @@ class ws_watcher : public subscriber {
     evicted_ = true;
     wake_.cancel();
   }
-  void shut_down() {
+  void shut_down() override {
     shutting_down_ = true;
     wake_.cancel();
   }
@@ -188,6 +183,70 @@ class ws_watcher : public subscriber {
   bool ended_ = false, evicted_ = false, shutting_down_ = false, closing_ = false;
 };
 
+/// A long-poll waiting for its answer: it collects the frames of one answer (up to a bound;
+/// the next poll starts after the last one it took) and is woken by the first sequenced event,
+/// once the events that arrive with it have been added too.
+class poll_collector : public live_subscriber, public std::enable_shared_from_this<poll_collector> {
+ public:
+  poll_collector(net::any_io_executor ex, common::seq_t after)
+      : next_(after), wake_(ex, net::steady_timer::time_point::max()) {}
+
+  bool push(const frame& f, common::seq_t seq) override {
+    if (full_ || answered_) return true;
+    if (bytes_ + f->size() > poll_answer_bytes && !frames_.empty()) {
+      full_ = true;
+      wake_soon();
+      return true;
+    }
+    frames_.push_back(f);
+    bytes_ += f->size();
+    if (seq >= 0) {
+      next_ = seq;
+      wake_soon();
+    }
+    return true;
+  }
+  void ended() override {
+    done_ = !full_;
+    wake_soon();
+  }
+  void evicted() override { wake_soon(); }
+  void shut_down() override { wake_soon(); }
+
+  /// Waits until there is something to answer or `wait` has passed.
+  net::awaitable<void> wait(std::chrono::seconds wait) {
+    if (!woken_) {
+      wake_.expires_after(wait);
+      co_await wake_.async_wait(use_tuple);
+    }
+    answered_ = true;
+  }
+
+  /// {"events": [...], "next": SEQ, "done": bool}, from the frames as they are.
+  std::string answer() const {
+    std::string body = "{\"events\":[";
+    for (std::size_t i = 0; i < frames_.size(); ++i) {
+      if (i) body += ',';
+      body += *frames_[i];
+    }
+    body += "],\"next\":" + std::to_string(next_) + ",\"done\":" + (done_ ? "true" : "false") + "}";
+    return body;
+  }
+
+ private:
+  void wake_soon() {
+    if (woken_) return;
+    woken_ = true;
+    net::post(wake_.get_executor(), [self = shared_from_this()] { self->wake_.cancel(); });
+  }
+
+  std::vector<frame> frames_;
+  std::size_t bytes_ = 0;
+  common::seq_t next_;
+  bool full_ = false, done_ = false, woken_ = false, answered_ = false;
+  net::steady_timer wake_;
+};
+
 struct server::impl : std::enable_shared_from_this<server::impl> {
   impl(net::io_context& io_, config c) : io(io_), cfg(std::move(c)), acceptor(io_) {}
 
@@ -202,7 +261,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::map<std::string, std::shared_ptr<execution>> executions;                 // by id
   std::deque<std::string> finished_order;
   std::map<std::string, std::size_t> running_per_machine;
-  std::set<ws_watcher*> watchers;
+  std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
+  std::unique_ptr<audit_store> audit;
 
   // Metrics.
   std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0;
@@ -334,6 +394,49 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return res;
   }
 
+  /// The audit's records (it has every execution) with the live ones' current state on top.
+  std::vector<common::execution_record> execution_list(const std::string& state, std::size_t limit) {
+    std::vector<common::execution_record> list;
+    std::set<std::string> seen;
+    if (audit) {
+      for (auto& r : audit->list(state, limit)) {
+        const auto it = executions.find(r.execution_id);
+        if (it != executions.end()) r = it->second->record();
+        seen.insert(r.execution_id);
+        if (state == "all" || r.state == state) list.push_back(std::move(r));
+      }
+    }
+    for (const auto& [id, e] : executions) {
+      if (seen.count(id)) continue;
+      auto r = e->record();
+      if (state == "all" || r.state == state) list.push_back(std::move(r));
+    }
+    std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
+    if (list.size() > limit) list.resize(limit);
+    return list;
+  }
+
+  /// A run request (the first WebSocket message or a POST body) checked and started.
+  std::variant<std::shared_ptr<execution>, request_error> begin_run(const std::string& machine_id,
+                                                                     std::string_view body, const principal& who) {
+    auto req = common::decode_run_request(body);
+    if (!req) return request_error{error_code::bad_request, req.error()};
+    if (who.granted != role::operator_) return request_error{error_code::forbidden, "running a command needs the operator role"};
+    if (stopping) return request_error{error_code::busy, "the server is shutting down"};
+    auto resolved = resolve(cfg, machine_id, *req);
+    if (auto* err = std::get_if<request_error>(&resolved)) {
+      log_event("rejected", {{"machine", machine_id}, {"action", req->action_type}, {"user", who.name}, {"error", err->message}});
+      return *err;
+    }
+    auto& r = std::get<resolved_command>(resolved);
+    const auto running = running_per_machine[r.machine->id];
+    if (running >= cfg.server.max_executions_per_machine) {
+      return request_error{error_code::busy,
+                           "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands"};
+    }
+    return start_execution(r, req->params, who);
+  }
+
   response handle_http(const request& req, const target& t, const std::optional<principal>& who) {
     const auto& p = t.parts;
     const bool get = req.method() == http::verb::get;
@@ -367,24 +470,28 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       if (state != "all" && state != "running" && !common::parse_exit_state(state)) {
         return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
       }
-      std::vector<common::execution_record> list;
-      for (const auto& [id, e] : executions) {
-        auto r = e->record();
-        if (state == "all" || r.state == state) list.push_back(std::move(r));
-      }
-      std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
-      if (list.size() > static_cast<std::size_t>(*limit)) list.resize(static_cast<std::size_t>(*limit));
-      return json_response(req, http::status::ok, common::encode(list));
+      return json_response(req, http::status::ok, common::encode(execution_list(state, static_cast<std::size_t>(*limit))));
+    }
+    if (req.method() == http::verb::post && p.size() == 3 && p[0] == "machines" && p[2] == "commands") {
+      auto started = begin_run(p[1], req.body(), *who);
+      if (auto* err = std::get_if<request_error>(&started)) return error_response(req, err->code, err->message);
+      const auto& e = std::get<std::shared_ptr<execution>>(started);
+      return json_response(req, http::status::accepted, common::encode(common::run_accepted{e->id()}));
     }
     if (p.size() >= 2 && p[0] == "executions") {
       const auto it = executions.find(p[1]);
-      if (it == executions.end()) return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
-      if (get && p.size() == 2) return json_response(req, http::status::ok, common::encode(it->second->record()));
+      std::optional<common::execution_record> stored;
+      if (it == executions.end() && audit) stored = audit->record(p[1]);
+      if (it == executions.end() && !stored) {
+        return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+      }
+      const auto rec = [&] { return it != executions.end() ? it->second->record() : *stored; };
+      if (get && p.size() == 2) return json_response(req, http::status::ok, common::encode(rec()));
       if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
         if (who->granted != role::operator_) return error_response(req, error_code::forbidden, "cancel needs the operator role");
         log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}});
-        it->second->cancel();
-        return json_response(req, http::status::accepted, common::encode(it->second->record()));
+        if (it != executions.end()) it->second->cancel();  // one that is only in the audit has ended
+        return json_response(req, http::status::accepted, common::encode(rec()));
       }
     }
     return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +
@@ -438,6 +545,67 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     maybe_stopped();
   }
 
+  /// GET /executions/{id}/events?after=SEQ&wait=S: what is there after SEQ at once, or the
+  /// first new events within S seconds. The poller is a watcher while it waits.
+  net::awaitable<response> long_poll(const request& req, const target& t, const principal& who) {
+    (void)who;  // every role may poll
+    const std::string& id = t.parts[1];
+    const auto after = query_number(t, "after", -1, -1);
+    if (!after) co_return error_response(req, error_code::bad_request, "after must be a number >= -1");
+    const auto wait = query_number(t, "wait", 0, 0);
+    if (!wait) co_return error_response(req, error_code::bad_request, "wait must be a number of seconds >= 0");
+    const auto it = executions.find(id);
+    if (it == executions.end() || (it->second->finished() && !it->second->holds_after(*after))) {
+      if (!audit || !audit->record(id)) co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + id + "\"");
+      // Finished, and served from the audit store.
+      const auto page = audit->events_after(id, *after, poll_answer_bytes);
+      const common::seq_t last = audit->last_seq(id);
+      if (*after > last) co_return error_response(req, error_code::bad_request, past_the_end(*after, last));
+      std::string body = "{\"events\":[";
+      common::seq_t next = *after;
+      for (const auto& e : page) {
+        if (next != *after) body += ',';
+        body += e.frame;
+        next = e.seq;
+      }
+      body += "],\"next\":" + std::to_string(next) + ",\"done\":" + (next == last ? "true" : "false") + "}";
+      co_return json_response(req, http::status::ok, std::move(body));
+    }
+    const auto& e = it->second;
+    if (*after > e->last_seq()) co_return error_response(req, error_code::bad_request, past_the_end(*after, e->last_seq()));
+    auto collector = std::make_shared<poll_collector>(io.get_executor(), *after);
+    if (!e->subscribe(collector, *after)) {
+      co_return error_response(req, error_code::busy, "this execution has its maximum of watchers");
+    }
+    watchers.insert(collector.get());
+    co_await collector->wait(std::chrono::seconds(std::min(*wait, max_poll_wait_s)));
+    e->unsubscribe(collector.get());
+    watchers.erase(collector.get());
+    maybe_stopped();
+    co_return json_response(req, http::status::ok, collector->answer());
+  }
+
+  static std::string past_the_end(common::seq_t after, common::seq_t last) {
+    return "after=" + std::to_string(after) + " is past the last event (" + std::to_string(last) + ")";
+  }
+
+  /// A finished execution from the audit store: its stored events after `after`, page by page,
+  /// then 1000.
+  net::awaitable<void> send_stored(ws_stream& ws, const std::string& id, common::seq_t after) {
+    for (;;) {
+      const auto page = audit->events_after(id, after, stored_page_bytes);
+      if (page.empty()) break;
+      for (const auto& e : page) {
+        ws.text(true);
+        auto [ec, n] = co_await ws.async_write(net::buffer(e.frame), use_tuple);
+        if (ec) co_return;
+        bytes_out += n;
+        after = e.seq;
+      }
+    }
+    co_await ws.async_close(websocket::close_reason(websocket::close_code::normal, "execution finished"), use_tuple);
+  }
+
   net::awaitable<void> run_websocket(ws_stream& ws, const target& t, const principal& who) {
     const auto& p = t.parts;
     if (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") {
@@ -446,43 +614,28 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
       // A message over max_message_bytes fails the read and Beast closes with 1009 (too big).
       if (ec) co_return;
-      auto req = common::decode_run_request(beast::buffers_to_string(buffer.data()));
-      if (!req) {
-        co_await refuse(ws, error_code::bad_request, req.error());
-        co_return;
-      }
-      if (who.granted != role::operator_) {
-        co_await refuse(ws, error_code::forbidden, "running a command needs the operator role");
-        co_return;
-      }
-      auto resolved = resolve(cfg, p[1], *req);
-      if (auto* err = std::get_if<request_error>(&resolved)) {
-        log_event("rejected", {{"machine", p[1]}, {"action", req->action_type}, {"user", who.name}, {"error", err->message}});
+      auto started = begin_run(p[1], beast::buffers_to_string(buffer.data()), who);
+      if (auto* err = std::get_if<request_error>(&started)) {
         co_await refuse(ws, err->code, err->message);
         co_return;
       }
-      auto& r = std::get<resolved_command>(resolved);
-      auto& running = running_per_machine[r.machine->id];
-      if (running >= cfg.server.max_executions_per_machine) {
-        co_await refuse(ws, error_code::busy, "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands");
-        co_return;
-      }
-      auto e = start_execution(r, req->params, who);
-      co_await watch(ws, e, -1, who);
+      co_await watch(ws, std::get<std::shared_ptr<execution>>(started), -1, who);
       co_return;
     }
     if (p.size() == 3 && p[0] == "executions" && p[2] == "stream") {
-      const auto it = executions.find(p[1]);
-      if (it == executions.end()) {
-        co_await refuse(ws, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
-        co_return;
-      }
       const auto after = query_number(t, "after", -1, -1);
       if (!after) {
         co_await refuse(ws, error_code::bad_request, "after must be a number >= -1");
         co_return;
       }
-      co_await watch(ws, it->second, *after, who);
+      const auto it = executions.find(p[1]);
+      if (it != executions.end() && (!it->second->finished() || it->second->holds_after(*after))) {
+        co_await watch(ws, it->second, *after, who);
+      } else if (audit && audit->record(p[1])) {
+        co_await send_stored(ws, p[1], *after);
+      } else {
+        co_await refuse(ws, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+      }
       co_return;
     }
     co_await refuse(ws, error_code::bad_request, "no such WebSocket endpoint");
@@ -491,7 +644,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::shared_ptr<execution> start_execution(const resolved_command& r, const std::map<std::string, std::string>& params,
                                              const principal& who) {
     const std::string id = random_uuid();
-    auto e = std::make_shared<execution>(io.get_executor(), id, *r.machine, *r.action, r.command, params, who.name, cfg.server);
+    auto e = std::make_shared<execution>(io.get_executor(), id, *r.machine, *r.action, r.command, params, who.name,
+                                         cfg.server, audit.get());
     executions.emplace(id, e);
     ++running_per_machine[r.machine->id];
     log_event("run", {{"execution_id", id}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", who.name}});
@@ -567,7 +721,15 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         co_return;
       }
 
-      response res = handle_http(req, t, who);
+      const bool poll = req.method() == http::verb::get && t.parts.size() == 3 && t.parts[0] == "executions" &&
+                        t.parts[2] == "events";
+      // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).
+      response res;
+      if (poll && who) {
+        res = co_await long_poll(req, t, *who);
+      } else {
+        res = handle_http(req, t, who);
+      }
       const bool keep = res.keep_alive();
       auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
       if (wec || !keep) {
@@ -622,6 +784,11 @@ server::~server() = default;
 
 void server::start() {
   auto& s = impl_->cfg.server;
+  if (!s.audit_db.empty()) {
+    auto store = audit_store::open(s.audit_db);
+    if (!store) throw std::runtime_error(store.error());
+    impl_->audit = std::move(*store);
+  }
   const tcp::endpoint ep(net::ip::make_address(s.listen_host), s.listen_port);
   impl_->acceptor.open(ep.protocol());
   impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));

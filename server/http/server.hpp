@@ -17,7 +17,8 @@ class server {
   server(boost::asio::io_context& io, config c);
   ~server();
 
-  /// Binds the listen address and starts accepting. Throws when it cannot bind.
+  /// Opens the audit store, binds the listen address and starts accepting. Throws when it
+  /// cannot do either.
   void start();
   /// Stops accepting, cancels running commands, lets watchers receive their exit events, then
   /// closes what is left with 1001 and calls `done`.

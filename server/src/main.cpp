@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   try {
     srv.start();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cmdcast-server: cannot listen: %s\n", e.what());
+    std::fprintf(stderr, "cmdcast-server: %s\n", e.what());
     return 1;
   }
   // SIGINT/SIGTERM: stop accepting, cancel running commands, let watchers get their exit

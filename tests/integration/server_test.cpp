@@ -46,6 +46,7 @@ class server_process {
     std::ofstream(config_) << "[server]\nlisten = \"127.0.0.1:" << port_ << "\"\n"
                            << "allowed_origins = [\"http://allowed.example\"]\n"
                            << "replay_bytes = 1048576\nsubscriber_queue_bytes = 262144\nkill_grace_ms = 1000\n"
+                           << "audit_db = \"" << sshd.dir() << "/cmdcast.db\"\n"
                            << extra_server << "\n"
                            << "[[tokens]]\nname = \"olivia\"\nsha256 = \"" << server::sha256_hex(operator_token)
                            << "\"\nrole = \"operator\"\n"

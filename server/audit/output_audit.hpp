@@ -1,0 +1,48 @@
+// What the audit keeps of one execution's output: the first `head_bytes` and the last
+// `tail_bytes` of it (counted in output text; the other events ride along), written to the
+// store in batches while the command runs. Between two flushes the tail lives in memory, so
+// output that enters and leaves the tail window in that time never touches the disk: a fast
+// stream costs the store at most head + tail bytes a flush.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "audit/audit_store.hpp"
+
+namespace cmdcast::server {
+
+class output_audit {
+ public:
+  output_audit(audit_store& store, std::size_t head_bytes, std::size_t tail_bytes)
+      : store_(store), head_limit_(head_bytes), tail_limit_(tail_bytes) {}
+
+  /// One sequenced event; `output_bytes` is the size of its output text (0 for the others).
+  void add(common::seq_t seq, std::shared_ptr<const std::string> frame, std::size_t output_bytes);
+  /// Writes the record and what changed since the last flush.
+  void flush(const common::execution_record& record);
+  /// Whether some output has been cut (it is then missing from the store, not from the stream).
+  bool truncated() const { return truncated_; }
+  bool dirty() const { return dirty_; }
+
+ private:
+  struct held {
+    common::seq_t seq;
+    std::shared_ptr<const std::string> frame;
+    std::size_t output_bytes;
+  };
+  audit_store& store_;
+  std::size_t head_limit_, tail_limit_;
+  std::size_t head_used_ = 0, tail_used_ = 0;
+  bool head_full_ = false, truncated_ = false, dirty_ = false;
+  std::vector<held> head_pending_;     // head events not yet written
+  common::seq_t head_last_ = -1;       // the last seq of the head
+  std::deque<held> tail_;              // the tail window
+  common::seq_t tail_written_ = -1;    // the last tail seq written
+  common::seq_t tail_dropped_to_ = -1;  // tail seqs up to this one have left the window
+  common::seq_t deleted_to_ = -1;       // and have been deleted from the store up to this one
+};
+
+}  // namespace cmdcast::server

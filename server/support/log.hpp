@@ -1,0 +1,18 @@
+// Structured logging and time stamps shared by the server's parts.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace cmdcast::server {
+
+/// Writes one line of JSON to stderr: {"ts":..,"event":..,fields...}. Never pass a secret.
+void log_event(std::string_view event,
+               std::initializer_list<std::pair<std::string_view, std::string_view>> fields);
+
+/// "2026-11-24T06:00:00.123Z"
+std::string rfc3339_now();
+
+}  // namespace cmdcast::server
