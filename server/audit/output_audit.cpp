@@ -4,7 +4,7 @@ namespace cmdcast::server {
 
 void output_audit::add(common::seq_t seq, std::shared_ptr<const std::string> frame, std::size_t output_bytes) {
   dirty_ = true;
-  if (!head_full_ && head_used_ + output_bytes <= head_limit_) {
+  if (!head_full_ && (head_used_ < head_limit_ || output_bytes == 0)) {
     head_used_ += output_bytes;
     head_last_ = seq;
     head_pending_.push_back({seq, std::move(frame), output_bytes});
@@ -13,8 +13,9 @@ void output_audit::add(common::seq_t seq, std::shared_ptr<const std::string> fra
   head_full_ = true;
   tail_used_ += output_bytes;
   tail_.push_back({seq, std::move(frame), output_bytes});
-  // Keep the window, but always the newest event (the exit event is never cut).
-  while (tail_used_ > tail_limit_ && tail_.size() > 1) {
+  // Drop from the front what the window does not need to hold its bytes (and never the newest
+  // event: the exit event is never cut).
+  while (tail_.size() > 1 && tail_used_ - tail_.front().output_bytes >= tail_limit_) {
     tail_used_ -= tail_.front().output_bytes;
     tail_dropped_to_ = tail_.front().seq;
     tail_.pop_front();

@@ -1,0 +1,180 @@
+#include "server_harness.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "config/config.hpp"
+
+extern char** environ;
+
+namespace cmdcast::testing {
+
+server_process::server_process(const loopback_sshd& sshd, const std::string& extra_server) {
+  port_ = free_loopback_port();
+  config_ = sshd.dir() + "/cmdcast.toml";
+  std::ofstream(config_) << "[server]\nlisten = \"127.0.0.1:" << port_ << "\"\n"
+                         << "allowed_origins = [\"http://allowed.example\"]\n"
+                         << "replay_bytes = 1048576\nsubscriber_queue_bytes = 262144\nkill_grace_ms = 1000\n"
+                         << "audit_db = \"" << sshd.dir() << "/cmdcast.db\"\n"
+                         << extra_server << "\n"
+                         << "[[tokens]]\nname = \"olivia\"\nsha256 = \"" << server::sha256_hex(operator_token)
+                         << "\"\nrole = \"operator\"\n"
+                         << "[[tokens]]\nname = \"victor\"\nsha256 = \"" << server::sha256_hex(viewer_token)
+                         << "\"\nrole = \"viewer\"\n"
+                         << sshd.machine_toml("box")
+                         << R"(
+[actions.lines]
+command = "for i in 1 2 3; do echo line $i; sleep 0.3; done; echo done >&2"
+[actions.fail]
+command = "echo oops >&2; exit 3"
+[actions.restart_service]
+command = "echo restarting {service}"
+params = { service = "^[a-z0-9@._-]{1,64}$" }
+[actions.slow]
+command = "echo started; sleep 1.5; echo finished"
+[actions.forever]
+command = "echo started; sleep 600"
+[actions.ticks]
+command = "for i in $(seq 100); do echo tick $i; sleep 0.2; done"
+[actions.python_buffered]
+command = "python3 -c \"import time; print('first'); time.sleep(1.5); print('second')\""
+[actions.flood]
+command = "for i in $(seq 300); do head -c 100000 /dev/zero | tr '\\0' a; sleep 0.005; done"
+[actions.numbers]
+command = "seq 1 {count}"
+params = { count = "^[0-9]{1,8}$" }
+[actions.apt_reinstall]
+command = "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y {package}"
+params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
+progress = "apt"
+timeout_s = 600
+)";
+  std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config_};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  log_ = sshd.dir() + "/server.log";
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 2, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) throw std::runtime_error("spawn");
+  posix_spawn_file_actions_destroy(&actions);
+  for (int i = 0; i < 200; ++i) {
+    try {
+      net::io_context io;
+      tcp::socket s(io);
+      s.connect({net::ip::make_address("127.0.0.1"), port_});
+      return;
+    } catch (...) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  throw std::runtime_error("cmdcast-server did not start; see " + log_);
+}
+
+server_process::~server_process() {
+  kill_hard();
+  // When something failed, the server's own log is the first place to look.
+  if (::testing::UnitTest::GetInstance()->failed_test_count() > 0) {
+    std::fprintf(stderr, "--- cmdcast-server log ---\n%s--- end of log ---\n", log().c_str());
+  }
+}
+
+int server_process::terminate() {
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+void server_process::kill_hard() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+std::string server_process::log() const {
+  std::ifstream in(log_);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+http_answer http_request(std::uint16_t port, http::verb verb, const std::string& target, const std::string& token,
+                         const std::string& body) {
+  net::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+  req.body() = body;
+  req.prepare_payload();
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  http::read(stream, buffer, parser);
+  return {parser.get().result_int(), parser.get().body()};
+}
+
+ws_client::ws_client(std::uint16_t port, const std::string& target, ws_options o) : ws_(io_) {
+  beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  ws_.set_option(websocket::stream_base::decorator([o](websocket::request_type& req) {
+    if (!o.origin.empty()) req.set(http::field::origin, o.origin);
+    if (o.token.empty()) return;
+    if (o.token_as_subprotocol) {
+      req.set(http::field::sec_websocket_protocol, "cmdcast.v1, cmdcast.bearer." + o.token);
+    } else {
+      req.set(http::field::authorization, "Bearer " + o.token);
+    }
+  }));
+  ws_.read_message_max(64 << 20);
+  ws_.handshake(response_, "127.0.0.1", target);
+}
+
+std::optional<std::string> ws_client::next() {
+  beast::flat_buffer buffer;
+  beast::error_code ec;
+  ws_.read(buffer, ec);
+  if (ec) return std::nullopt;
+  return beast::buffers_to_string(buffer.data());
+}
+
+std::vector<event> ws_client::all() {
+  std::vector<event> out;
+  while (auto m = next()) {
+    auto e = common::decode_event(*m);
+    EXPECT_TRUE(e.ok()) << e.error() << ": " << *m;
+    if (e.ok()) out.push_back(*e);
+  }
+  return out;
+}
+
+std::string run_request(const std::string& action, const std::string& params) {
+  return R"({"action_type":")" + action + R"(","params":)" + params + "}";
+}
+
+std::string text_of(const std::vector<event>& events, common::output_stream stream) {
+  std::string s;
+  for (const auto& o : of_type<common::output_event>(events)) {
+    if (o.stream == stream) s += o.data;
+  }
+  return s;
+}
+
+std::vector<event> sequenced(const std::vector<event>& events) {
+  std::vector<event> out;
+  for (const auto& e : events) {
+    if (common::event_seq(e)) out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace cmdcast::testing

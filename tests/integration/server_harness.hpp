@@ -1,0 +1,105 @@
+// Drives cmdcast-server as its users do: the server binary as a process with a config for a
+// loopback sshd, plain Beast HTTP and WebSocket clients, and helpers to pick events apart.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/types.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cmdcast/common/codec.hpp"
+#include "loopback_sshd.hpp"
+
+namespace cmdcast::testing {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = net::ip::tcp;
+using common::event;
+
+inline const std::string operator_token = "op-secret-token";
+inline const std::string viewer_token = "view-secret-token";
+
+/// cmdcast-server started from its binary with a config for a loopback sshd: machine "box", the
+/// test actions, an operator and a viewer token, the audit in the sshd's folder (so a server
+/// started again on the same sshd finds the same audit). `extra_server` adds [server] keys.
+class server_process {
+ public:
+  explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "");
+  ~server_process();
+  server_process(const server_process&) = delete;
+  server_process& operator=(const server_process&) = delete;
+
+  /// Sends SIGTERM and returns the exit status.
+  int terminate();
+  /// SIGKILL: the crash a process cannot clean up after.
+  void kill_hard();
+  std::uint16_t port() const { return port_; }
+  std::string log() const;
+
+ private:
+  std::uint16_t port_ = 0;
+  std::string config_, log_;
+  pid_t pid_ = -1;
+};
+
+struct http_answer {
+  unsigned status = 0;
+  std::string body;
+};
+
+http_answer http_request(std::uint16_t port, http::verb verb, const std::string& target, const std::string& token,
+                         const std::string& body = "");
+
+struct ws_options {
+  std::string token = operator_token;
+  bool token_as_subprotocol = false;
+  std::string origin;
+};
+
+/// A WebSocket client that records everything it receives.
+class ws_client {
+ public:
+  ws_client(std::uint16_t port, const std::string& target, ws_options o = ws_options());
+
+  void send(const std::string& text) { ws_.write(net::buffer(text)); }
+  void close() { ws_.close(websocket::close_code::normal); }
+  /// The next message, or nullopt once the server closed.
+  std::optional<std::string> next();
+  /// Reads to the end: every message, decoded.
+  std::vector<event> all();
+  websocket::close_reason reason() const { return ws_.reason(); }
+  const websocket::response_type& response() const { return response_; }
+
+ private:
+  net::io_context io_;
+  websocket::stream<beast::tcp_stream> ws_;
+  websocket::response_type response_;
+};
+
+std::string run_request(const std::string& action, const std::string& params = "{}");
+
+template <class T>
+std::vector<T> of_type(const std::vector<event>& events) {
+  std::vector<T> out;
+  for (const auto& e : events) {
+    if (auto* t = std::get_if<T>(&e)) out.push_back(*t);
+  }
+  return out;
+}
+
+std::string text_of(const std::vector<event>& events, common::output_stream stream);
+/// The sequenced events, as the client must see them: seq 0, 1, 2, ... with no hole.
+std::vector<event> sequenced(const std::vector<event>& events);
+
+}  // namespace cmdcast::testing
