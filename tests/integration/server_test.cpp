@@ -334,7 +334,12 @@ TEST_F(Server, ListsMachinesAndExecutions) {
   ASSERT_TRUE(machines.ok()) << machines.error();
   ASSERT_EQ(machines->size(), 1u);
   EXPECT_EQ(machines->at(0).id, "box");
-  EXPECT_EQ(machines->at(0).actions.size(), 7u);
+  std::map<std::string, common::action_info> actions;
+  for (const auto& a : machines->at(0).actions) actions[a.name] = a;
+  EXPECT_EQ(actions.size(), 10u);
+  EXPECT_EQ(actions["restart_service"].params.at("service"), "^[a-z0-9@._-]{1,64}$");
+  EXPECT_EQ(actions["apt_reinstall"].progress, "apt");
+  EXPECT_FALSE(actions["lines"].progress);
   run(run_request("fail"));
   auto all = common::decode_execution_records(http_request(port(), http::verb::get, "/executions?state=all", viewer_token).body);
   ASSERT_TRUE(all.ok()) << all.error();
