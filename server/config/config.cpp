@@ -122,7 +122,7 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   r.only_keys(t, "server", {"listen", "web_root", "allowed_origins", "audit_db", "replay_bytes",
                             "audit_head_bytes", "audit_tail_bytes", "idle_timeout_s", "max_message_bytes",
                             "max_executions_per_machine", "max_subscribers_per_execution",
-                            "subscriber_queue_bytes", "kill_grace_ms"});
+                            "subscriber_queue_bytes", "kill_grace_ms", "audit"});
   const std::string listen = r.string(t, "server", "listen", "127.0.0.1:8080");
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) r.fail(t.get("listen"), "server.listen", "must be host:port");
@@ -139,6 +139,10 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   if (t.get("web_root")) s.web_root = r.string(t, "server", "web_root");
   s.allowed_origins = r.strings(t, "server", "allowed_origins");
   s.audit_db = r.string(t, "server", "audit_db", "cmdcast.db");
+  if (const toml::node* audit = t.get("audit")) {
+    if (!audit->is_boolean()) r.fail(audit, "server.audit", "must be true or false");
+    if (!**audit->as_boolean()) s.audit_db.clear();
+  }
   auto size = [&](std::string_view key, std::size_t fallback, std::int64_t min) {
     return static_cast<std::size_t>(r.integer(t, "server", key, static_cast<std::int64_t>(fallback), min, 1ll << 40));
   };

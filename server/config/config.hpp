@@ -45,7 +45,7 @@ struct server_settings {
   std::uint16_t listen_port = 8080;
   std::optional<std::string> web_root;
   std::vector<std::string> allowed_origins;
-  std::string audit_db = "cmdcast.db";
+  std::string audit_db = "cmdcast.db";  // empty: no audit (`audit = false`, for benchmarks)
   std::size_t replay_bytes = 4u << 20;
   std::size_t audit_head_bytes = 512u << 10;
   std::size_t audit_tail_bytes = 512u << 10;

@@ -3,7 +3,10 @@
 //  1. the executor's raw read rate, for reference;
 //  2. the server's memory per idle subscriber, with 10,000 of them on one execution;
 //  3. a stream of BYTES (default 1 GB; /dev/zero made printable) to 1, 10 and 100 subscribers;
-//  4. the latency of a line to 1000 subscribers (the line carries its remote send time).
+//  4. the latency of a line to 1000 subscribers (the line carries its remote send time);
+//  5. the audit store's cost: the stream to 1 subscriber with and without it, alternately;
+//  6. long-polling: a line's latency to 1 and to 100 pollers, and the server's CPU time for
+//     100 pollers against 100 WebSocket subscribers of the same command.
 // The subscribers' queue bound is raised to 4 GiB so that the fan-out figures measure delivery
 // to every subscriber (frames are shared, so that is one copy of the stream at most).
 // Usage: server_bench [BYTES]
@@ -12,6 +15,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -21,12 +25,15 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +46,7 @@ extern char** environ;
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
+namespace http = beast::http;
 using tcp = net::ip::tcp;
 using clock_type = std::chrono::steady_clock;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
@@ -57,6 +65,24 @@ struct subscriber_stats {
 
 std::int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+/// Each stdout line of the `ticks` action is its remote wall-clock send time in ns: records
+/// the latency of every line in `text` (one event or a long-poll answer of several).
+void record_latencies(std::string_view text, subscriber_stats& st) {
+  for (auto at = text.find(R"("type":"stdout","seq":)"); at != std::string_view::npos;
+       at = text.find(R"("type":"stdout","seq":)", at + 1)) {
+    const auto data = text.find(R"("data":")", at);
+    if (data == std::string_view::npos) return;
+    for (std::size_t i = data + 8; i < text.size();) {
+      const auto end = text.find("\\n", i);
+      if (end == std::string_view::npos) break;
+      const auto sent = std::stoll(std::string(text.substr(i, end - i)));
+      st.latencies_ms.push_back(static_cast<double>(wall_ns() - sent) / 1e6);
+      i = end + 2;
+      if (i < text.size() && text[i] == '"') break;
+    }
+  }
 }
 
 /// One WebSocket subscriber: counts what it receives; with `timestamps`, each stdout line is a
@@ -79,17 +105,7 @@ net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::stri
       st.bytes += n;
       if (text.starts_with(R"({"type":"stdout")")) {
         if (st.first_output == 0) st.first_output = now_seconds();
-        if (timestamps) {
-          const auto at = text.find(R"("data":")");
-          for (std::size_t i = at + 8; at != std::string_view::npos && i < text.size();) {
-            const auto end = text.find("\\n", i);
-            if (end == std::string_view::npos) break;
-            const auto sent = std::stoll(std::string(text.substr(i, end - i)));
-            st.latencies_ms.push_back(static_cast<double>(wall_ns() - sent) / 1e6);
-            i = end + 2;
-            if (i < text.size() && text[i] == '"') break;
-          }
-        }
+        if (timestamps) record_latencies(text, st);
       } else if (text.starts_with(R"({"type":"exit")")) {
         st.exit = now_seconds();
       } else if (text.starts_with(R"({"type":"started")")) {
@@ -141,6 +157,87 @@ std::vector<subscriber_stats> fan_out(net::io_context& io, std::uint16_t port, c
   return stats;
 }
 
+/// A long-poller following an execution to its end over one keep-alive connection.
+net::awaitable<void> poller(std::uint16_t port, std::string id, subscriber_stats& st, int& done) {
+  auto ex = co_await net::this_coro::executor;
+  beast::tcp_stream stream(ex);
+  auto [cec] = co_await stream.async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), use_tuple);
+  beast::flat_buffer buffer;
+  for (long after = -1; !cec;) {
+    http::request<http::empty_body> req{http::verb::get, "/executions/" + id + "/events?wait=30&after=" + std::to_string(after), 11};
+    req.set(http::field::host, "127.0.0.1");
+    auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64u << 20);
+    auto [rec, rn] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (wec || rec) break;
+    const std::string& body = parser.get().body();
+    st.bytes += body.size();
+    record_latencies(body, st);
+    const auto next = body.rfind(R"("next":)");
+    after = std::stol(body.substr(next + 7));
+    if (body.find(R"("done":true)") != std::string::npos) break;
+  }
+  ++done;
+}
+
+/// User plus system CPU seconds the process has used so far.
+double cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int i = 3; i < 14; ++i) fields >> skip;  // state .. cmajflt
+  double utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+struct server_process {
+  pid_t pid = 0;
+  std::uint16_t port = 0;
+};
+
+/// The release cmdcast-server with the bench's actions; `extra` adds [server] keys.
+server_process start_server(const cmdcast::testing::loopback_sshd& sshd, const std::string& name,
+                            const std::string& bytes, const std::string& extra) {
+  server_process p;
+  p.port = cmdcast::testing::free_loopback_port();
+  const std::string config = sshd.dir() + "/" + name + ".toml";
+  std::ofstream(config) << "[server]\nlisten = \"127.0.0.1:" << p.port << "\"\n"
+                        << "audit_db = \"" << sshd.dir() << "/" << name << ".db\"\n" << extra
+                        << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\n"
+                        << sshd.machine_toml("box")
+                        // Printable bytes: NUL would be sent as \u0000, six bytes each.
+                        << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
+                        << "line_buffered = false\n"
+                        << "[actions.ticks]\ncommand = \"sleep 3; for i in $(seq 100); do date +%s%N; sleep 0.05; done\"\n"
+                        << "[actions.idle]\ncommand = \"sleep 600\"\n";
+  std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 2, (sshd.dir() + "/" + name + ".log").c_str(), O_WRONLY | O_CREAT, 0644);
+  posix_spawn(&p.pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  return p;
+}
+
+void stop_server(server_process& p) {
+  ::kill(p.pid, SIGKILL);
+  ::waitpid(p.pid, nullptr, 0);
+}
+
+/// MB/s of the stream to one subscriber.
+double one_subscriber_rate(net::io_context& io, std::uint16_t port) {
+  const auto stats = fan_out(io, port, "stream", 1, false);
+  return static_cast<double>(stats[0].bytes) / (stats[0].exit - stats[0].first_output) / 1e6;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,26 +249,8 @@ int main(int argc, char** argv) {
 
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
   const auto e = sshd.endpoint();
-  const std::uint16_t port = cmdcast::testing::free_loopback_port();
-  const std::string config = sshd.dir() + "/bench.toml";
-  std::ofstream(config) << "[server]\nlisten = \"127.0.0.1:" << port << "\"\n"
-                        << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\n"
-                        << sshd.machine_toml("box")
-                        // Printable bytes: NUL would be sent as \u0000, six bytes each.
-                        << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
-                        << "line_buffered = false\n"
-                        << "[actions.ticks]\ncommand = \"sleep 3; for i in $(seq 100); do date +%s%N; sleep 0.05; done\"\n"
-                        << "[actions.idle]\ncommand = \"sleep 600\"\n";
-  std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config};
-  std::vector<char*> argv_server;
-  for (auto& a : args) argv_server.push_back(a.data());
-  argv_server.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 2, (sshd.dir() + "/server.log").c_str(), O_WRONLY | O_CREAT, 0644);
-  pid_t server = 0;
-  posix_spawn(&server, argv_server[0], &actions, nullptr, argv_server.data(), environ);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto main_server = start_server(sshd, "main", bytes, "");
+  const std::uint16_t port = main_server.port;
 
   net::io_context io;
   auto work = net::make_work_guard(io);
@@ -198,10 +277,12 @@ int main(int argc, char** argv) {
 
   // 2. Memory per idle subscriber, measured first, on a fresh heap. The 10,000 stay connected
   // (idle) through the rest.
+  std::vector<subscriber_stats> idle(10000);
+  int idle_done = 0;
   {
-    const long before = rss_kib(server);
-    std::vector<subscriber_stats> stats(10000);
-    int done = 0;
+    const long before = rss_kib(main_server.pid);
+    auto& stats = idle;
+    auto& done = idle_done;
     net::co_spawn(io, subscribe(port, "/machines/box/commands/stream", R"({"action_type":"idle"})", stats[0], false, done),
                   net::detached);
     while (stats[0].execution_id.empty()) io.run_one();
@@ -214,7 +295,7 @@ int main(int argc, char** argv) {
     bool settled = false;
     settle.async_wait([&](auto) { settled = true; });
     while (!settled) io.run_one();
-    const long after = rss_kib(server);
+    const long after = rss_kib(main_server.pid);
     std::printf("10,000 idle subscribers: server RSS %ld -> %ld KiB, %.1f KiB per subscriber\n", before, after,
                 static_cast<double>(after - before) / 10000.0);
   }
@@ -245,7 +326,58 @@ int main(int argc, char** argv) {
                 percentile(all, 0.5), percentile(all, 0.99));
   }
 
-  ::kill(server, SIGKILL);
-  ::waitpid(server, nullptr, 0);
+  stop_server(main_server);
+  // The idle subscribers see the server go; let them finish before their stats go away.
+  run_until(io, idle_done, static_cast<int>(idle.size()));
+
+  // 5. The audit's cost: the same stream to one subscriber, with and without the store,
+  // alternately on two fresh servers, three rounds each.
+  {
+    auto with = start_server(sshd, "with_audit", bytes, "");
+    auto without = start_server(sshd, "without_audit", bytes, "audit = false\n");
+    std::vector<double> rate_with, rate_without;
+    for (int round = 0; round < 3; ++round) {
+      rate_without.push_back(one_subscriber_rate(io, without.port));
+      rate_with.push_back(one_subscriber_rate(io, with.port));
+    }
+    const double w = percentile(rate_with, 0.5), wo = percentile(rate_without, 0.5);
+    std::printf("\naudit store cost, 1 subscriber, median of 3: without %.0f MB/s, with %.0f MB/s (%+.1f%%)\n", wo, w,
+                (w / wo - 1) * 100);
+    stop_server(with);
+    stop_server(without);
+  }
+
+  // 6. Long-polling against WebSocket on a fresh server: line latency, and the server's CPU.
+  {
+    auto srv = start_server(sshd, "polling", bytes, "");
+    std::printf("\n%-28s %10s %10s %14s\n", "ticks (100 lines, 20/s) to", "p50 ms", "p99 ms", "server CPU s");
+    for (const auto& [label, n, polling] : {std::tuple{"1 poller", 1, true}, std::tuple{"100 pollers", 100, true},
+                                            std::tuple{"100 WebSocket subscribers", 100, false}}) {
+      const double cpu0 = cpu_seconds(srv.pid);
+      std::vector<subscriber_stats> stats(static_cast<std::size_t>(n) + 1);
+      int done = 0;
+      // The runner's own WebSocket is not measured; the others attach as pollers or sockets.
+      net::co_spawn(io, subscribe(srv.port, "/machines/box/commands/stream", R"({"action_type":"ticks"})", stats[0],
+                                  false, done), net::detached);
+      while (stats[0].execution_id.empty()) io.run_one();
+      for (int i = 1; i <= n; ++i) {
+        auto& st = stats[static_cast<std::size_t>(i)];
+        if (polling) {
+          net::co_spawn(io, poller(srv.port, stats[0].execution_id, st, done), net::detached);
+        } else {
+          net::co_spawn(io, subscribe(srv.port, "/executions/" + stats[0].execution_id + "/stream", "", st, true, done),
+                        net::detached);
+        }
+      }
+      run_until(io, done, n + 1);
+      std::vector<double> all;
+      for (std::size_t i = 1; i < stats.size(); ++i) {
+        all.insert(all.end(), stats[i].latencies_ms.begin(), stats[i].latencies_ms.end());
+      }
+      std::printf("%-28s %10.2f %10.2f %14.2f\n", label, percentile(all, 0.5), percentile(all, 0.99),
+                  cpu_seconds(srv.pid) - cpu0);
+    }
+    stop_server(srv);
+  }
   return 0;
 }
