@@ -243,37 +243,48 @@ bool execution::holds_after(common::seq_t after) const {
 }
 
 bool execution::subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after) {
-  if (subscribers_.size() >= settings_.max_subscribers_per_execution) return false;
-  // Catch up from the replay buffer, saying so when part of what was asked for is gone.
-  const common::seq_t first_held = replay_.empty() ? next_seq_ : replay_.front().seq;
-  if (after + 1 < first_held) {
-    common::gap_event gap{first_held - 1, after + 1, first_held - 1};
-    if (!s->push(std::make_shared<const std::string>(common::encode(common::event{gap})), first_held - 1)) return true;
-  }
-  for (const auto& h : replay_) {
-    if (h.seq > after && !s->push(h.data, h.seq)) {
-      ++evictions_;
-      s->evicted();
-      return true;
-    }
-  }
-  if (finished()) {
-    s->ended();
-    return true;
-  }
-  subscribers_.push_back(s);
-  // The newcomer learns the count at once; the others when it has settled.
-  if (!s->push(watchers_frame(), -1)) {
-    subscribers_.pop_back();
-    ++evictions_;
-    s->evicted();
-    return true;
-  }
-  announce_watchers();
+  if (watchers() >= settings_.max_subscribers_per_execution) return false;
+  catching_up_.push_back({s, after});
+  feed(s.get());
   return true;
 }
 
+void execution::feed(subscriber* s) {
+  const auto it = std::find_if(catching_up_.begin(), catching_up_.end(), [s](const auto& c) { return c.s.get() == s; });
+  if (it == catching_up_.end()) return;
+  auto& cursor = it->after;
+  // Say so when part of what is asked for is no longer held.
+  const common::seq_t first_held = replay_.empty() ? next_seq_ : replay_.front().seq;
+  if (cursor + 1 < first_held) {
+    common::gap_event gap{first_held - 1, cursor + 1, first_held - 1};
+    s->push(std::make_shared<const std::string>(common::encode(common::event{gap})), gap.seq);
+    cursor = gap.seq;
+  }
+  // The replay buffer holds consecutive seqs: the next one to send is at cursor + 1.
+  for (auto i = static_cast<std::size_t>(cursor + 1 - first_held); i < replay_.size(); ++i) {
+    const auto& h = replay_[i];
+    if (h.data->size() > s->room()) {
+      s->wants_more();  // it calls feed() again once it has written some of what it has
+      return;
+    }
+    s->push(h.data, h.seq);
+    cursor = h.seq;
+  }
+  // Caught up: from now on it gets events as they come.
+  auto caught_up = std::move(it->s);
+  catching_up_.erase(it);
+  if (finished()) {
+    caught_up->ended();
+    return;
+  }
+  subscribers_.push_back(caught_up);
+  // The newcomer learns the count at once; the others when it has settled.
+  caught_up->push(watchers_frame(), -1);
+  announce_watchers();
+}
+
 void execution::unsubscribe(const subscriber* s) {
+  std::erase_if(catching_up_, [s](const auto& c) { return c.s.get() == s; });
   const auto before = subscribers_.size();
   std::erase_if(subscribers_, [s](const auto& p) { return p.get() == s; });
   if (subscribers_.size() != before) announce_watchers();
@@ -297,7 +308,7 @@ common::execution_record execution::record() const {
   r.bytes_stdout = static_cast<std::int64_t>(bytes_[0]);
   r.bytes_stderr = static_cast<std::int64_t>(bytes_[1]);
   r.output_truncated = audit_ && audit_->truncated();
-  r.watchers = static_cast<std::int64_t>(subscribers_.size());
+  r.watchers = static_cast<std::int64_t>(watchers());
   return r;
 }
 

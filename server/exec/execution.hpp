@@ -34,6 +34,10 @@ class subscriber {
   /// Queues one serialised event (seq -1: not sequenced). Returns false when the subscriber
   /// is over its bound: the execution then drops it and calls evicted().
   virtual bool push(const frame& f, common::seq_t seq) = 0;
+  /// Bytes it can still queue (catching up from the replay buffer is paced by this).
+  virtual std::size_t room() const = 0;
+  /// Catching up, it has no room for the next held event: once it has, it calls feed().
+  virtual void wants_more() = 0;
   /// Every event has been pushed: the execution is over.
   virtual void ended() = 0;
   /// Dropped for falling behind; it may come back with after = the last seq it received.
@@ -53,9 +57,11 @@ class execution : public std::enable_shared_from_this<execution> {
   void cancel();
 
   /// Sends `s` the held events with seq > after (a gap event first when some of them are no
-  /// longer held), then everything live. Returns false when the execution has its maximum of
-  /// subscribers.
+  /// longer held), as fast as it takes them, then everything live. Returns false when the
+  /// execution has its maximum of subscribers.
   bool subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after);
+  /// Sends a subscriber that is catching up what it now has room for.
+  void feed(subscriber* s);
   void unsubscribe(const subscriber* s);
 
   common::execution_record record() const;
@@ -65,7 +71,7 @@ class execution : public std::enable_shared_from_this<execution> {
   /// Whether the replay buffer holds every event after `after` (a finished execution that
   /// no longer does is served from the audit store).
   bool holds_after(common::seq_t after) const;
-  std::size_t watchers() const { return subscribers_.size(); }
+  std::size_t watchers() const { return subscribers_.size() + catching_up_.size(); }
   common::seq_t last_seq() const { return next_seq_ - 1; }
   std::uint64_t evictions() const { return evictions_; }
 
@@ -102,7 +108,12 @@ class execution : public std::enable_shared_from_this<execution> {
   };
   std::deque<held> replay_;
   std::size_t replay_size_ = 0;
-  std::vector<std::shared_ptr<subscriber>> subscribers_;
+  std::vector<std::shared_ptr<subscriber>> subscribers_;  // live
+  struct catching_up {
+    std::shared_ptr<subscriber> s;
+    common::seq_t after;  // the last seq it was given
+  };
+  std::vector<catching_up> catching_up_;  // still reading the replay buffer
   std::uint64_t evictions_ = 0;
   net::steady_timer watchers_timer_;
   bool watchers_armed_ = false;

@@ -18,6 +18,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -122,6 +123,12 @@ class ws_watcher : public live_subscriber {
     wake_.cancel();
     return true;
   }
+  std::size_t room() const override {
+    return queue_.empty() ? std::numeric_limits<std::size_t>::max() : limit_ - std::min(limit_, queued_bytes_);
+  }
+  void wants_more() override { more_wanted_ = true; }
+  /// Called when it wants more while catching up (execution::feed).
+  void on_more(std::function<void()> f) { more_ = std::move(f); }
   void ended() override {
     ended_ = true;
     wake_.cancel();
@@ -148,6 +155,11 @@ class ws_watcher : public live_subscriber {
         if (ec) co_return;
         bytes_out += n;
         if (seq >= 0) last_sent_ = seq;
+      }
+      if (more_wanted_ && !evicted_ && !shutting_down_) {
+        more_wanted_ = false;
+        more_();
+        continue;
       }
       if (evicted_ || ended_ || shutting_down_) {
         closing_ = true;
@@ -180,7 +192,8 @@ class ws_watcher : public live_subscriber {
   std::deque<queued> queue_;
   std::size_t queued_bytes_ = 0;
   common::seq_t last_sent_ = -1;
-  bool ended_ = false, evicted_ = false, shutting_down_ = false, closing_ = false;
+  bool ended_ = false, evicted_ = false, shutting_down_ = false, closing_ = false, more_wanted_ = false;
+  std::function<void()> more_;
 };
 
 /// A long-poll waiting for its answer: it collects the frames of one answer (up to a bound;
@@ -191,6 +204,13 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
   poll_collector(net::any_io_executor ex, common::seq_t after)
       : next_(after), wake_(ex, net::steady_timer::time_point::max()) {}
 
+  std::size_t room() const override {
+    return frames_.empty() ? std::numeric_limits<std::size_t>::max() : poll_answer_bytes - std::min(poll_answer_bytes, bytes_);
+  }
+  void wants_more() override {  // the answer is full: the next poll gets the rest
+    full_ = true;
+    wake_soon();
+  }
   bool push(const frame& f, common::seq_t seq) override {
     if (full_ || answered_) return true;
     if (bytes_ + f->size() > poll_answer_bytes && !frames_.empty()) {
@@ -267,6 +287,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   // Metrics.
   std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0;
   std::uint64_t requests_rejected = 0;
+  std::uint64_t ssh_bytes_in_ended = 0;  // output bytes of executions that have ended
 
   std::shared_ptr<ssh::machine_connection> connection_for(const machine_entry& m) {
     auto& c = connections[m.id];
@@ -322,9 +343,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   // --- HTTP -----------------------------------------------------------------------------------
 
   response json_response(const request& req, http::status status, std::string body) {
-    response res{status, req.version()};
-    res.set(http::field::content_type, "application/json");
+    auto res = text_response(req, status, std::move(body), "application/json");
     res.set(http::field::cache_control, "no-store");
+    return res;
+  }
+
+  /// An answer with a body (named for what it mostly carries; the type says what it is).
+  response text_response(const request& req, http::status status, std::string body,
+                         std::string_view type = "text/plain") {
+    response res{status, req.version()};
+    res.set(http::field::content_type, type);
     res.keep_alive(req.keep_alive());
     res.body() = std::move(body);
     res.prepare_payload();
@@ -350,8 +378,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::size_t subscribers = 0;
     std::map<std::string, std::size_t> by_state;
     std::uint64_t exec_evictions = 0;
+    std::uint64_t ssh_bytes_in = ssh_bytes_in_ended;
     for (const auto& [id, e] : executions) {
-      ++by_state[e->record().state];
+      const auto r = e->record();
+      ++by_state[r.state];
+      if (!e->finished()) ssh_bytes_in += static_cast<std::uint64_t>(r.bytes_stdout + r.bytes_stderr);
       subscribers += e->watchers();
       exec_evictions += e->evictions();
     }
@@ -364,6 +395,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     m << "# TYPE cmdcast_subscribers gauge\ncmdcast_subscribers " << subscribers << "\n"
       << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << bytes_out << "\n"
+      << "# TYPE cmdcast_ssh_bytes_in_total counter\ncmdcast_ssh_bytes_in_total " << ssh_bytes_in << "\n"
       << "# TYPE cmdcast_evictions_total counter\ncmdcast_evictions_total " << exec_evictions << "\n"
       << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
     return m.str();
@@ -385,13 +417,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     static const std::map<std::string, std::string> types = {
         {".html", "text/html; charset=utf-8"}, {".js", "text/javascript"}, {".wasm", "application/wasm"},
         {".css", "text/css"},                  {".png", "image/png"},      {".json", "application/json"}};
-    response res{http::status::ok, req.version()};
     const auto type = types.find(file.extension().string());
-    res.set(http::field::content_type, type == types.end() ? "application/octet-stream" : type->second);
-    res.keep_alive(req.keep_alive());
-    res.body() = ss.str();
-    res.prepare_payload();
-    return res;
+    return text_response(req, http::status::ok, ss.str(), type == types.end() ? "application/octet-stream" : type->second);
   }
 
   /// The audit's records (it has every execution) with the live ones' current state on top.
@@ -441,26 +468,17 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     const auto& p = t.parts;
     const bool get = req.method() == http::verb::get;
     if (get && p.size() == 1 && p[0] == "healthz") {
-      response res{http::status::ok, req.version()};
-      res.set(http::field::content_type, "text/plain");
-      res.keep_alive(req.keep_alive());
-      res.body() = "ok";
-      res.prepare_payload();
-      return res;
+      return text_response(req, http::status::ok, "ok");
     }
     const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics");
     if (!api) {
       if (auto file = serve_static(req, t)) return *file;
+      if (cfg.server.web_root && get) return text_response(req, http::status::not_found, "not found");
       return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
     }
     if (!who) return error_response(req, error_code::unauthorized, "a valid token is required");
     if (get && p.size() == 1 && p[0] == "metrics") {
-      response res{http::status::ok, req.version()};
-      res.set(http::field::content_type, "text/plain; version=0.0.4");
-      res.keep_alive(req.keep_alive());
-      res.body() = metrics_text();
-      res.prepare_payload();
-      return res;
+      return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
     }
     if (get && p.size() == 1 && p[0] == "machines") return json_response(req, http::status::ok, common::encode(machine_list()));
     if (get && p.size() == 1 && p[0] == "executions") {
@@ -513,6 +531,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// execution ends, the client leaves or the watcher is evicted.
   net::awaitable<void> watch(ws_stream& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
     auto watcher = std::make_shared<ws_watcher>(ws, cfg.server.subscriber_queue_bytes);
+    watcher->on_more([e, w = watcher.get()] { e->feed(w); });
     watchers.insert(watcher.get());
     if (!e->subscribe(watcher, after)) {
       watchers.erase(watcher.get());
@@ -654,6 +673,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
              [self = shared_from_this(), e, machine] {
                --self->running_per_machine[machine];
                const auto rec = e->record();
+               self->ssh_bytes_in_ended += static_cast<std::uint64_t>(rec.bytes_stdout + rec.bytes_stderr);
                log_event("exit", {{"execution_id", e->id()}, {"state", rec.state},
                                   {"exit_code", rec.exit_code ? std::to_string(*rec.exit_code) : ""},
                                   {"signal", rec.signal.value_or("")}});

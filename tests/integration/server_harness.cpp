@@ -18,11 +18,16 @@ namespace cmdcast::testing {
 server_process::server_process(const loopback_sshd& sshd, const std::string& extra_server) {
   port_ = free_loopback_port();
   config_ = sshd.dir() + "/cmdcast.toml";
+  // The defaults, unless `extra_server` sets the key itself (TOML refuses a key twice).
+  std::string server_keys = extra_server + "\n";
+  for (const std::string& line : std::vector<std::string>{"allowed_origins = [\"http://allowed.example\"]", "replay_bytes = 1048576",
+                                 "subscriber_queue_bytes = 262144", "kill_grace_ms = 1000",
+                                 "audit_db = \"" + sshd.dir() + "/cmdcast.db\""}) {
+    const std::string key = line.substr(0, line.find(' ') + 1);
+    if (("\n" + extra_server).find("\n" + key) == std::string::npos) server_keys += line + "\n";
+  }
   std::ofstream(config_) << "[server]\nlisten = \"127.0.0.1:" << port_ << "\"\n"
-                         << "allowed_origins = [\"http://allowed.example\"]\n"
-                         << "replay_bytes = 1048576\nsubscriber_queue_bytes = 262144\nkill_grace_ms = 1000\n"
-                         << "audit_db = \"" << sshd.dir() << "/cmdcast.db\"\n"
-                         << extra_server << "\n"
+                         << server_keys
                          << "[[tokens]]\nname = \"olivia\"\nsha256 = \"" << server::sha256_hex(operator_token)
                          << "\"\nrole = \"operator\"\n"
                          << "[[tokens]]\nname = \"victor\"\nsha256 = \"" << server::sha256_hex(viewer_token)

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -398,6 +399,122 @@ TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
   EXPECT_EQ(watched.out, "line 1\nline 2\nline 3\n");
   EXPECT_EQ(watched.err, "done\n");
   EXPECT_EQ(cmdcast_cli("frobnicate").status, 2);
+}
+
+/// A server with tight limits: watchers per execution; a large replay buffer so
+/// an evicted watcher can resume without a gap; a web root.
+class Limits : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    sshd_ = new loopback_sshd();
+    web_ = sshd_->dir() + "/web";
+    std::filesystem::create_directories(web_);
+    std::ofstream(web_ + "/index.html") << "<!doctype html><title>cmdcast</title>";
+    std::ofstream(web_ + "/app.wasm") << std::string("\0asm", 4);
+    server_ = new server_process(*sshd_, "max_subscribers_per_execution = 3\nweb_root = \"" +
+                                             web_ + "\"\nreplay_bytes = 67108864\n");
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete sshd_;
+  }
+  static std::uint16_t port() { return server_->port(); }
+  static loopback_sshd* sshd_;
+  static server_process* server_;
+  static std::string web_;
+};
+
+loopback_sshd* Limits::sshd_ = nullptr;
+server_process* Limits::server_ = nullptr;
+std::string Limits::web_;
+
+TEST_F(Limits, AnEvictedWatcherResumesWithAfterAndMissesNothing) {
+  ws_client runner(port(), "/machines/box/commands/stream");
+  runner.send(run_request("flood"));
+  const auto first = runner.next();
+  ASSERT_TRUE(first);
+  const std::string id = std::get<common::started_event>(*common::decode_event(*first)).execution_id;
+  ws_client stalled(port(), "/executions/" + id + "/stream?after=-1", ws_options{.token = viewer_token});
+  auto expected = runner.all();
+  expected.insert(expected.begin(), *common::decode_event(*first));
+  // Only now does the stalled watcher read: what was sent before it was evicted.
+  auto got = stalled.all();
+  ASSERT_EQ(stalled.reason().code, websocket::close_code::try_again_later);
+  const std::string reason(stalled.reason().reason.data(), stalled.reason().reason.size());
+  const auto at = reason.find("after=");
+  ASSERT_NE(at, std::string::npos) << reason;
+  const std::string after = reason.substr(at + 6);
+  ASSERT_EQ(common::event_seq(sequenced(got).back()), std::stoll(after)) << "the reason names the last seq sent";
+  // Resuming from there gives the rest: together exactly what the runner got, nothing twice.
+  ws_client resumed(port(), "/executions/" + id + "/stream?after=" + after, ws_options{.token = viewer_token});
+  const auto rest = resumed.all();
+  got.insert(got.end(), rest.begin(), rest.end());
+  EXPECT_EQ(sequenced(got), sequenced(expected));
+  EXPECT_TRUE(of_type<common::gap_event>(got).empty());
+  EXPECT_EQ(text_of(got, common::output_stream::out).size(), 30000000u);
+}
+
+TEST_F(Limits, AnExecutionRefusesWatchersPastItsLimit) {
+  ws_client runner(port(), "/machines/box/commands/stream");
+  runner.send(run_request("slow"));
+  const std::string id = std::get<common::started_event>(*common::decode_event(*runner.next())).execution_id;
+  ws_client second(port(), "/executions/" + id + "/stream", ws_options{.token = viewer_token});
+  ws_client third(port(), "/executions/" + id + "/stream", ws_options{.token = viewer_token});
+  ws_client fourth(port(), "/executions/" + id + "/stream", ws_options{.token = viewer_token});
+  const auto refused = fourth.all();
+  ASSERT_EQ(of_type<common::error_event>(refused).size(), 1u);
+  EXPECT_EQ(of_type<common::error_event>(refused)[0].code, error_code::busy);
+  EXPECT_EQ(fourth.reason().code, websocket::close_code::policy_error);
+  // A poller is a watcher too.
+  EXPECT_EQ(http_request(port(), http::verb::get, "/executions/" + id + "/events?wait=1", viewer_token).status, 429u);
+  // The three admitted ones get the whole run.
+  EXPECT_EQ(of_type<common::exit_event>(third.all()).size(), 1u);
+}
+
+TEST(ServerIdle, APeerThatStopsAnsweringIsClosedAfterTheIdleTimeout) {
+  loopback_sshd sshd;
+  server_process srv(sshd, "idle_timeout_s = 1\n");
+  const auto port = [&] { return srv.port(); };
+  // Attach by hand to a command that runs for minutes, then silence: no pong to the pings.
+  const auto started = http_request(port(), http::verb::post, "/machines/box/commands", operator_token,
+                                    run_request("forever"));
+  const std::string id = common::decode_run_accepted(started.body)->execution_id;
+  net::io_context io;
+  tcp::socket s(io);
+  s.connect({net::ip::make_address("127.0.0.1"), port()});
+  const std::string handshake =
+      "GET /executions/" + id + "/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "Authorization: Bearer " + viewer_token + "\r\n\r\n";
+  net::write(s, net::buffer(handshake));
+  // The server answers (101, the started event, pings this peer never answers), then closes.
+  std::string received;
+  char buf[4096];
+  boost::system::error_code ec;
+  const auto start = clock_type::now();
+  while (!ec && clock_type::now() - start < std::chrono::seconds(20)) {
+    const auto n = s.read_some(net::buffer(buf), ec);
+    received.append(buf, n);
+  }
+  EXPECT_EQ(ec, net::error::eof) << ec.message();
+  EXPECT_NE(received.find("101 Switching Protocols"), std::string::npos);
+  EXPECT_NE(received.find(R"("type":"started")"), std::string::npos);
+  // The command itself goes on: leaving never stops it.
+  EXPECT_EQ(common::decode_execution_record(http_request(port(), http::verb::get, "/executions/" + id, viewer_token).body)
+                ->state, "running");
+  http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token);
+}
+
+TEST_F(Limits, ServesTheWebClientFromItsRoot) {
+  const auto index = http_request(port(), http::verb::get, "/", "");
+  EXPECT_EQ(index.status, 200u);
+  EXPECT_EQ(index.body, "<!doctype html><title>cmdcast</title>");
+  EXPECT_EQ(http_request(port(), http::verb::get, "/app.wasm", "").body, std::string("\0asm", 4));
+  EXPECT_EQ(http_request(port(), http::verb::get, "/missing.js", "").status, 404u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/../cmdcast.toml", "").status, 404u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/%2e%2e/cmdcast.toml", "").status, 404u);
+  // The API still needs its token.
+  EXPECT_EQ(http_request(port(), http::verb::get, "/machines", "").status, 401u);
 }
 
 TEST(ServerLifecycle, SigtermDuringARunEndsItCleanly) {
