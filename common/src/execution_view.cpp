@@ -1,0 +1,54 @@
+#include "cmdcast/common/execution_view.hpp"
+
+namespace cmdcast::common {
+
+execution_view::execution_view(std::string execution_id, transcript_limits limits)
+    : id_(std::move(execution_id)), output_(limits) {}
+
+bool execution_view::apply(const event& e) {
+  if (const auto* w = std::get_if<watchers_event>(&e)) {
+    watchers_ = w->count;
+    return true;
+  }
+  const auto seq = event_seq(e);
+  if (!seq) return false;  // an error event is the transport's business
+  if (*seq <= last_seq_) return false;
+  if (const auto* s = std::get_if<started_event>(&e)) {
+    if (s->execution_id != id_) return false;
+    started_ = *s;
+  } else if (const auto* o = std::get_if<output_event>(&e)) {
+    output_.append(o->stream, o->data);
+    if (!o->data.empty()) at_line_start_ = o->data.back() == '\n';
+  } else if (const auto* p = std::get_if<progress_event>(&e)) {
+    progress_ = *p;
+  } else if (const auto* x = std::get_if<exit_event>(&e)) {
+    exit_ = *x;
+  } else if (const auto* g = std::get_if<gap_event>(&e)) {
+    // Say so in the output itself, where the missing part would have been.
+    const auto missed = g->missed_to - std::max(g->missed_from, last_seq_ + 1) + 1;
+    missed_ += missed;
+    output_.append(output_stream::err, std::string(at_line_start_ ? "" : "\n") + "[cmdcast: " +
+                                           std::to_string(missed) + " events of output are no longer held by the server]\n");
+    at_line_start_ = true;
+  }
+  last_seq_ = *seq;
+  return true;
+}
+
+std::vector<std::string> execution_view::tail(std::size_t n) const {
+  std::vector<std::string> out;
+  const std::size_t size = output_.size();
+  for (std::size_t i = size > n ? size - n : 0; i < size; ++i) out.emplace_back(output_.line(i).text);
+  return out;
+}
+
+std::string execution_view::plain_text() const {
+  std::string out;
+  for (std::size_t i = 0; i < output_.size(); ++i) {
+    out += output_.line(i).text;
+    if (!output_.line(i).wrapped) out += '\n';
+  }
+  return out;
+}
+
+}  // namespace cmdcast::common
