@@ -35,6 +35,18 @@ bool execution_view::apply(const event& e) {
   return true;
 }
 
+void execution_view::end_from_record(const execution_record& r) {
+  if (finished() || r.execution_id != id_) return;
+  const auto state = parse_exit_state(r.state);
+  if (!state) return;
+  exit_event e;
+  e.seq = last_seq_ + 1;
+  e.code = r.exit_code;
+  e.signal = r.signal;
+  e.state = *state;
+  apply(e);
+}
+
 std::vector<std::string> execution_view::tail(std::size_t n) const {
   std::vector<std::string> out;
   const std::size_t size = output_.size();

@@ -470,7 +470,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (get && p.size() == 1 && p[0] == "healthz") {
       return text_response(req, http::status::ok, "ok");
     }
-    const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics");
+    const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me");
     if (!api) {
       if (auto file = serve_static(req, t)) return *file;
       if (cfg.server.web_root && get) return text_response(req, http::status::not_found, "not found");
@@ -479,6 +479,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (!who) return error_response(req, error_code::unauthorized, "a valid token is required");
     if (get && p.size() == 1 && p[0] == "metrics") {
       return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
+    }
+    if (get && p.size() == 1 && p[0] == "me") {
+      std::string body = "{\"user\":";
+      common::append_json_string(body, who->name);
+      body += who->granted == role::operator_ ? ",\"role\":\"operator\"}" : ",\"role\":\"viewer\"}";
+      return json_response(req, http::status::ok, std::move(body));
     }
     if (get && p.size() == 1 && p[0] == "machines") return json_response(req, http::status::ok, common::encode(machine_list()));
     if (get && p.size() == 1 && p[0] == "executions") {
@@ -651,7 +657,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       if (it != executions.end() && (!it->second->finished() || it->second->holds_after(*after))) {
         co_await watch(ws, it->second, *after, who);
       } else if (audit && audit->record(p[1])) {
-        co_await send_stored(ws, p[1], *after);
+        const auto last = audit->last_seq(p[1]);
+        if (*after > last) {
+          co_await refuse(ws, error_code::bad_request, past_the_end(*after, last));
+        } else {
+          co_await send_stored(ws, p[1], *after);
+        }
       } else {
         co_await refuse(ws, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
       }

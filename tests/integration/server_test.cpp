@@ -150,6 +150,9 @@ TEST_F(Server, AuthIsRequiredAndRolesAreEnforced) {
   viewer.send(run_request("lines"));
   EXPECT_EQ(error_of(viewer.all()).code, error_code::forbidden);
   EXPECT_EQ(http_request(port(), http::verb::get, "/machines", viewer_token).status, 200u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/me", viewer_token).body, R"({"user":"victor","role":"viewer"})");
+  EXPECT_EQ(http_request(port(), http::verb::get, "/me", operator_token).body, R"({"user":"olivia","role":"operator"})");
+  EXPECT_EQ(http_request(port(), http::verb::get, "/me", "").status, 401u);
   // The browser way: the token as a subprotocol, which the server answers with cmdcast.v1.
   ws_client browser(port(), "/machines/box/commands/stream",
                     {.token = operator_token, .token_as_subprotocol = true, .origin = "http://allowed.example"});

@@ -60,5 +60,21 @@ TEST(ExecutionView, RefusesAnotherExecutionsStartAndIgnoresErrors) {
   EXPECT_EQ(v.resume_after(), -1);
 }
 
+TEST(ExecutionView, EndsFromTheRecordWhenTheExitIsOutOfReach) {
+  execution_view v("e1");
+  v.apply(started("e1"));
+  v.apply(out(5, "tick\n"));
+  execution_record r;
+  r.execution_id = "e1";
+  r.state = "running";
+  v.end_from_record(r);
+  EXPECT_FALSE(v.finished());
+  r.state = "lost";
+  v.end_from_record(r);
+  ASSERT_TRUE(v.finished());
+  EXPECT_EQ(v.exit()->state, exit_state::lost);
+  EXPECT_EQ(v.plain_text(), "tick\n");
+}
+
 }  // namespace
 }  // namespace cmdcast::common

@@ -33,6 +33,10 @@ class execution_view {
   std::int64_t missed_events() const { return missed_; }
   bool finished() const { return exit_.has_value(); }
 
+  /// Ends the view from the execution's record, for when its exit event is out of reach (the
+  /// server lost its last events in a crash and marked it lost). No-op when finished already.
+  void end_from_record(const execution_record& r);
+
   /// The last `n` lines as plain text (for tests and screen readers).
   std::vector<std::string> tail(std::size_t n) const;
   /// The whole output as plain text, one line per line.

@@ -1,0 +1,171 @@
+// The browser end-to-end harness: a private loopback sshd (tools/lib/loopback-sshd), the real
+// cmdcast-server serving the real WebAssembly build, and Debian's Chromium driven headless by
+// playwright-core. Paths come from the environment ctest sets (see tests/e2e/CMakeLists.txt).
+import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+export const root = path.resolve(new URL("../..", import.meta.url).pathname);
+const serverBinary = process.env.CMDCAST_SERVER_BINARY ?? `${root}/build/dev/server/cmdcast-server`;
+const webRoot = process.env.CMDCAST_WEB_ROOT ?? `${root}/build/wasm/web`;
+export const artifacts = process.env.CMDCAST_E2E_ARTIFACTS ?? `${root}/build/e2e-artifacts`;
+export const operatorToken = "e2e-operator-token";
+export const viewerToken = "e2e-viewer-token";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sha256 = (text) => createHash("sha256").update(text).digest("hex");
+
+/// The sshd, and a cmdcast-server that can be killed and started again on the same port and
+/// audit database.
+export class Stack {
+  async start() {
+    this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-"));
+    this.sshdDir = `${this.dir}/ssh`;
+    const sshPort = execFileSync(`${root}/tools/lib/loopback-sshd`, ["start", this.sshdDir]).toString().trim();
+    this.port = await freePort();
+    this.url = `http://127.0.0.1:${this.port}`;
+    const user = execFileSync("id", ["-un"]).toString().trim();
+    writeFileSync(`${this.dir}/cmdcast.toml`, `
+[server]
+listen = "127.0.0.1:${this.port}"
+web_root = "${webRoot}"
+allowed_origins = ["${this.url}"]
+audit_db = "${this.dir}/cmdcast.db"
+
+[[tokens]]
+name = "olivia"
+sha256 = "${sha256(operatorToken)}"
+role = "operator"
+
+[[tokens]]
+name = "victor"
+sha256 = "${sha256(viewerToken)}"
+role = "viewer"
+
+[[machines]]
+id = "box"
+name = "loopback box"
+host = "127.0.0.1"
+port = ${sshPort}
+user = "${user}"
+identity = "${this.sshdDir}/client"
+known_hosts = "${this.sshdDir}/known_hosts"
+
+[actions.lines]
+command = "for i in $(seq 1 {count}); do echo \\"line $i\\"; sleep 0.05; done; echo 'to stderr' >&2"
+params = { count = "^[0-9]{1,4}$" }
+
+[actions.colours]
+command = "printf '\\\\033[32mgreen\\\\033[0m plain \\\\033[1;31mbold red\\\\033[0m\\\\n'; for p in 10 50 100; do printf 'progress %s%%\\\\r' $p; sleep 0.1; done; echo; echo done"
+
+[actions.ticks]
+command = "for i in $(seq 1 600); do echo \\"tick $i\\"; sleep 0.1; done"
+
+[actions.apt_reinstall]
+command = "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y {package}"
+params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
+progress = "apt"
+`);
+    await this.startServer();
+    return this;
+  }
+
+  async startServer() {
+    this.server = spawn(serverBinary, ["--config", `${this.dir}/cmdcast.toml`], { stdio: ["ignore", "ignore", "pipe"] });
+    this.log = "";
+    this.server.stderr.on("data", (d) => { this.log += d; });
+    for (let i = 0; i < 200; ++i) {
+      try {
+        const r = await fetch(`${this.url}/healthz`);
+        if (r.ok) return;
+      } catch {}
+      await sleep(25);
+    }
+    throw new Error(`cmdcast-server did not start:\n${this.log}`);
+  }
+
+  async killServer() {
+    const exited = new Promise((r) => this.server.once("exit", r));
+    this.server.kill("SIGKILL");
+    await exited;
+  }
+
+  async stop() {
+    if (this.server && this.server.exitCode === null) await this.killServer();
+    execFileSync(`${root}/tools/lib/loopback-sshd`, ["stop", this.sshdDir]);
+  }
+
+  /// POST /machines/box/commands as the operator: the execution id.
+  async run(action, params = {}) {
+    const r = await fetch(`${this.url}/machines/box/commands`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ action_type: action, params }),
+    });
+    if (r.status !== 202) throw new Error(`run ${action}: ${r.status} ${await r.text()}`);
+    return (await r.json()).execution_id;
+  }
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+}
+
+/// A page of the web client with the token already entered once (kept in localStorage).
+export async function openPage(browser, stack, route = "", { token = operatorToken, noWebSocket = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.addInitScript(([t, noWs]) => {
+    if (t) localStorage.setItem("cmdcast.token", t);
+    if (noWs) delete window.WebSocket;
+  }, [token, noWebSocket]);
+  await page.goto(`${stack.url}/${route}`);
+  await page.waitForFunction(() => window.cmdcast && window.cmdcast.state().machines > 0, null, { timeout: 20000 });
+  return page;
+}
+
+export const state = (page) => page.evaluate(() => window.cmdcast.state());
+
+/// Waits until `predicate(state)` holds, polling the page's state.
+export async function waitForState(page, predicate, what, timeoutMs = 30000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await state(page);
+    if (predicate(last)) return last;
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}; last state: ${JSON.stringify(last).slice(0, 2000)}`);
+}
+
+/// Clicks the centre of a control the UI reports in state().items.
+export async function click(page, item) {
+  const s = await waitForState(page, (st) => st.items[item], `the control ${item}`);
+  const [x, y, w, h] = s.items[item];
+  await page.mouse.click(x + w / 2, y + h / 2);
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: `${artifacts}/${name}.png` });
+}

@@ -1,0 +1,109 @@
+// The web client end to end: the real WebAssembly build in headless Chromium, against the real
+// cmdcast-server and a loopback sshd. Each test asserts what a user would check on the page,
+// read through window.cmdcast.state(); screenshots go to the artifacts folder.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { Stack, click, launchBrowser, openPage, screenshot, state, waitForState, viewerToken } from "./harness.mjs";
+
+let stack, browser;
+before(async () => {
+  stack = await new Stack().start();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await stack?.stop();
+});
+
+const expectedLines = (n) => Array.from({ length: n }, (_, i) => `line ${i + 1}`);
+
+test("run an action from the page and see its output stream in, then its exit", async () => {
+  const page = await openPage(browser, stack);
+  await click(page, "machine:box");
+  await click(page, "action:box/lines");
+  await click(page, "param:box/lines/count");
+  await page.keyboard.type("40");
+  await click(page, "run:box/lines");
+  // Output arrives while the command runs (40 lines take 2 s).
+  const running = await waitForState(page, (s) => s.lines > 0 && s.exit === null, "the first lines before the exit");
+  assert.equal(running.transport, "websocket");
+  assert.match(running.route, /^#\/executions\//);
+  const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+  assert.equal(done.exit.data, 0);
+  assert.equal(done.exit.state, "exited");
+  assert.deepEqual(done.tail.slice(-3), ["line 39", "line 40", "to stderr"]);
+  assert.equal(done.lines, 41);
+  assert.equal(await page.evaluate(() => location.hash), done.route, "the address bar links to the execution");
+  await screenshot(page, "web-run");
+});
+
+test("two pages watching one execution show the same lines", async () => {
+  const id = await stack.run("lines", { count: "30" });
+  const a = await openPage(browser, stack, `#/executions/${id}`);
+  const b = await openPage(browser, stack, `#/executions/${id}`, { token: viewerToken });
+  const [sa, sb] = await Promise.all([
+    waitForState(a, (s) => s.exit !== null, "page A sees the exit"),
+    waitForState(b, (s) => s.exit !== null, "page B sees the exit"),
+  ]);
+  assert.equal(sa.execution_id, id);
+  assert.deepEqual(sa.tail, sb.tail);
+  assert.deepEqual(sa.tail.slice(-31, -1), expectedLines(30));
+  assert.equal(sb.can_run, false, "the viewer is not offered Run");
+});
+
+test("a browser without WebSocket falls back to polling and still shows everything", async () => {
+  const page = await openPage(browser, stack, "", { noWebSocket: true });
+  await click(page, "machine:box");
+  await click(page, "action:box/lines");
+  await click(page, "param:box/lines/count");
+  await page.keyboard.type("25");
+  await click(page, "run:box/lines");
+  const running = await waitForState(page, (s) => s.execution_id && s.exit === null && s.lines > 0, "output while running");
+  assert.equal(running.transport, "polling");
+  await screenshot(page, "web-polling");
+  const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+  assert.deepEqual(done.tail.slice(-26, -1), expectedLines(25));
+  assert.equal(done.missed_events, 0);
+});
+
+test("ANSI colours and carriage-return progress lines render as a terminal shows them", async () => {
+  const id = await stack.run("colours");
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+  assert.deepEqual(done.tail, ["green plain bold red", "progress 100%", "done"]);
+  await screenshot(page, "web-colours");
+});
+
+test("the progress bar reaches 100 on a real apt run", { skip: process.getuid() !== 0 && "apt needs root" }, async () => {
+  const id = await stack.run("apt_reinstall", { package: "hostname" });
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  const seen = new Set();
+  const done = await waitForState(page, (s) => {
+    if (s.progress !== null) seen.add(s.progress);
+    return s.exit !== null;
+  }, "the apt run's exit", 120000);
+  assert.equal(done.exit.data, 0, done.tail.join("\n"));
+  assert.equal(done.progress, 100);
+  assert.ok(seen.size >= 1);
+  await screenshot(page, "web-apt");
+});
+
+test("the server killed and restarted mid-watch: the page says so and recovers", async () => {
+  const id = await stack.run("ticks");
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  await waitForState(page, (s) => s.lines >= 10, "ten ticks");
+  await new Promise((r) => setTimeout(r, 1200));  // the audit store writes about once a second
+  await stack.killServer();
+  const down = await waitForState(page, (s) => s.transport === "disconnected", "the page to say it is disconnected");
+  await screenshot(page, "web-disconnected");
+  const seenBefore = down.lines;
+  await stack.startServer();
+  // The execution died with the server: after the restart it is "lost", and the page shows it
+  // with the output it had, each line once.
+  const back = await waitForState(page, (s) => s.exit !== null, "the page to recover and show the end", 30000);
+  assert.equal(back.exit.state, "lost");
+  assert.ok(back.lines >= seenBefore);
+  const ticks = back.tail.filter((l) => l.startsWith("tick "));
+  assert.deepEqual(ticks, ticks.map((_, i) => `tick ${Number(ticks[0].slice(5)) + i}`), "no tick twice or missing");
+});

@@ -1,0 +1,103 @@
+// The client's model and behaviour, shared by the web and desktop shells and drawn by ui.cpp:
+// the machines and their actions, the recent executions, and the one execution being watched,
+// kept live over a WebSocket, or by long-polling where there is no WebSocket or the upgrade
+// fails ("polling (degraded)"), reconnecting after blips and evictions with `after` so that
+// nothing is lost or shown twice. Single-threaded: the UI thread calls everything.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "app/transport.hpp"
+#include "cmdcast/common/execution_view.hpp"
+#include "cmdcast/common/protocol.hpp"
+
+namespace cmdcast::client {
+
+enum class link_mode { websocket, polling, disconnected };
+std::string_view to_string(link_mode m);
+
+class client_app {
+ public:
+  explicit client_app(transport& t);
+  ~client_app();
+
+  // --- Inputs -----------------------------------------------------------------------------
+  /// Loads who we are, the machines and the executions (with `token`, if any); opens `route`
+  /// (a deep link such as "#/executions/ID" or "#/machines/ID", or empty).
+  void start(const std::string& route, const std::string& token = "");
+  void set_token(const std::string& token);
+  /// Opens a deep link (the web shell calls it when the location's hash changes).
+  void open_route(const std::string& route);
+  /// Timers: reconnects and list refreshes. `now` in seconds, any steady origin.
+  void tick(double now);
+  void run(const std::string& machine_id, const std::string& action, const std::map<std::string, std::string>& params);
+  void attach(const std::string& execution_id);
+  void cancel();
+  void refresh_executions();
+
+  // --- What the UI shows ------------------------------------------------------------------
+  const std::vector<common::machine_info>& machines() const { return machines_; }
+  const std::vector<common::execution_record>& executions() const { return executions_; }
+  const std::string& selected_machine() const { return selected_machine_; }
+  void select_machine(const std::string& id);
+  /// The watched execution, if any.
+  const common::execution_view* view() const { return view_.get(); }
+  link_mode mode() const { return mode_; }
+  /// The last error to show (a refused run, an unreachable server), empty when none.
+  const std::string& error() const { return error_; }
+  bool needs_token() const { return needs_token_; }
+  bool can_run() const { return role_ == "operator"; }
+  const std::string& user() const { return user_; }
+  const std::string& token() const { return token_; }
+  /// The route of what is on screen, for the address bar ("#/executions/ID").
+  const std::string& route() const { return route_; }
+  double now() const { return now_; }
+
+  /// What the user sees, as JSON (window.cmdcast.state() in the web build).
+  std::string state_json() const;
+
+ private:
+  void load_lists();
+  void connect();
+  void connect_socket(const std::string& path, std::optional<std::string> first_message);
+  void poll();
+  void on_event_text(const std::string& text);
+  void on_socket_closed(int code, const std::string& reason);
+  void schedule_retry();
+  /// The stream ended without an exit: asks for the record and ends the view from it when the
+  /// execution is over, or tries again.
+  void end_from_record();
+  void post_run();
+  void fail(const std::string& message);
+  bool unauthorized(const http_answer& a);
+  void show_execution(const std::string& id);
+
+  transport& transport_;
+  std::vector<common::machine_info> machines_;
+  std::vector<common::execution_record> executions_;
+  std::string selected_machine_;
+  std::string user_, role_, token_;
+  bool needs_token_ = false;
+  std::string error_;
+  std::string route_;
+  double now_ = 0;
+  double next_list_refresh_ = 0;
+
+  // The watched execution and how it is kept live.
+  std::unique_ptr<common::execution_view> view_;
+  std::unique_ptr<socket_handle> socket_;
+  link_mode mode_ = link_mode::disconnected;
+  bool socket_opened_ = false;   // the current socket got through its upgrade
+  bool degraded_ = false;        // WebSocket failed or missing: this watch polls
+  bool poll_in_flight_ = false;
+  int attempts_ = 0;             // failed reconnects in a row
+  double retry_at_ = -1;         // when to reconnect (-1: not scheduled)
+  std::uint64_t generation_ = 0;  // callbacks of an older connection are ignored
+  std::optional<std::pair<std::string, std::string>> pending_run_;  // machine, request JSON
+};
+
+}  // namespace cmdcast::client

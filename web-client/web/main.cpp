@@ -1,0 +1,152 @@
+// The web shell: the cmdcast UI in the browser (Emscripten, GLFW on WebGL2), served by
+// cmdcast-server at /. Deep links (#/executions/ID, #/machines/ID) open what they name; the
+// token is kept in the browser's localStorage, never in the URL; window.cmdcast.state()
+// returns what the user sees as an object, for tests.
+#include <GLFW/glfw3.h>
+#include <emscripten.h>
+#include <emscripten/html5.h>
+#include <imgui.h>
+#include <imgui_impl_glfw.h>
+#include <imgui_impl_opengl3.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "app/client_app.hpp"
+#include "app/ui.hpp"
+#include "web/web_transport.hpp"
+
+namespace {
+
+using cmdcast::client::client_app;
+
+EM_JS(char*, js_string, (int which), {
+  let s = "";
+  if (which === 0) s = location.hash;
+  if (which === 1) s = localStorage.getItem("cmdcast.token") || "";
+  const size = lengthBytesUTF8(s) + 1;
+  const p = _malloc(size);
+  stringToUTF8(s, p, size);
+  return p;
+});
+EM_JS(void, js_set_hash, (const char* hash), {
+  const h = UTF8ToString(hash);
+  if (location.hash !== h) history.replaceState(null, "", h);
+});
+EM_JS(void, js_store_token, (const char* token), { localStorage.setItem("cmdcast.token", UTF8ToString(token)); });
+EM_JS(void, js_copy, (const char* text), { navigator.clipboard && navigator.clipboard.writeText(UTF8ToString(text)); });
+EM_JS(double, js_pixel_ratio, (), { return window.devicePixelRatio || 1; });
+EM_JS(int, js_inner_width, (), { return window.innerWidth; });
+EM_JS(int, js_inner_height, (), { return window.innerHeight; });
+EM_JS(void, js_install_state, (), {
+  window.cmdcast = {state : () => JSON.parse(Module.ccall("cmdcast_state", "string", [], []))};
+  document.title = "cmdcast";
+});
+
+std::string take(char* p) {
+  std::string s(p);
+  std::free(p);
+  return s;
+}
+
+struct shell {
+  GLFWwindow* window = nullptr;
+  std::unique_ptr<cmdcast::client::web_transport> transport;
+  std::unique_ptr<client_app> app;
+  std::unique_ptr<cmdcast::client::ui> view;
+  std::string hash, token, state;
+  int width = 0, height = 0;
+};
+shell* the_shell = nullptr;
+
+void frame() {
+  shell& s = *the_shell;
+  // Follow the page: CSS size times the device pixel ratio, so text stays sharp on HiDPI.
+  const double ratio = js_pixel_ratio();
+  const int w = static_cast<int>(js_inner_width() * ratio), h = static_cast<int>(js_inner_height() * ratio);
+  if (w != s.width || h != s.height) {
+    s.width = w;
+    s.height = h;
+    glfwSetWindowSize(s.window, w, h);
+  }
+  // The address bar and the app agree: a hash typed or pasted opens it, the app's is shown.
+  const std::string hash = take(js_string(0));
+  if (hash != s.hash) {
+    s.hash = hash;
+    s.app->open_route(hash);
+  }
+  s.app->tick(emscripten_get_now() / 1000.0);
+  if (s.app->route() != s.hash && !s.app->route().empty()) {
+    s.hash = s.app->route();
+    js_set_hash(s.hash.c_str());
+  }
+  if (s.app->token() != s.token) {
+    s.token = s.app->token();
+    js_store_token(s.token.c_str());
+  }
+
+  ImGui_ImplOpenGL3_NewFrame();
+  ImGui_ImplGlfw_NewFrame();
+  ImGui::NewFrame();
+  s.view->draw();
+  ImGui::Render();
+  int fw = 0, fh = 0;
+  glfwGetFramebufferSize(s.window, &fw, &fh);
+  glViewport(0, 0, fw, fh);
+  glClearColor(0.08f, 0.08f, 0.09f, 1.0f);
+  glClear(GL_COLOR_BUFFER_BIT);
+  ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+}
+
+}  // namespace
+
+/// window.cmdcast.state(): the app's state plus where its controls are on the page.
+extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
+  auto& s = *the_shell;
+  s.state = s.app->state_json();
+  s.state.pop_back();
+  s.state += ",\"follow_tail\":";
+  s.state += s.view->following() ? "true" : "false";
+  s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio())) + "}";
+  return s.state.c_str();
+}
+
+int main() {
+  if (!glfwInit()) return 1;
+  glfwWindowHint(GLFW_CLIENT_API, GLFW_OPENGL_ES_API);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
+  const double ratio = js_pixel_ratio();
+  auto* s = new shell;
+  the_shell = s;
+  s->width = static_cast<int>(js_inner_width() * ratio);
+  s->height = static_cast<int>(js_inner_height() * ratio);
+  s->window = glfwCreateWindow(s->width, s->height, "cmdcast", nullptr, nullptr);
+  if (!s->window) return 1;
+  glfwMakeContextCurrent(s->window);
+
+  IMGUI_CHECKVERSION();
+  ImGui::CreateContext();
+  ImGuiIO& io = ImGui::GetIO();
+  io.IniFilename = nullptr;
+  ImFontConfig font;
+  font.SizePixels = static_cast<float>(13.0 * ratio);
+  io.Fonts->AddFontDefault(&font);
+  ImGui::StyleColorsDark();
+  ImGui::GetStyle().ScaleAllSizes(static_cast<float>(ratio));
+  ImGui_ImplGlfw_InitForOpenGL(s->window, true);
+  ImGui_ImplOpenGL3_Init("#version 300 es");
+
+  s->transport = std::make_unique<cmdcast::client::web_transport>();
+  s->app = std::make_unique<client_app>(*s->transport);
+  s->view = std::make_unique<cmdcast::client::ui>(*s->app);
+  s->view->scale = static_cast<float>(ratio);
+  s->view->copy_text = [](const std::string& text) { js_copy(text.c_str()); };
+  s->token = take(js_string(1));
+  s->hash = take(js_string(0));
+  js_install_state();
+  s->app->start(s->hash, s->token);
+  emscripten_set_main_loop(frame, 0, true);
+  return 0;
+}
