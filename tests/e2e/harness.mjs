@@ -3,7 +3,7 @@
 // playwright-core. Paths come from the environment ctest sets (see tests/e2e/CMakeLists.txt).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -108,6 +108,7 @@ progress = "apt"
   async stop() {
     if (this.server && this.server.exitCode === null) await this.killServer();
     execFileSync(`${root}/tools/lib/loopback-sshd`, ["stop", this.sshdDir]);
+    rmSync(this.dir, { recursive: true, force: true });
   }
 
   /// POST /machines/box/commands as the operator: the execution id.
