@@ -33,7 +33,8 @@ const sha256 = (text) => createHash("sha256").update(text).digest("hex");
 /// The sshd, and a cmdcast-server that can be killed and started again on the same port and
 /// audit database.
 export class Stack {
-  async start() {
+  /// `extraToml` adds actions (benchmarks), `serverToml` [server] keys.
+  async start({ extraToml = "", serverToml = "" } = {}) {
     this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-"));
     this.sshdDir = `${this.dir}/ssh`;
     const sshPort = execFileSync(`${root}/tools/lib/loopback-sshd`, ["start", this.sshdDir]).toString().trim();
@@ -46,6 +47,7 @@ listen = "127.0.0.1:${this.port}"
 web_root = "${webRoot}"
 allowed_origins = ["${this.url}"]
 audit_db = "${this.dir}/cmdcast.db"
+${serverToml}
 
 [[tokens]]
 name = "olivia"
@@ -80,6 +82,7 @@ command = "for i in $(seq 1 600); do echo \\"tick $i\\"; sleep 0.1; done"
 command = "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y {package}"
 params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
 progress = "apt"
+${extraToml}
 `);
     await this.startServer();
     return this;

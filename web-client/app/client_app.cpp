@@ -1,6 +1,7 @@
 #include "app/client_app.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include <boost/json.hpp>
@@ -199,6 +200,13 @@ void client_app::connect_socket(const std::string& path, std::optional<std::stri
 }
 
 void client_app::on_event_text(const std::string& text) {
+  const auto started = std::chrono::steady_clock::now();
+  ingest_bytes_ += text.size();
+  apply_event_text(text);
+  ingest_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+}
+
+void client_app::apply_event_text(const std::string& text) {
   auto e = common::decode_event(text);
   if (!e) return fail("the server sent something this client does not understand: " + e.error());
   if (const auto* err = std::get_if<common::error_event>(&*e)) return fail(err->message);
@@ -258,6 +266,8 @@ void client_app::poll() {
       mode_ = link_mode::disconnected;
       return;
     }
+    const auto started = std::chrono::steady_clock::now();
+    ingest_bytes_ += a.body.size();
     auto answer = common::decode_poll_response(a.body);
     if (a.status != 200 || !answer) {
       fail(error_message(a, "polling"));
@@ -266,6 +276,7 @@ void client_app::poll() {
     mode_ = link_mode::polling;
     attempts_ = 0;
     for (const auto& e : answer->events) view_->apply(e);
+    ingest_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (answer->done || view_->finished()) {
       refresh_executions();
       return;
@@ -345,6 +356,8 @@ std::string client_app::state_json() const {
   s += needs_token_ ? "true" : "false";
   s += ",\"error\":";
   common::append_json_string(s, error_);
+  s += ",\"ingest_bytes\":" + std::to_string(ingest_bytes_);
+  s += ",\"ingest_ms\":" + std::to_string(ingest_seconds_ * 1000.0);
   s += ",\"route\":";
   common::append_json_string(s, route_);
   s += "}";

@@ -66,6 +66,7 @@ class client_app {
   void connect_socket(const std::string& path, std::optional<std::string> first_message);
   void poll();
   void on_event_text(const std::string& text);
+  void apply_event_text(const std::string& text);
   void on_socket_closed(int code, const std::string& reason);
   void schedule_retry();
   /// The stream ended without an exit: asks for the record and ends the view from it when the
@@ -98,6 +99,9 @@ class client_app {
   double retry_at_ = -1;         // when to reconnect (-1: not scheduled)
   std::uint64_t generation_ = 0;  // callbacks of an older connection are ignored
   std::optional<std::pair<std::string, std::string>> pending_run_;  // machine, request JSON
+  // Event bytes taken in, and the time spent decoding and applying them (benchmarks).
+  std::uint64_t ingest_bytes_ = 0;
+  double ingest_seconds_ = 0;
 };
 
 }  // namespace cmdcast::client

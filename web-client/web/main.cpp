@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "app/client_app.hpp"
 #include "app/ui.hpp"
@@ -57,11 +58,19 @@ struct shell {
   std::unique_ptr<cmdcast::client::ui> view;
   std::string hash, token, state;
   int width = 0, height = 0;
+  // Measured for the benchmarks: when the first frame was done (ms since navigation) and how
+  // long the recent frames took to build and draw (ms of main-thread time, not vsync waits).
+  double first_frame_ms = -1;
+  std::vector<double> frame_ms;  // a ring of the last frame_ring frames
+  std::vector<double> ui_ms;     // of those, building the UI (ImGui, the transcript): no GL
+  std::size_t frames = 0;
 };
+constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
 
 void frame() {
   shell& s = *the_shell;
+  const double started = emscripten_get_now();
   // Follow the page: CSS size times the device pixel ratio, so text stays sharp on HiDPI.
   const double ratio = js_pixel_ratio();
   const int w = static_cast<int>(js_inner_width() * ratio), h = static_cast<int>(js_inner_height() * ratio);
@@ -91,12 +100,21 @@ void frame() {
   ImGui::NewFrame();
   s.view->draw();
   ImGui::Render();
+  const double built = emscripten_get_now();
   int fw = 0, fh = 0;
   glfwGetFramebufferSize(s.window, &fw, &fh);
   glViewport(0, 0, fw, fh);
   glClearColor(0.08f, 0.08f, 0.09f, 1.0f);
   glClear(GL_COLOR_BUFFER_BIT);
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+  const double finished = emscripten_get_now();
+  if (s.first_frame_ms < 0) s.first_frame_ms = finished;
+  if (s.frame_ms.size() < frame_ring) {
+    s.frame_ms.resize(frame_ring);
+    s.ui_ms.resize(frame_ring);
+  }
+  s.ui_ms[s.frames % frame_ring] = built - started;
+  s.frame_ms[s.frames++ % frame_ring] = finished - started;
 }
 
 }  // namespace
@@ -108,7 +126,18 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   s.state.pop_back();
   s.state += ",\"follow_tail\":";
   s.state += s.view->following() ? "true" : "false";
-  s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio())) + "}";
+  s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio()));
+  s.state += ",\"first_frame_ms\":" + std::to_string(s.first_frame_ms);
+  const std::size_t n = std::min(s.frames, frame_ring);
+  for (const auto& [name, ring] : {std::pair{"frame_ms", &s.frame_ms}, std::pair{"ui_ms", &s.ui_ms}}) {
+    s.state += ",\"" + std::string(name) + "\":[";
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i) s.state += ',';
+      s.state += std::to_string((*ring)[(s.frames - n + i) % frame_ring]);
+    }
+    s.state += "]";
+  }
+  s.state += "}";
   return s.state.c_str();
 }
 
