@@ -166,7 +166,10 @@ export async function waitForState(page, predicate, what, timeoutMs = 30000) {
 export async function click(page, item) {
   const s = await waitForState(page, (st) => st.items[item], `the control ${item}`);
   const [x, y, w, h] = s.items[item];
-  await page.mouse.click(x + w / 2, y + h / 2);
+  // As a person clicks: move there, then press and release, each seen by its own frame.
+  await page.mouse.move(x + w / 2, y + h / 2);
+  await sleep(50);
+  await page.mouse.click(x + w / 2, y + h / 2, { delay: 50 });
 }
 
 export async function screenshot(page, name) {

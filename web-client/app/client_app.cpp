@@ -318,6 +318,35 @@ void client_app::tick(double now) {
   if (now >= next_list_refresh_) refresh_executions();
 }
 
+std::uint64_t client_app::revision() const {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over what the screen shows
+  const auto mix = [&h](std::uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+  const auto text = [&mix](const std::string& s) { mix(std::hash<std::string>{}(s)); };
+  if (view_) {
+    text(view_->execution_id());
+    mix(view_->output().version());
+    mix(static_cast<std::uint64_t>(view_->resume_after() + 1));
+    mix(static_cast<std::uint64_t>(view_->watchers().value_or(-1)));
+  }
+  mix(static_cast<std::uint64_t>(mode_));
+  mix(machines_.size());
+  for (const auto& r : executions_) {
+    text(r.execution_id);
+    text(r.state);
+    mix(static_cast<std::uint64_t>(r.watchers));
+  }
+  text(error_);
+  text(user_);
+  text(route_);
+  mix(needs_token_);
+  return h;
+}
+
+bool client_app::animating() const {
+  if (!view_ || view_->finished()) return false;
+  return mode_ == link_mode::disconnected || (view_->progress() && !view_->progress()->percent);
+}
+
 std::string client_app::state_json() const {
   std::string s = "{\"transport\":";
   common::append_json_string(s, to_string(mode_));

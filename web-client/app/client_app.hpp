@@ -57,6 +57,12 @@ class client_app {
   const std::string& route() const { return route_; }
   double now() const { return now_; }
 
+  /// Changes whenever what the UI would show does (output, events, lists, connection, errors):
+  /// a shell redraws only then, or on input.
+  std::uint64_t revision() const;
+  /// Whether something on screen moves by itself (a busy bar, a reconnect in progress).
+  bool animating() const;
+
   /// What the user sees, as JSON (window.cmdcast.state() in the web build).
   std::string state_json() const;
 

@@ -64,9 +64,34 @@ struct shell {
   std::vector<double> frame_ms;  // a ring of the last frame_ring frames
   std::vector<double> ui_ms;     // of those, building the UI (ImGui, the transcript): no GL
   std::size_t frames = 0;
+  // Frames are drawn only when something changed, and while output pours in at most so often
+  // that drawing takes about a third of the main thread: where WebGL is rasterised on the CPU
+  // (no GPU) a frame costs tens of ms, and the page must still keep up with the stream.
+  bool input_seen = true;
+  int settle_frames = 0;  // frames to draw after input, for ImGui's hover and click states
+  std::uint64_t drawn_revision = 0;
+  double last_drawn = -1e9, last_cost = 0;
 };
 constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
+
+/// Whether this frame is worth drawing (see shell).
+bool should_draw(shell& s, double now) {
+  if (s.input_seen) {
+    s.input_seen = false;
+    s.settle_frames = 3;
+  }
+  if (s.settle_frames > 0) {
+    --s.settle_frames;
+    return true;
+  }
+  const double since = now - s.last_drawn;
+  if (since > 1000) return true;
+  const bool moving = s.app->revision() != s.drawn_revision || s.app->animating() || ImGui::GetIO().WantTextInput;
+  return moving && since >= std::min(100.0, 2 * s.last_cost);
+}
+
+void mark_input(GLFWwindow*) { the_shell->input_seen = true; }
 
 void frame() {
   shell& s = *the_shell;
@@ -78,6 +103,7 @@ void frame() {
     s.width = w;
     s.height = h;
     glfwSetWindowSize(s.window, w, h);
+    s.input_seen = true;
   }
   // The address bar and the app agree: a hash typed or pasted opens it, the app's is shown.
   const std::string hash = take(js_string(0));
@@ -94,6 +120,8 @@ void frame() {
     s.token = s.app->token();
     js_store_token(s.token.c_str());
   }
+  if (!should_draw(s, started)) return;
+  s.drawn_revision = s.app->revision();
 
   ImGui_ImplOpenGL3_NewFrame();
   ImGui_ImplGlfw_NewFrame();
@@ -108,6 +136,8 @@ void frame() {
   glClear(GL_COLOR_BUFFER_BIT);
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
   const double finished = emscripten_get_now();
+  s.last_drawn = finished;
+  s.last_cost = finished - started;
   if (s.first_frame_ms < 0) s.first_frame_ms = finished;
   if (s.frame_ms.size() < frame_ring) {
     s.frame_ms.resize(frame_ring);
@@ -164,6 +194,12 @@ int main() {
   io.Fonts->AddFontDefault(&font);
   ImGui::StyleColorsDark();
   ImGui::GetStyle().ScaleAllSizes(static_cast<float>(ratio));
+  // Any input means a frame to draw; ImGui's own callbacks are chained after these.
+  glfwSetCursorPosCallback(s->window, [](GLFWwindow* w, double, double) { mark_input(w); });
+  glfwSetMouseButtonCallback(s->window, [](GLFWwindow* w, int, int, int) { mark_input(w); });
+  glfwSetScrollCallback(s->window, [](GLFWwindow* w, double, double) { mark_input(w); });
+  glfwSetKeyCallback(s->window, [](GLFWwindow* w, int, int, int, int) { mark_input(w); });
+  glfwSetCharCallback(s->window, [](GLFWwindow* w, unsigned) { mark_input(w); });
   ImGui_ImplGlfw_InitForOpenGL(s->window, true);
   ImGui_ImplOpenGL3_Init("#version 300 es");
 
