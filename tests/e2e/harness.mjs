@@ -135,7 +135,8 @@ export async function launchBrowser() {
 }
 
 /// A page of the web client with the token already entered once (kept in localStorage).
-export async function openPage(browser, stack, route = "", { token = operatorToken, noWebSocket = false } = {}) {
+export async function openPage(browser, stack, route = "",
+                               { token = operatorToken, noWebSocket = false, waitForMachines = true } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
@@ -144,7 +145,8 @@ export async function openPage(browser, stack, route = "", { token = operatorTok
     if (noWs) delete window.WebSocket;
   }, [token, noWebSocket]);
   await page.goto(`${stack.url}/${route}`);
-  await page.waitForFunction(() => window.cmdcast && window.cmdcast.state().machines > 0, null, { timeout: 20000 });
+  await page.waitForFunction((machines) => window.cmdcast && (!machines || window.cmdcast.state().machines > 0),
+                             waitForMachines, { timeout: 20000 });
   return page;
 }
 

@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { Stack, click, launchBrowser, openPage, screenshot, state, waitForState, viewerToken } from "./harness.mjs";
+import {
+  Stack, click, launchBrowser, openPage, operatorToken, screenshot, state, waitForState, viewerToken,
+} from "./harness.mjs";
 
 let stack, browser;
 before(async () => {
@@ -36,6 +38,32 @@ test("run an action from the page and see its output stream in, then its exit", 
   assert.equal(done.lines, 41);
   assert.equal(await page.evaluate(() => location.hash), done.route, "the address bar links to the execution");
   await screenshot(page, "web-run");
+});
+
+test("a page without a token asks for one once, and keeps it out of the URL", async () => {
+  const page = await openPage(browser, stack, "", { token: "", waitForMachines: false });
+  await waitForState(page, (s) => s.needs_token, "the token prompt");
+  await click(page, "token");
+  await page.keyboard.type(operatorToken);
+  await click(page, "use_token");
+  const s = await waitForState(page, (st) => st.machines > 0 && !st.needs_token, "the machines after the token");
+  assert.equal(s.user, "olivia");
+  assert.equal(s.can_run, true);
+  assert.ok(!page.url().includes(operatorToken));
+  // Kept for the next visit.
+  await page.reload();
+  await waitForState(page, (st) => st.machines > 0, "the machines after a reload");
+});
+
+test("cancel from the page stops the command", async () => {
+  const id = await stack.run("ticks");
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  await waitForState(page, (s) => s.lines >= 3, "a few ticks");
+  await click(page, "cancel");
+  const done = await waitForState(page, (s) => s.exit !== null, "the exit after cancel");
+  assert.equal(done.exit.state, "cancelled");
+  assert.equal(done.exit.data, null);
+  assert.equal(done.exit.signal, "TERM");
 });
 
 test("two pages watching one execution show the same lines", async () => {

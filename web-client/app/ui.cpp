@@ -173,8 +173,11 @@ void ui::draw_token_prompt() {
   ImGui::SetNextItemWidth(300 * scale);
   const bool enter = ImGui::InputText("##token", token_buffer_, sizeof token_buffer_,
                                       ImGuiInputTextFlags_Password | ImGuiInputTextFlags_EnterReturnsTrue);
+  remember_item("token");
   ImGui::SameLine();
-  if ((ImGui::Button("Use token") || enter) && token_buffer_[0]) {
+  const bool use = ImGui::Button("Use token");
+  remember_item("use_token");
+  if ((use || enter) && token_buffer_[0]) {
     app_.set_token(token_buffer_);
     std::fill(std::begin(token_buffer_), std::end(token_buffer_), '\0');
   }
