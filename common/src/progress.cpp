@@ -251,13 +251,56 @@ void progress_parser::report(std::optional<double> percent, std::string_view pha
   }
 }
 
+/// Any tool that prints its progress as "NN%" or "NN.N%" on a line (wget in both its styles,
+/// curl -#, rsync --progress of one file, pv): the last such figure on a line is the percent,
+/// and the line without its bar drawing is the phase.
+class percent_parser final : public progress_parser {
+ protected:
+  void on_line(std::string_view line) override {
+    for (std::size_t at = line.rfind('%'); at != std::string_view::npos && at > 0;
+         at = line.rfind('%', at - 1)) {
+      std::size_t begin = at;
+      while (begin > 0 && ((line[begin - 1] >= '0' && line[begin - 1] <= '9') || line[begin - 1] == '.')) --begin;
+      const auto value = parse_number(line.substr(begin, at - begin));
+      if (value && *value <= 100) {
+        // A figure below the one reached (a tool's next file) waits until it passes it.
+        if (*value >= percent_so_far().value_or(0)) report(*value, phase_of(line));
+        return;
+      }
+      if (at == 0) break;
+    }
+  }
+
+ private:
+  /// "/dev/null  63%[=====>   ]  18.27M  10.0MB/s" -> "/dev/null 63% 18.27M 10.0MB/s"
+  static std::string phase_of(std::string_view line) {
+    std::string out;
+    bool in_bar = false;
+    for (std::size_t i = 0; i < line.size(); ++i) {
+      const char c = line[i];
+      if (c == '[') in_bar = true;
+      const bool dots = c == '.' && ((i > 0 && line[i - 1] == '.') || (i + 1 < line.size() && line[i + 1] == '.'));
+      const bool drawing = in_bar || c == '#' || c == '=' || c == '>' || dots;
+      if (c == ']') in_bar = false;
+      if (drawing || c == ']' || c == ' ' || c == '\t') {
+        if (!out.empty() && out.back() != ' ') out += ' ';
+        continue;
+      }
+      out += c;
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out.size() > 120 ? out.substr(0, 120) : out;
+  }
+};
+
 const std::vector<std::string_view>& progress_families() {
-  static const std::vector<std::string_view> families = {"apt"};
+  static const std::vector<std::string_view> families = {"apt", "percent"};
   return families;
 }
 
 std::unique_ptr<progress_parser> make_progress_parser(std::string_view family) {
   if (family == "apt") return std::make_unique<apt_parser>();
+  if (family == "percent") return std::make_unique<percent_parser>();
   return nullptr;
 }
 

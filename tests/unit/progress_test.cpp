@@ -9,8 +9,9 @@
 namespace cmdcast::common {
 namespace {
 
-std::string read_transcript(std::string_view name) {
-  std::ifstream f(std::string(CMDCAST_TEST_DATA "/apt/") + std::string(name) + ".txt", std::ios::binary);
+std::string read_transcript(std::string_view name, std::string_view family = "apt") {
+  std::ifstream f(std::string(CMDCAST_TEST_DATA "/") + std::string(family) + "/" + std::string(name) + ".txt",
+                  std::ios::binary);
   EXPECT_TRUE(f) << "missing test data " << name;
   std::stringstream ss;
   ss << f.rdbuf();
@@ -24,8 +25,9 @@ struct run_result {
   progress_state after_exit;
 };
 
-run_result replay(std::string_view output, bool success, std::size_t chunk_max, unsigned seed) {
-  auto parser = make_progress_parser("apt");
+run_result replay(std::string_view output, bool success, std::size_t chunk_max, unsigned seed,
+                  std::string_view family = "apt") {
+  auto parser = make_progress_parser(family);
   run_result r;
   std::mt19937 rng(seed);
   for (std::size_t i = 0; i < output.size();) {
@@ -169,7 +171,42 @@ TEST(AptProgress, FeedReportsChangesOnlyAndHalfLinesWait) {
 TEST(AptProgress, UnknownFamilyHasNoParser) {
   EXPECT_EQ(make_progress_parser("nonesuch"), nullptr);
   EXPECT_NE(make_progress_parser("apt"), nullptr);
-  EXPECT_EQ(progress_families(), std::vector<std::string_view>{"apt"});
+  EXPECT_EQ(progress_families(), (std::vector<std::string_view>{"apt", "percent"}));
+}
+
+// --- percent: any "NN%" on a line --------------------------------------------------------------
+
+TEST(PercentProgress, RealDownloadsAreMonotoneAndReach100) {
+  for (const auto name : {"wget-dot", "wget-bar", "curl-bar"}) {
+    const auto r = replay(read_transcript(name, "percent"), true, 40, 11, "percent");
+    expect_monotone(r, name);
+    EXPECT_GE(r.states.size(), 5u) << name << ": a few dozen updates are in the transcript";
+    ASSERT_TRUE(r.before_exit.percent) << name;
+    EXPECT_EQ(*r.before_exit.percent, 100.0) << name << ": the tool itself said 100%";
+    EXPECT_EQ(r.after_exit.percent, 100.0) << name;
+  }
+}
+
+TEST(PercentProgress, PhasesKeepTheFiguresAndDropTheBarDrawing) {
+  auto p = make_progress_parser("percent");
+  p->feed("/dev/null            63%[===========>        ]  18.27M  10.0MB/s               \r");
+  EXPECT_EQ(p->current(), (progress_state{63.0, "/dev/null 63% 18.27M 10.0MB/s"}));
+  p->feed("   150K .......... .......... .......... .......... ..........  71% 551M 0s\n");
+  EXPECT_EQ(p->current(), (progress_state{71.0, "150K 71% 551M 0s"}));
+  p->feed("##########                                                                74.6%\r");
+  EXPECT_EQ(p->current().percent, 74.6);
+}
+
+TEST(PercentProgress, IgnoresWhatIsNotAPercentOfProgress) {
+  auto p = make_progress_parser("percent");
+  EXPECT_FALSE(p->feed("disk usage is at 250% of quota\n"));  // not a progress figure
+  EXPECT_FALSE(p->feed("no figure here, only a % sign\n"));
+  EXPECT_FALSE(p->current().percent);
+  EXPECT_TRUE(p->feed("copying 12% done\n"));
+  EXPECT_FALSE(p->feed("copying 8% done\n"));  // never backwards
+  EXPECT_EQ(p->current().percent, 12.0);
+  EXPECT_TRUE(p->finish(true));
+  EXPECT_EQ(p->current().percent, 100.0);
 }
 
 }  // namespace
