@@ -401,8 +401,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return m.str();
   }
 
+  /// A file of the web client under web_root (GET or HEAD), gzip-compressed when the build left
+  /// a FILE.gz beside it and the browser takes gzip.
   std::optional<response> serve_static(const request& req, const target& t) {
-    if (!cfg.server.web_root || req.method() != http::verb::get) return std::nullopt;
+    const bool head = req.method() == http::verb::head;
+    if (!cfg.server.web_root || (req.method() != http::verb::get && !head)) return std::nullopt;
     std::string rel;
     for (const auto& p : t.parts) {
       if (p == ".." || p == "." || p.find('\0') != std::string::npos) return std::nullopt;
@@ -410,7 +413,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     if (rel.empty()) rel = "/index.html";
     const std::filesystem::path file = *cfg.server.web_root + rel;
-    std::ifstream in(file, std::ios::binary);
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file, ec)) return std::nullopt;
+    const bool gzip = req[http::field::accept_encoding].find("gzip") != std::string_view::npos &&
+                      std::filesystem::is_regular_file(file.string() + ".gz", ec);
+    std::ifstream in(gzip ? file.string() + ".gz" : file.string(), std::ios::binary);
     if (!in) return std::nullopt;
     std::stringstream ss;
     ss << in.rdbuf();
@@ -418,7 +425,13 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         {".html", "text/html; charset=utf-8"}, {".js", "text/javascript"}, {".wasm", "application/wasm"},
         {".css", "text/css"},                  {".png", "image/png"},      {".json", "application/json"}};
     const auto type = types.find(file.extension().string());
-    return text_response(req, http::status::ok, ss.str(), type == types.end() ? "application/octet-stream" : type->second);
+    auto res = text_response(req, http::status::ok, ss.str(), type == types.end() ? "application/octet-stream" : type->second);
+    // The page always asks whether it changed (a new build is picked up at once).
+    res.set(http::field::cache_control, "no-cache");
+    res.set(http::field::vary, "Accept-Encoding");
+    if (gzip) res.set(http::field::content_encoding, "gzip");
+    if (head) res.body().clear();  // Content-Length still says what a GET would get
+    return res;
   }
 
   /// The audit's records (it has every execution) with the live ones' current state on top.
@@ -473,7 +486,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me");
     if (!api) {
       if (auto file = serve_static(req, t)) return *file;
-      if (cfg.server.web_root && get) return text_response(req, http::status::not_found, "not found");
+      if (cfg.server.web_root && (get || req.method() == http::verb::head)) {
+        return text_response(req, http::status::not_found, "not found");
+      }
       return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
     }
     if (!who) return error_response(req, error_code::unauthorized, "a valid token is required");

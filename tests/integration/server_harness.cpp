@@ -112,13 +112,14 @@ std::string server_process::log() const {
 }
 
 http_answer http_request(std::uint16_t port, http::verb verb, const std::string& target, const std::string& token,
-                         const std::string& body) {
+                         const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers) {
   net::io_context io;
   beast::tcp_stream stream(io);
   stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
   http::request<http::string_body> req{verb, target, 11};
   req.set(http::field::host, "127.0.0.1");
   if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+  for (const auto& [name, value] : headers) req.set(name, value);
   req.body() = body;
   req.prepare_payload();
   http::write(stream, req);

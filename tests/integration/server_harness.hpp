@@ -59,7 +59,8 @@ struct http_answer {
 };
 
 http_answer http_request(std::uint16_t port, http::verb verb, const std::string& target, const std::string& token,
-                         const std::string& body = "");
+                         const std::string& body = "",
+                         const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 struct ws_options {
   std::string token = operator_token;

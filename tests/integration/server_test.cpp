@@ -414,6 +414,8 @@ class Limits : public ::testing::Test {
     std::filesystem::create_directories(web_);
     std::ofstream(web_ + "/index.html") << "<!doctype html><title>cmdcast</title>";
     std::ofstream(web_ + "/app.wasm") << std::string("\0asm", 4);
+    std::ofstream(web_ + "/app.js") << "console.log('plain')";
+    std::ofstream(web_ + "/app.js.gz") << "pretend-gzip";
     server_ = new server_process(*sshd_, "max_subscribers_per_execution = 3\nweb_root = \"" +
                                              web_ + "\"\nreplay_bytes = 67108864\n");
   }
@@ -514,6 +516,9 @@ TEST_F(Limits, ServesTheWebClientFromItsRoot) {
   EXPECT_EQ(index.body, "<!doctype html><title>cmdcast</title>");
   EXPECT_EQ(http_request(port(), http::verb::get, "/app.wasm", "").body, std::string("\0asm", 4));
   EXPECT_EQ(http_request(port(), http::verb::get, "/missing.js", "").status, 404u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/app.js", "").body, "console.log('plain')");
+  EXPECT_EQ(http_request(port(), http::verb::get, "/app.js", "", "", {{"Accept-Encoding", "gzip, deflate"}}).body,
+            "pretend-gzip");
   EXPECT_EQ(http_request(port(), http::verb::get, "/../cmdcast.toml", "").status, 404u);
   EXPECT_EQ(http_request(port(), http::verb::get, "/%2e%2e/cmdcast.toml", "").status, 404u);
   // The API still needs its token.
