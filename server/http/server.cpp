@@ -722,6 +722,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       std::uint64_t& n;
       ~counter() { --n; }
     } open{connections_open};
+    // Events are small and must go out at once: no Nagle delay waiting for the peer's ACK.
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
     for (;;) {

@@ -150,7 +150,8 @@ export async function openPage(browser, stack, route = "",
   return page;
 }
 
-export const state = (page) => page.evaluate(() => window.cmdcast.state());
+/// What the page shows (null while it is still loading).
+export const state = (page) => page.evaluate(() => (window.cmdcast ? window.cmdcast.state() : null));
 
 /// Waits until `predicate(state)` holds, polling the page's state.
 export async function waitForState(page, predicate, what, timeoutMs = 30000) {
@@ -158,7 +159,7 @@ export async function waitForState(page, predicate, what, timeoutMs = 30000) {
   let last;
   while (Date.now() < deadline) {
     last = await state(page);
-    if (predicate(last)) return last;
+    if (last && predicate(last)) return last;
     await sleep(50);
   }
   throw new Error(`timed out waiting for ${what}; last state: ${JSON.stringify(last).slice(0, 2000)}`);

@@ -14,15 +14,6 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using common::error_code;
 
-/// POST /machines/box/commands: the execution id.
-std::string post_run(std::uint16_t port, const std::string& request) {
-  const auto answer = http_request(port, http::verb::post, "/machines/box/commands", operator_token, request);
-  EXPECT_EQ(answer.status, 202u) << answer.body;
-  auto accepted = common::decode_run_accepted(answer.body);
-  EXPECT_TRUE(accepted.ok()) << answer.body;
-  return accepted.ok() ? accepted->execution_id : "";
-}
-
 common::poll_response poll(std::uint16_t port, const std::string& id, common::seq_t after, int wait_s) {
   const auto answer = http_request(port, http::verb::get,
                                    "/executions/" + id + "/events?after=" + std::to_string(after) +

@@ -130,6 +130,14 @@ http_answer http_request(std::uint16_t port, http::verb verb, const std::string&
   return {parser.get().result_int(), parser.get().body()};
 }
 
+std::string post_run(std::uint16_t port, const std::string& request) {
+  const auto answer = http_request(port, http::verb::post, "/machines/box/commands", operator_token, request);
+  EXPECT_EQ(answer.status, 202u) << answer.body;
+  auto accepted = common::decode_run_accepted(answer.body);
+  EXPECT_TRUE(accepted.ok()) << answer.body;
+  return accepted.ok() ? accepted->execution_id : "";
+}
+
 ws_client::ws_client(std::uint16_t port, const std::string& target, ws_options o) : ws_(io_) {
   beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
   ws_.set_option(websocket::stream_base::decorator([o](websocket::request_type& req) {

@@ -62,6 +62,9 @@ http_answer http_request(std::uint16_t port, http::verb verb, const std::string&
                          const std::string& body = "",
                          const std::vector<std::pair<std::string, std::string>>& headers = {});
 
+/// POST /machines/box/commands as the operator: the execution id.
+std::string post_run(std::uint16_t port, const std::string& request);
+
 struct ws_options {
   std::string token = operator_token;
   bool token_as_subprotocol = false;

@@ -280,7 +280,7 @@ void ui::draw_execution() {
   } else {
     ImGui::TextColored(yellow, "running");
   }
-  if (v->watchers()) {
+  if (v->watchers() && !v->finished()) {
     ImGui::SameLine();
     ImGui::TextColored(grey, "%lld watching", static_cast<long long>(*v->watchers()));
   }
@@ -302,11 +302,13 @@ void ui::draw_execution() {
     }
   }
   // Tools.
-  ImGui::BeginDisabled(v->finished() || !app_.can_run());
-  if (ImGui::Button("Cancel")) app_.cancel();
-  remember_item("cancel");
-  ImGui::EndDisabled();
-  ImGui::SameLine();
+  if (!v->finished()) {
+    ImGui::BeginDisabled(!app_.can_run());
+    if (ImGui::Button("Cancel")) app_.cancel();
+    remember_item("cancel");
+    ImGui::EndDisabled();
+    ImGui::SameLine();
+  }
   if (ImGui::Button("Copy output")) {
     const auto text = v->plain_text();
     if (copy_text) copy_text(text);

@@ -1,0 +1,202 @@
+// cmdcast-desktop: the cmdcast UI in a native window (GLFW + OpenGL 3), the same client_app and
+// ui as the web shell, over Beast on a network thread.
+//   cmdcast-desktop --server http://HOST:PORT [--token TOKEN] [--open ROUTE] [--state-file PATH]
+// The token comes from --token or $CMDCAST_TOKEN. --open takes a deep link ("#/executions/ID",
+// "#/machines/ID"). --state-file keeps PATH holding what the user sees (the JSON of the web's
+// window.cmdcast.state()), replaced about every 250 ms and at exit, for tests and scripts.
+// SIGINT and SIGTERM close the window as the user would.
+#include <GLFW/glfw3.h>
+#include <imgui.h>
+#include <imgui_impl_glfw.h>
+#include <imgui_impl_opengl3.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+#include "app/client_app.hpp"
+#include "app/ui.hpp"
+#include "cmdcast/common/result.hpp"
+#include "desktop/beast_transport.hpp"
+
+namespace {
+
+using cmdcast::common::failure;
+using cmdcast::common::result;
+
+constexpr double frame_wait_s = 0.1;        // redraw at least this often (timers, elapsed times)
+constexpr double state_interval_s = 0.25;   // how often --state-file is replaced
+constexpr int window_width = 1200, window_height = 760;  // at scale 1
+
+volatile std::sig_atomic_t quit_requested = 0;
+
+void request_quit(int) { quit_requested = 1; }
+
+struct options {
+  std::string host, port, token, route, state_file;
+};
+
+int usage(const std::string& problem) {
+  std::fprintf(stderr,
+               "cmdcast-desktop: %s\n"
+               "usage: cmdcast-desktop --server http://HOST:PORT [--token TOKEN] [--open ROUTE] [--state-file PATH]\n"
+               "  --token TOKEN      the bearer token (default $CMDCAST_TOKEN)\n"
+               "  --open ROUTE       open a deep link at start: \"#/executions/ID\" or \"#/machines/ID\"\n"
+               "  --state-file PATH  keep PATH holding what the window shows, as JSON\n",
+               problem.c_str());
+  return 2;
+}
+
+/// Fills in o's host and port from "http://HOST:PORT" ("http://HOST": port 80; a trailing "/" is fine).
+result<options> parse_server(std::string url, options o) {
+  constexpr std::string_view scheme = "http://";
+  if (!url.starts_with(scheme)) return failure{"--server needs an http:// URL, not \"" + url + "\""};
+  url.erase(0, scheme.size());
+  while (url.ends_with("/")) url.pop_back();
+  const auto colon = url.rfind(':');
+  o.host = url.substr(0, colon);
+  o.port = colon == std::string::npos ? "80" : url.substr(colon + 1);
+  if (o.host.empty() || url.find('/') != std::string::npos) return failure{"--server wants http://HOST:PORT only"};
+  if (o.port.empty() || o.port.size() > 5 || o.port.find_first_not_of("0123456789") != std::string::npos) {
+    return failure{"bad port \"" + o.port + "\" in --server"};
+  }
+  return o;
+}
+
+result<options> parse_options(int argc, char** argv) {
+  options o;
+  if (const char* t = std::getenv("CMDCAST_TOKEN")) o.token = t;
+  std::string server;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    std::string* value = arg == "--server"       ? &server
+                         : arg == "--token"      ? &o.token
+                         : arg == "--open"       ? &o.route
+                         : arg == "--state-file" ? &o.state_file
+                                                 : nullptr;
+    if (!value) return failure{"unknown argument \"" + std::string(arg) + "\""};
+    if (i + 1 == argc) return failure{std::string(arg) + " needs a value"};
+    *value = argv[++i];
+  }
+  if (server.empty()) return failure{"--server is required"};
+  return parse_server(server, std::move(o));
+}
+
+/// Replaces `path` with `text` in one step, so that a reader never sees half a file.
+bool write_atomically(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) return false;
+  }
+  return std::rename(temporary.c_str(), path.c_str()) == 0;
+}
+
+/// Keeps --state-file current; after a failed write it says so once and stops.
+class state_writer {
+ public:
+  explicit state_writer(std::string path) : path_(std::move(path)) {}
+  void write(const cmdcast::client::client_app& app) {
+    if (path_.empty()) return;
+    if (!write_atomically(path_, app.state_json())) {
+      std::fprintf(stderr, "cmdcast-desktop: cannot write the state file %s\n", path_.c_str());
+      path_.clear();
+    }
+  }
+
+ private:
+  std::string path_;
+};
+
+void report_glfw_error(int code, const char* description) {
+  std::fprintf(stderr, "cmdcast-desktop: GLFW error %d: %s\n", code, description);
+}
+
+/// The window's life: events, the network's callbacks, timers, a frame; until it is closed.
+void run_window(GLFWwindow* window, const options& o, float scale) {
+  cmdcast::client::beast_transport transport(o.host, o.port, [] { glfwPostEmptyEvent(); });
+  cmdcast::client::client_app app(transport);
+  cmdcast::client::ui view(app);
+  view.scale = scale;
+  view.copy_text = [window](const std::string& text) { glfwSetClipboardString(window, text.c_str()); };
+  state_writer state(o.state_file);
+  app.start(o.route, o.token);
+  double next_state_write = 0;
+  while (!glfwWindowShouldClose(window) && !quit_requested) {
+    // Sleeps until input, a network callback (the transport wakes us) or the next timer.
+    glfwWaitEventsTimeout(frame_wait_s);
+    transport.pump();
+    app.tick(glfwGetTime());
+
+    ImGui_ImplOpenGL3_NewFrame();
+    ImGui_ImplGlfw_NewFrame();
+    ImGui::NewFrame();
+    view.draw();
+    ImGui::Render();
+    int width = 0, height = 0;
+    glfwGetFramebufferSize(window, &width, &height);
+    glViewport(0, 0, width, height);
+    glClearColor(0.08f, 0.08f, 0.09f, 1.0f);
+    glClear(GL_COLOR_BUFFER_BIT);
+    ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+    glfwSwapBuffers(window);
+
+    // After the swap: the state file never runs ahead of the screen.
+    if (glfwGetTime() >= next_state_write) {
+      state.write(app);
+      next_state_write = glfwGetTime() + state_interval_s;
+    }
+  }
+  state.write(app);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto parsed = parse_options(argc, argv);
+  if (!parsed) return usage(parsed.error());
+  const options& o = *parsed;
+
+  glfwSetErrorCallback(report_glfw_error);
+  if (!glfwInit()) return 1;
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
+  glfwWindowHint(GLFW_SCALE_TO_MONITOR, GLFW_TRUE);  // HiDPI: a window of the same apparent size
+  const std::string title = "cmdcast: " + o.host + ":" + o.port;
+  GLFWwindow* window = glfwCreateWindow(window_width, window_height, title.c_str(), nullptr, nullptr);
+  if (!window) {
+    glfwTerminate();
+    return 1;
+  }
+  glfwMakeContextCurrent(window);
+  glfwSwapInterval(1);
+  float scale = 1, y_scale = 1;
+  glfwGetWindowContentScale(window, &scale, &y_scale);
+
+  IMGUI_CHECKVERSION();
+  ImGui::CreateContext();
+  ImGuiIO& io = ImGui::GetIO();
+  io.IniFilename = nullptr;
+  ImFontConfig font;
+  font.SizePixels = 13.0f * scale;
+  io.Fonts->AddFontDefault(&font);
+  ImGui::StyleColorsDark();
+  ImGui::GetStyle().ScaleAllSizes(scale);
+  ImGui_ImplGlfw_InitForOpenGL(window, true);
+  ImGui_ImplOpenGL3_Init("#version 130");
+
+  std::signal(SIGINT, request_quit);
+  std::signal(SIGTERM, request_quit);
+  run_window(window, o, scale);
+
+  ImGui_ImplOpenGL3_Shutdown();
+  ImGui_ImplGlfw_Shutdown();
+  ImGui::DestroyContext();
+  glfwDestroyWindow(window);
+  glfwTerminate();
+  return 0;
+}
