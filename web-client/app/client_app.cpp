@@ -387,6 +387,8 @@ std::string client_app::state_json() const {
   common::append_json_string(s, error_);
   s += ",\"ingest_bytes\":" + std::to_string(ingest_bytes_);
   s += ",\"ingest_ms\":" + std::to_string(ingest_seconds_ * 1000.0);
+  s += ",\"selected_machine\":";
+  common::append_json_string(s, selected_machine_);
   s += ",\"route\":";
   common::append_json_string(s, route_);
   s += "}";

@@ -320,10 +320,12 @@ void ui::draw_execution() {
                                ImGuiInputTextFlags_EnterReturnsTrue)) {
     find_next(*v, +1);
   }
+  remember_item("find");
   ImGui::SameLine();
   if (ImGui::ArrowButton("##prev", ImGuiDir_Up)) find_next(*v, -1);
   ImGui::SameLine();
   if (ImGui::ArrowButton("##next", ImGuiDir_Down)) find_next(*v, +1);
+  remember_item("find_next");
   if (!find_for_.empty()) {
     ImGui::SameLine();
     ImGui::TextColored(grey, "%d of %zu", find_current_ + 1, find_matches_.size());

@@ -27,6 +27,9 @@ class ui {
   std::string items_json(float pixel_ratio) const;
   /// Whether the output follows its tail (the user has not scrolled up).
   bool following() const { return follow_tail_; }
+  /// Find in output: how many lines match, and which one is shown (-1: none).
+  std::size_t find_matches() const { return find_matches_.size(); }
+  int find_current() const { return find_current_; }
 
  private:
   void draw_status_bar();

@@ -156,6 +156,8 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   s.state.pop_back();
   s.state += ",\"follow_tail\":";
   s.state += s.view->following() ? "true" : "false";
+  s.state += ",\"find\":{\"matches\":" + std::to_string(s.view->find_matches()) +
+             ",\"current\":" + std::to_string(s.view->find_current()) + "}";
   s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio()));
   s.state += ",\"first_frame_ms\":" + std::to_string(s.first_frame_ms);
   const std::size_t n = std::min(s.frames, frame_ring);
