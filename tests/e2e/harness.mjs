@@ -136,8 +136,8 @@ export async function launchBrowser() {
 
 /// A page of the web client with the token already entered once (kept in localStorage).
 export async function openPage(browser, stack, route = "",
-                               { token = operatorToken, noWebSocket = false, waitForMachines = true } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+                               { token = operatorToken, noWebSocket = false, waitForMachines = true, scale = 1 } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: scale });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   await page.addInitScript(([t, noWs]) => {

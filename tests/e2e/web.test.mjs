@@ -99,6 +99,23 @@ test("two pages watching one execution show the same lines", async () => {
   assert.equal(sb.can_run, false, "the viewer is not offered Run");
 });
 
+test("on a HiDPI screen, and after the window is resized, the controls are where they are drawn", async () => {
+  const page = await openPage(browser, stack, "", { scale: 2 });
+  await page.setViewportSize({ width: 900, height: 600 });
+  await new Promise((r) => setTimeout(r, 300));
+  await click(page, "machine:box");
+  await click(page, "action:box/lines");
+  await click(page, "param:box/lines/count");
+  await page.keyboard.type("5");
+  await click(page, "run:box/lines");
+  const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+  assert.deepEqual(done.tail, [...expectedLines(5), "to stderr"]);
+  // The canvas is drawn in device pixels: twice the CSS size.
+  const canvas = await page.evaluate(() => [document.querySelector("canvas").width, document.querySelector("canvas").height]);
+  assert.deepEqual(canvas, [1800, 1200]);
+  await screenshot(page, "web-hidpi");
+});
+
 test("a browser without WebSocket falls back to polling and still shows everything", async () => {
   const page = await openPage(browser, stack, "", { noWebSocket: true });
   await click(page, "machine:box");
