@@ -74,6 +74,8 @@ class execution : public std::enable_shared_from_this<execution> {
   std::size_t watchers() const { return subscribers_.size() + catching_up_.size(); }
   common::seq_t last_seq() const { return next_seq_ - 1; }
   std::uint64_t evictions() const { return evictions_; }
+  /// Bytes of frames the replay buffer holds.
+  std::size_t replay_bytes() const { return replay_size_; }
 
  private:
   void emit(common::event e);

@@ -43,7 +43,10 @@ using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 using ws_stream = websocket::stream<beast::tcp_stream>;
 
+// Finished executions stay in memory (replay buffer and all) for fast attaches, within these
+// bounds; older ones are served from the audit store.
 constexpr std::size_t max_finished_kept = 1000;
+constexpr std::size_t max_finished_replay_bytes = 64u << 20;
 constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the audit per page
 constexpr std::size_t poll_answer_bytes = 1u << 20;    // a long-poll answer's bound
 constexpr std::int64_t max_poll_wait_s = 30;
@@ -280,6 +283,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::map<std::string, std::shared_ptr<ssh::machine_connection>> connections;  // by machine id
   std::map<std::string, std::shared_ptr<execution>> executions;                 // by id
   std::deque<std::string> finished_order;
+  std::size_t finished_replay_bytes = 0;
   std::map<std::string, std::size_t> running_per_machine;
   std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
   std::unique_ptr<audit_store> audit;
@@ -704,8 +708,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                   {"exit_code", rec.exit_code ? std::to_string(*rec.exit_code) : ""},
                                   {"signal", rec.signal.value_or("")}});
                self->finished_order.push_back(e->id());
-               while (self->finished_order.size() > max_finished_kept) {
-                 self->executions.erase(self->finished_order.front());
+               self->finished_replay_bytes += e->replay_bytes();
+               while (self->finished_order.size() > max_finished_kept ||
+                      (self->finished_replay_bytes > max_finished_replay_bytes && self->finished_order.size() > 1)) {
+                 const auto oldest = self->executions.find(self->finished_order.front());
+                 self->finished_replay_bytes -= oldest->second->replay_bytes();
+                 self->executions.erase(oldest);
                  self->finished_order.pop_front();
                }
                self->maybe_stopped();
