@@ -163,6 +163,24 @@ bool audit_store::save(const common::execution_record& r, const std::vector<even
   return exec("COMMIT");
 }
 
+std::size_t audit_store::prune(const std::string& cutoff) {
+  if (!exec("BEGIN")) return 0;
+  // RFC 3339 in UTC with fixed width sorts as text does.
+  statement events(db_, "DELETE FROM events WHERE execution_id IN "
+                        "(SELECT id FROM executions WHERE started_at < ? AND state != 'running')");
+  events.bind(1, cutoff);
+  statement records(db_, "DELETE FROM executions WHERE started_at < ? AND state != 'running'");
+  records.bind(1, cutoff);
+  if (events.step() != SQLITE_DONE || records.step() != SQLITE_DONE) {
+    log_event("audit_error", {{"error", sqlite3_errmsg(db_)}});
+    exec("ROLLBACK");
+    return 0;
+  }
+  const auto removed = static_cast<std::size_t>(sqlite3_changes(db_));
+  exec("COMMIT");
+  return removed;
+}
+
 std::optional<common::execution_record> audit_store::record(std::string_view id) {
   statement q(db_, "SELECT record FROM executions WHERE id = ?");
   q.bind(1, id);

@@ -49,6 +49,10 @@ class audit_store {
   bool save(const common::execution_record& record, const std::vector<event_ref>& add,
             std::optional<std::pair<common::seq_t, common::seq_t>> drop = std::nullopt);
 
+  /// Deletes the executions (and their output) that started before `cutoff` (RFC 3339, UTC)
+  /// and have ended. Returns how many.
+  std::size_t prune(const std::string& cutoff);
+
   std::optional<common::execution_record> record(std::string_view id);
   /// Newest first; `state` "all", "running" or an exit state.
   std::vector<common::execution_record> list(std::string_view state, std::size_t limit);

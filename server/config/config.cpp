@@ -120,7 +120,7 @@ std::set<std::string> placeholders(const std::string& command) {
 
 void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   r.only_keys(t, "server", {"listen", "web_root", "allowed_origins", "audit_db", "replay_bytes",
-                            "audit_head_bytes", "audit_tail_bytes", "idle_timeout_s", "max_message_bytes",
+                            "audit_head_bytes", "audit_tail_bytes", "audit_retention_days", "idle_timeout_s", "max_message_bytes",
                             "max_executions_per_machine", "max_subscribers_per_execution",
                             "subscriber_queue_bytes", "kill_grace_ms", "audit"});
   const std::string listen = r.string(t, "server", "listen", "127.0.0.1:8080");
@@ -154,6 +154,7 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   s.max_subscribers_per_execution = size("max_subscribers_per_execution", s.max_subscribers_per_execution, 1);
   s.subscriber_queue_bytes = size("subscriber_queue_bytes", s.subscriber_queue_bytes, 65536);
   s.idle_timeout = std::chrono::seconds(r.integer(t, "server", "idle_timeout_s", 30, 1, 86400));
+  s.audit_retention_days = static_cast<int>(r.integer(t, "server", "audit_retention_days", 0, 0, 36500));
   s.kill_grace = std::chrono::milliseconds(r.integer(t, "server", "kill_grace_ms", 5000, 0, 600000));
 }
 

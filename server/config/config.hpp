@@ -49,6 +49,7 @@ struct server_settings {
   std::size_t replay_bytes = 4u << 20;
   std::size_t audit_head_bytes = 512u << 10;
   std::size_t audit_tail_bytes = 512u << 10;
+  int audit_retention_days = 0;  // executions started longer ago are deleted; 0: keep all
   std::chrono::seconds idle_timeout{30};
   std::size_t max_message_bytes = 64u << 10;          // inbound WebSocket message / HTTP body
   std::size_t max_executions_per_machine = 8;

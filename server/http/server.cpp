@@ -287,6 +287,22 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::map<std::string, std::size_t> running_per_machine;
   std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
   std::unique_ptr<audit_store> audit;
+  std::unique_ptr<net::steady_timer> prune_timer;
+
+  /// Deletes audit records past audit_retention_days, now and then every hour.
+  void prune_audit() {
+    const int days = cfg.server.audit_retention_days;
+    if (!audit || days <= 0 || stopping) return;
+    const auto cutoff = rfc3339(std::chrono::system_clock::now() - std::chrono::hours(24 * days));
+    if (const auto removed = audit->prune(cutoff)) {
+      log_event("audit_pruned", {{"executions", std::to_string(removed)}, {"before", cutoff}});
+    }
+    if (!prune_timer) prune_timer = std::make_unique<net::steady_timer>(io);
+    prune_timer->expires_after(std::chrono::hours(1));
+    prune_timer->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->prune_audit();
+    });
+  }
 
   // Metrics.
   std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0;
@@ -845,6 +861,7 @@ void server::start() {
     auto store = audit_store::open(s.audit_db);
     if (!store) throw std::runtime_error(store.error());
     impl_->audit = std::move(*store);
+    impl_->prune_audit();
   }
   const tcp::endpoint ep(net::ip::make_address(s.listen_host), s.listen_port);
   impl_->acceptor.open(ep.protocol());
@@ -864,6 +881,7 @@ void server::shut_down(std::function<void()> done) {
   log_event("shutdown", {});
   boost::system::error_code ignored;
   i.acceptor.close(ignored);
+  if (i.prune_timer) i.prune_timer->cancel();
   i.on_stopped = std::move(done);
   // Running commands are cancelled: their watchers get the exit event, then 1000.
   for (auto& [id, e] : i.executions) e->cancel();

@@ -24,8 +24,7 @@ void log_event(std::string_view event,
   std::fputs(line.c_str(), stderr);
 }
 
-std::string rfc3339_now() {
-  const auto now = std::chrono::system_clock::now();
+std::string rfc3339(std::chrono::system_clock::time_point now) {
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};

@@ -1,6 +1,7 @@
 // Structured logging and time stamps shared by the server's parts.
 #pragma once
 
+#include <chrono>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@ void log_event(std::string_view event,
                std::initializer_list<std::pair<std::string_view, std::string_view>> fields);
 
 /// "2026-11-24T06:00:00.123Z"
-std::string rfc3339_now();
+std::string rfc3339(std::chrono::system_clock::time_point t);
+inline std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
 
 }  // namespace cmdcast::server

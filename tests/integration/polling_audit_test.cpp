@@ -1,9 +1,11 @@
 // Long-polling, POST runs, the audit store and progress, against cmdcast-server as a process
 // and a loopback sshd.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <thread>
 
 #include "server_harness.hpp"
@@ -227,6 +229,36 @@ TEST(Audit, AServerKilledMidCommandFindsItLostAfterARestartWithItsOutput) {
   EXPECT_NE(lost.body.find(id), std::string::npos);
   ws_client attach(second.port(), "/executions/" + id + "/stream", ws_options{.token = viewer_token});
   EXPECT_EQ(sequenced(attach.all()), sequenced(events));
+}
+
+TEST(Audit, ExecutionsPastTheRetentionAreDeletedAtStartUp) {
+  loopback_sshd sshd;
+  const std::string retention = "audit_retention_days = 7\n";
+  std::string old_id, new_id;
+  {
+    server_process first(sshd, retention);
+    old_id = post_run(first.port(), run_request("lines"));
+    new_id = post_run(first.port(), run_request("lines"));
+    wait_until_finished(first.port(), old_id);
+    wait_until_finished(first.port(), new_id);
+    EXPECT_EQ(first.terminate(), 0);
+  }
+  // Age one of them by hand: started eight days ago.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((sshd.dir() + "/cmdcast.db").c_str(), &db), SQLITE_OK);
+  const auto eight_days_ago = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() - std::chrono::hours(24 * 8));
+  char started[32];
+  std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%S.000Z", std::gmtime(&eight_days_ago));
+  const std::string sql = "UPDATE executions SET started_at = '" + std::string(started) + "' WHERE id = '" + old_id + "'";
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+
+  server_process second(sshd, retention);
+  EXPECT_EQ(http_request(second.port(), http::verb::get, "/executions/" + old_id, viewer_token).status, 404u);
+  EXPECT_EQ(http_request(second.port(), http::verb::get, "/executions/" + old_id + "/events", viewer_token).status, 404u);
+  EXPECT_EQ(record_of(second.port(), new_id).state, "exited");
+  EXPECT_EQ(text_of(poll_to_the_end(second.port(), new_id), common::output_stream::out), "line 1\nline 2\nline 3\n");
+  EXPECT_NE(second.log().find("\"event\":\"audit_pruned\""), std::string::npos);
 }
 
 TEST(Progress, ARealAptReinstallReportsProgressUpTo100) {
