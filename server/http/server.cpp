@@ -41,7 +41,9 @@ using common::error_code;
 
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
-using ws_stream = websocket::stream<beast::tcp_stream>;
+// Over the plain socket: the WebSocket has its own timeouts, and each of the many small writes
+// of a fan-out skips tcp_stream's per-operation timer bookkeeping.
+using ws_stream = websocket::stream<tcp::socket>;
 
 // Finished executions stay in memory (replay buffer and all) for fast attaches, within these
 // bounds; older ones are served from the audit store.
@@ -771,7 +773,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
       if (websocket::is_upgrade(req)) {
         stream.expires_never();
-        ws_stream ws(std::move(stream));
+        ws_stream ws(stream.release_socket());
         ws.set_option(websocket::stream_base::timeout{std::chrono::seconds(30), cfg.server.idle_timeout, true});
         ws.read_message_max(cfg.server.max_message_bytes);
         ws.auto_fragment(false);
