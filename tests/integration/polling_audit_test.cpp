@@ -59,20 +59,12 @@ void wait_until_finished(std::uint16_t port, const std::string& id) {
 class Polling : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    sshd_ = new loopback_sshd();
-    server_ = new server_process(*sshd_, "audit_head_bytes = 65536\naudit_tail_bytes = 65536\n");
+    shared_.start([](const std::string&) { return "audit_head_bytes = 65536\naudit_tail_bytes = 65536\n"; });
   }
-  static void TearDownTestSuite() {
-    delete server_;
-    delete sshd_;
-  }
-  static std::uint16_t port() { return server_->port(); }
-  static loopback_sshd* sshd_;
-  static server_process* server_;
+  static void TearDownTestSuite() { shared_.stop(); }
+  static std::uint16_t port() { return shared_.port(); }
+  static inline shared_server shared_;
 };
-
-loopback_sshd* Polling::sshd_ = nullptr;
-server_process* Polling::server_ = nullptr;
 
 TEST_F(Polling, YieldsTheSameEventsAsAWebSocketSubscriber) {
   ws_client runner(port(), "/machines/box/commands/stream");

@@ -111,6 +111,16 @@ std::string server_process::log() const {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+void shared_server::start(const std::function<std::string(const std::string&)>& extra_server) {
+  sshd = std::make_unique<loopback_sshd>();
+  server = std::make_unique<server_process>(*sshd, extra_server ? extra_server(sshd->dir()) : "");
+}
+
+void shared_server::stop() {
+  server.reset();
+  sshd.reset();
+}
+
 http_answer http_request(std::uint16_t port, http::verb verb, const std::string& target, const std::string& token,
                          const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers) {
   net::io_context io;

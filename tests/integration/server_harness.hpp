@@ -11,6 +11,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +53,18 @@ class server_process {
   std::uint16_t port_ = 0;
   std::string config_, log_;
   pid_t pid_ = -1;
+};
+
+/// A loopback sshd and a cmdcast-server shared by the tests of one suite: started in its
+/// SetUpTestSuite, stopped in its TearDownTestSuite.
+struct shared_server {
+  /// `extra_server` may use the folder of the sshd, which exists first (for a web root, say).
+  void start(const std::function<std::string(const std::string& sshd_dir)>& extra_server = {});
+  void stop();
+  std::uint16_t port() const { return server->port(); }
+
+  std::unique_ptr<loopback_sshd> sshd;
+  std::unique_ptr<server_process> server;
 };
 
 struct http_answer {

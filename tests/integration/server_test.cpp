@@ -20,15 +20,9 @@ using common::error_code;
 
 class Server : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    sshd_ = new loopback_sshd();
-    server_ = new server_process(*sshd_);
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    delete sshd_;
-  }
-  static std::uint16_t port() { return server_->port(); }
+  static void SetUpTestSuite() { shared_.start(); }
+  static void TearDownTestSuite() { shared_.stop(); }
+  static std::uint16_t port() { return shared_.port(); }
 
   /// Runs an action over a WebSocket and reads to the end.
   std::vector<event> run(const std::string& request, websocket::close_reason* reason = nullptr) {
@@ -45,12 +39,8 @@ class Server : public ::testing::Test {
     return errors.empty() ? common::error_event{} : errors[0];
   }
 
-  static loopback_sshd* sshd_;
-  static server_process* server_;
+  static inline shared_server shared_;
 };
-
-loopback_sshd* Server::sshd_ = nullptr;
-server_process* Server::server_ = nullptr;
 
 TEST_F(Server, StreamsStdoutAndStderrAsProducedThenExitThenCloses) {
   ws_client c(port(), "/machines/box/commands/stream");
@@ -352,7 +342,7 @@ TEST_F(Server, ListsMachinesAndExecutions) {
   const auto metrics = http_request(port(), http::verb::get, "/metrics", viewer_token).body;
   EXPECT_NE(metrics.find("cmdcast_executions{state=\"exited\"}"), std::string::npos) << metrics;
   // The log names users and actions, never a token.
-  const std::string log = server_->log();
+  const std::string log = shared_.server->log();
   EXPECT_NE(log.find("\"user\":\"olivia\""), std::string::npos);
   EXPECT_EQ(log.find(operator_token), std::string::npos);
   EXPECT_EQ(log.find(viewer_token), std::string::npos);
@@ -409,29 +399,20 @@ TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
 class Limits : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    sshd_ = new loopback_sshd();
-    web_ = sshd_->dir() + "/web";
-    std::filesystem::create_directories(web_);
-    std::ofstream(web_ + "/index.html") << "<!doctype html><title>cmdcast</title>";
-    std::ofstream(web_ + "/app.wasm") << std::string("\0asm", 4);
-    std::ofstream(web_ + "/app.js") << "console.log('plain')";
-    std::ofstream(web_ + "/app.js.gz") << "pretend-gzip";
-    server_ = new server_process(*sshd_, "max_subscribers_per_execution = 3\nweb_root = \"" +
-                                             web_ + "\"\nreplay_bytes = 67108864\n");
+    shared_.start([](const std::string& dir) {
+      const std::string web = dir + "/web";
+      std::filesystem::create_directories(web);
+      std::ofstream(web + "/index.html") << "<!doctype html><title>cmdcast</title>";
+      std::ofstream(web + "/app.wasm") << std::string("\0asm", 4);
+      std::ofstream(web + "/app.js") << "console.log('plain')";
+      std::ofstream(web + "/app.js.gz") << "pretend-gzip";
+      return "max_subscribers_per_execution = 3\nweb_root = \"" + web + "\"\nreplay_bytes = 67108864\n";
+    });
   }
-  static void TearDownTestSuite() {
-    delete server_;
-    delete sshd_;
-  }
-  static std::uint16_t port() { return server_->port(); }
-  static loopback_sshd* sshd_;
-  static server_process* server_;
-  static std::string web_;
+  static void TearDownTestSuite() { shared_.stop(); }
+  static std::uint16_t port() { return shared_.port(); }
+  static inline shared_server shared_;
 };
-
-loopback_sshd* Limits::sshd_ = nullptr;
-server_process* Limits::server_ = nullptr;
-std::string Limits::web_;
 
 TEST_F(Limits, AnEvictedWatcherResumesWithAfterAndMissesNothing) {
   ws_client runner(port(), "/machines/box/commands/stream");
