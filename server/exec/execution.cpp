@@ -13,8 +13,6 @@
 namespace cmdcast::server {
 namespace {
 
-constexpr std::size_t coalesce_bytes = 16 * 1024;
-constexpr auto coalesce_delay = std::chrono::milliseconds(3);
 constexpr auto progress_interval = std::chrono::milliseconds(100);
 constexpr auto audit_interval = std::chrono::seconds(1);
 constexpr auto watchers_settle = std::chrono::milliseconds(100);
@@ -91,11 +89,12 @@ void execution::on_output(common::output_stream stream, std::string_view bytes) 
   const std::size_t before = pending_text_.size();
   decoders_[index].decode(bytes, pending_text_);
   if (progress_ && progress_->feed(std::string_view(pending_text_).substr(before))) report_progress(false);
-  if (pending_text_.size() >= coalesce_bytes) {
-    flush_output();
-  } else if (!pending_text_.empty() && !flush_armed_) {
+  if (pending_text_.empty()) return;
+  if (coalescer_.send_now(pending_text_.size(), coalescer::clock::now())) {
+    flush_output();  // an armed timer then finds nothing waiting
+  } else if (!flush_armed_) {
     flush_armed_ = true;
-    flush_timer_.expires_after(coalesce_delay);
+    flush_timer_.expires_at(coalescer_.send_at());
     flush_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
       self->flush_armed_ = false;
       self->flush_output();
@@ -105,6 +104,7 @@ void execution::on_output(common::output_stream stream, std::string_view bytes) 
 
 void execution::flush_output() {
   if (pending_text_.empty()) return;
+  coalescer_.sent(coalescer::clock::now());
   common::output_event e;
   e.stream = pending_stream_;
   e.data = std::move(pending_text_);
@@ -223,7 +223,7 @@ void execution::publish(const frame& f, common::seq_t seq) {
 
 frame execution::watchers_frame() const {
   return std::make_shared<const std::string>(
-      common::encode(common::event{common::watchers_event{static_cast<std::int64_t>(subscribers_.size())}}));
+      common::encode(common::event{common::watchers_event{static_cast<std::int64_t>(watchers())}}));
 }
 
 void execution::announce_watchers() {
@@ -232,8 +232,8 @@ void execution::announce_watchers() {
   watchers_timer_.expires_after(watchers_settle);
   watchers_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
     self->watchers_armed_ = false;
-    if (self->finished() || self->subscribers_.size() == self->watchers_announced_) return;
-    self->watchers_announced_ = self->subscribers_.size();
+    if (self->finished() || self->watchers() == self->watchers_announced_) return;
+    self->watchers_announced_ = self->watchers();
     self->publish(self->watchers_frame(), -1);
   });
 }
@@ -245,6 +245,7 @@ bool execution::holds_after(common::seq_t after) const {
 bool execution::subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after) {
   if (watchers() >= settings_.max_subscribers_per_execution) return false;
   catching_up_.push_back({s, after});
+  announce_watchers();
   feed(s.get());
   return true;
 }
@@ -278,16 +279,15 @@ void execution::feed(subscriber* s) {
     return;
   }
   subscribers_.push_back(caught_up);
-  // The newcomer learns the count at once; the others when it has settled.
+  // The newcomer learns the count at once; the others when it has settled (subscribe()).
   caught_up->push(watchers_frame(), -1);
-  announce_watchers();
 }
 
 void execution::unsubscribe(const subscriber* s) {
+  const auto before = watchers();
   std::erase_if(catching_up_, [s](const auto& c) { return c.s.get() == s; });
-  const auto before = subscribers_.size();
   std::erase_if(subscribers_, [s](const auto& p) { return p.get() == s; });
-  if (subscribers_.size() != before) announce_watchers();
+  if (watchers() != before) announce_watchers();
 }
 
 common::execution_record execution::record() const {

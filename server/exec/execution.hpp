@@ -20,6 +20,7 @@
 #include "audit/output_audit.hpp"
 #include "cmdcast/common/utf8.hpp"
 #include "config/config.hpp"
+#include "exec/coalescer.hpp"
 #include "ssh/machine_connection.hpp"
 
 namespace cmdcast::server {
@@ -121,11 +122,11 @@ class execution : public std::enable_shared_from_this<execution> {
   bool watchers_armed_ = false;
   std::size_t watchers_announced_ = 0;
 
-  // Output is decoded to UTF-8 per stream and coalesced: small chunks wait up to a few ms (or
-  // until 16 KiB) so a chatty command does not become a storm of tiny frames.
+  // Output is decoded to UTF-8 per stream and coalesced (coalescer.hpp).
   common::utf8_decoder decoders_[2];
   std::string pending_text_;
   common::output_stream pending_stream_ = common::output_stream::out;
+  coalescer coalescer_{16 * 1024, std::chrono::milliseconds(3)};
   net::steady_timer flush_timer_;
   bool flush_armed_ = false;
   std::uint64_t bytes_[2] = {0, 0};
