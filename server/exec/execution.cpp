@@ -9,6 +9,7 @@
 
 #include "cmdcast/common/codec.hpp"
 #include "support/log.hpp"
+#include "support/send_batch.hpp"
 
 namespace cmdcast::server {
 namespace {
@@ -206,6 +207,7 @@ void execution::emit(common::event e) {
 }
 
 void execution::publish(const frame& f, common::seq_t seq) {
+  const send_batch batch;  // the sends to subscribers with room are made together, at the end
   bool dropped = false;
   for (auto& s : subscribers_) {
     if (!s->push(f, seq)) {

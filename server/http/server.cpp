@@ -26,6 +26,7 @@
 #include "cmdcast/common/codec.hpp"
 #include "audit/audit_store.hpp"
 #include "exec/execution.hpp"
+#include "http/ws_connection.hpp"
 #include "support/log.hpp"
 
 namespace cmdcast::server {
@@ -41,9 +42,6 @@ using common::error_code;
 
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
-// Over the plain socket: the WebSocket has its own timeouts, and each of the many small writes
-// of a fan-out skips tcp_stream's per-operation timer bookkeeping.
-using ws_stream = websocket::stream<tcp::socket>;
 
 // Finished executions stay in memory (replay buffer and all) for fast attaches, within these
 // bounds; older ones are served from the audit store.
@@ -113,138 +111,41 @@ class live_subscriber : public subscriber {
   virtual void shut_down() = 0;
 };
 
-/// A WebSocket watching an execution: a bounded queue of shared frames, written one after
-/// another. Pushing never waits; past the bound the watcher is evicted (1013). The writes are
-/// started from push() and from the previous write's completion, without a coroutine between:
-/// in a fan-out to 1000 sockets, that hop (a wake-up and a resume per socket) was the larger
-/// part of the server's own work per line.
+/// A WebSocket watching an execution. Frames go to the connection's queue, written as the
+/// socket takes them (ws_connection); past the queue bound the watcher is evicted (1013).
 class ws_watcher : public live_subscriber, public std::enable_shared_from_this<ws_watcher> {
  public:
-  ws_watcher(ws_stream& ws, std::size_t limit, std::uint64_t& bytes_out)
-      : ws_(ws), limit_(limit), bytes_out_(bytes_out), done_signal_(ws.get_executor(), net::steady_timer::time_point::max()) {}
+  ws_watcher(std::shared_ptr<ws_connection> connection, std::size_t limit)
+      : connection_(std::move(connection)), limit_(limit) {}
 
   bool push(const frame& f, common::seq_t seq) override {
-    if (closing_) return true;
-    if (queued_bytes_ + f->size() > limit_ && !queue_.empty()) return false;
-    queue_.push_back({f, seq});
-    queued_bytes_ += f->size();
-    pump();
+    if (connection_->closing()) return true;
+    if (connection_->queued_bytes() + f->size() > limit_ && connection_->writing()) return false;
+    connection_->send(f, seq);
     return true;
   }
   std::size_t room() const override {
-    return queue_.empty() ? std::numeric_limits<std::size_t>::max() : limit_ - std::min(limit_, queued_bytes_);
+    const auto queued = connection_->queued_bytes();
+    return queued == 0 ? std::numeric_limits<std::size_t>::max() : limit_ - std::min(limit_, queued);
   }
-  void wants_more() override { more_wanted_ = true; }
+  void wants_more() override {
+    connection_->when_drained([w = weak_from_this()] {
+      const auto self = w.lock();
+      if (self && !self->connection_->closing()) self->more_();
+    });
+  }
   /// Called when it wants more while catching up (execution::feed).
   void on_more(std::function<void()> f) { more_ = std::move(f); }
-  void ended() override {
-    ended_ = true;
-    pump();
-  }
+  void ended() override { connection_->close(ws::normal, "execution finished"); }
   void evicted() override {
-    evicted_ = true;
-    pump();
+    const auto last = std::to_string(connection_->last_seq());
+    connection_->close(ws::try_again_later, "too slow: evicted after seq " + last + "; resume with after=" + last, true);
   }
-  void shut_down() override {
-    shutting_down_ = true;
-    pump();
-  }
-  /// Queues a message that is not an event of the execution (an error answer).
-  void say(std::string text) { push(std::make_shared<const std::string>(std::move(text)), -1); }
-
-  /// Returns once the writing is over: the close sent (after the exit, an eviction or a
-  /// shutdown) or a write failed.
-  net::awaitable<void> until_done() {
-    while (!done_) {
-      auto [ec] = co_await done_signal_.async_wait(use_tuple);
-      // Cancelled (the reader finished first): the caller goes on to abandon().
-      const auto state = co_await net::this_coro::cancellation_state;
-      if (state.cancelled() != net::cancellation_type::none) co_return;
-    }
-  }
-  /// The client is gone: starts nothing more, stops what is in flight and returns once it
-  /// has completed (the stream must outlive it).
-  net::awaitable<void> abandon() {
-    abandoned_ = true;
-    if (in_flight_) {
-      boost::system::error_code ignored;
-      ws_.next_layer().cancel(ignored);
-    } else {
-      finish();
-    }
-    co_await until_done();
-  }
+  void shut_down() override { connection_->close(ws::going_away, "server shutting down"); }
 
  private:
-  /// Starts the next write, if none is in flight: a queued frame, more of the replay for a
-  /// subscriber catching up, or the close once there is nothing left to send.
-  void pump() {
-    while (!in_flight_ && !done_) {
-      if (abandoned_) return finish();
-      if (!queue_.empty() && !evicted_) return write_front();
-      if (more_wanted_ && !evicted_ && !shutting_down_) {
-        more_wanted_ = false;
-        more_();  // pushes, and so may start a write
-        continue;
-      }
-      if (evicted_ || ended_ || shutting_down_) return close();
-      return;  // idle until the next push
-    }
-  }
-
-  void write_front() {
-    auto [f, seq] = queue_.front();
-    queue_.pop_front();
-    queued_bytes_ -= f->size();
-    in_flight_ = true;
-    ws_.text(true);
-    // The completion holds the frame (and this watcher) until the write is over.
-    ws_.async_write(net::buffer(*f), [self = shared_from_this(), f, seq](boost::system::error_code ec, std::size_t n) {
-      self->in_flight_ = false;
-      if (ec) return self->finish();
-      self->bytes_out_ += n;
-      if (seq >= 0) self->last_sent_ = seq;
-      self->pump();
-    });
-  }
-
-  void close() {
-    closing_ = true;
-    in_flight_ = true;
-    websocket::close_reason reason;
-    if (evicted_) {
-      reason = {websocket::close_code::try_again_later, "too slow: evicted after seq " + std::to_string(last_sent_) +
-                                                            "; resume with after=" + std::to_string(last_sent_)};
-    } else if (ended_) {
-      reason = {websocket::close_code::normal, "execution finished"};
-    } else {
-      reason = {websocket::close_code::going_away, "server shutting down"};
-    }
-    ws_.async_close(reason, [self = shared_from_this()](boost::system::error_code) {
-      self->in_flight_ = false;
-      self->finish();
-    });
-  }
-
-  void finish() {
-    done_ = true;
-    closing_ = true;  // nothing is queued any more
-    done_signal_.cancel();
-  }
-
-  struct queued {
-    frame data;
-    common::seq_t seq;
-  };
-  ws_stream& ws_;
+  std::shared_ptr<ws_connection> connection_;
   std::size_t limit_;
-  std::uint64_t& bytes_out_;
-  net::steady_timer done_signal_;
-  std::deque<queued> queue_;
-  std::size_t queued_bytes_ = 0;
-  common::seq_t last_sent_ = -1;
-  bool in_flight_ = false, done_ = false, abandoned_ = false;
-  bool ended_ = false, evicted_ = false, shutting_down_ = false, closing_ = false, more_wanted_ = false;
   std::function<void()> more_;
 };
 
@@ -609,18 +510,20 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   // --- WebSocket ------------------------------------------------------------------------------
 
   /// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.
-  net::awaitable<void> refuse(ws_stream& ws, error_code code, std::string message) {
+  net::awaitable<void> refuse(ws_connection& ws, error_code code, std::string message) {
     ++requests_rejected;
-    ws.text(true);
-    co_await ws.async_write(net::buffer(error_json(code, message)), use_tuple);
-    co_await ws.async_close(websocket::close_reason(websocket::close_code::policy_error, message.substr(0, 120)),
-                            use_tuple);
+    ws.send(std::make_shared<const std::string>(error_json(code, message)));
+    ws.close(ws::policy_error, message);
+    for (;;) {  // until the close handshake is over (not in a while condition: GCC 12)
+      const auto incoming = co_await ws.read();
+      if (!incoming) break;
+    }
   }
 
   /// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
   /// execution ends, the client leaves or the watcher is evicted.
-  net::awaitable<void> watch(ws_stream& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
-    auto watcher = std::make_shared<ws_watcher>(ws, cfg.server.subscriber_queue_bytes, bytes_out);
+  net::awaitable<void> watch(ws_connection& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
+    auto watcher = std::make_shared<ws_watcher>(ws.shared_from_this(), cfg.server.subscriber_queue_bytes);
     watcher->on_more([e, w = watcher.get()] { e->feed(w); });
     watchers.insert(watcher.get());
     if (!e->subscribe(watcher, after)) {
@@ -628,29 +531,24 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       co_await refuse(ws, error_code::busy, "this execution has its maximum of watchers");
       co_return;
     }
-    auto reader = [&]() -> net::awaitable<void> {
-      beast::flat_buffer buffer;
-      for (;;) {
-        auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
-        if (ec) co_return;
-        const std::string text = beast::buffers_to_string(buffer.data());
-        buffer.consume(buffer.size());
-        auto m = common::decode_client_message(text);
-        if (!m) {
-          watcher->say(error_json(error_code::bad_request, m.error()));
-        } else if (!std::holds_alternative<common::cancel_request>(*m)) {
-          watcher->say(error_json(error_code::bad_request, "only {\"type\":\"cancel\"} is accepted while streaming"));
-        } else if (who.granted != role::operator_) {
-          watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
-        } else {
-          log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}});
-          e->cancel();
-        }
+    // Until the close handshake is over (the execution ended, the watcher was evicted, the
+    // server is going) or the client has gone.
+    for (;;) {
+      const auto text = co_await ws.read();
+      if (!text) break;
+      auto m = common::decode_client_message(*text);
+      if (!m) {
+        ws.send(std::make_shared<const std::string>(error_json(error_code::bad_request, m.error())));
+      } else if (!std::holds_alternative<common::cancel_request>(*m)) {
+        ws.send(std::make_shared<const std::string>(
+            error_json(error_code::bad_request, "only {\"type\":\"cancel\"} is accepted while streaming")));
+      } else if (who.granted != role::operator_) {
+        ws.send(std::make_shared<const std::string>(error_json(error_code::forbidden, "cancel needs the operator role")));
+      } else {
+        log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}});
+        e->cancel();
       }
-    };
-    // Either the writing is over (the reader is then cancelled) or the client has gone.
-    co_await (reader() || watcher->until_done());
-    co_await watcher->abandon();
+    }
     e->unsubscribe(watcher.get());
     watchers.erase(watcher.get());
     maybe_stopped();
@@ -702,30 +600,33 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   /// A finished execution from the audit store: its stored events after `after`, page by page,
   /// then 1000.
-  net::awaitable<void> send_stored(ws_stream& ws, const std::string& id, common::seq_t after) {
+  net::awaitable<void> send_stored(ws_connection& ws, const std::string& id, common::seq_t after) {
     for (;;) {
       const auto page = audit->events_after(id, after, stored_page_bytes);
-      if (page.empty()) break;
+      if (page.empty() || ws.closing()) break;
       for (const auto& e : page) {
-        ws.text(true);
-        auto [ec, n] = co_await ws.async_write(net::buffer(e.frame), use_tuple);
-        if (ec) co_return;
-        bytes_out += n;
+        ws.send(std::make_shared<const std::string>(e.frame), e.seq);
         after = e.seq;
       }
+      // One page at a time: the next is read once this one is written.
+      net::steady_timer drained(io, net::steady_timer::time_point::max());
+      ws.when_drained([&drained] { drained.cancel(); });
+      co_await drained.async_wait(use_tuple);
     }
-    co_await ws.async_close(websocket::close_reason(websocket::close_code::normal, "execution finished"), use_tuple);
+    ws.close(ws::normal, "execution finished");
+    for (;;) {  // until the close handshake is over (not in a while condition: GCC 12)
+      const auto incoming = co_await ws.read();
+      if (!incoming) break;
+    }
   }
 
-  net::awaitable<void> run_websocket(ws_stream& ws, const target& t, const principal& who) {
+  net::awaitable<void> run_websocket(ws_connection& ws, const target& t, const principal& who) {
     const auto& p = t.parts;
     if (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") {
-      // The first message is the request.
-      beast::flat_buffer buffer;
-      auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
-      // A message over max_message_bytes fails the read and Beast closes with 1009 (too big).
-      if (ec) co_return;
-      auto started = begin_run(p[1], beast::buffers_to_string(buffer.data()), who);
+      // The first message is the request (one over max_message_bytes is closed with 1009).
+      const auto request = co_await ws.read();
+      if (!request) co_return;
+      auto started = begin_run(p[1], *request, who);
       if (auto* err = std::get_if<request_error>(&started)) {
         co_await refuse(ws, err->code, err->message);
         co_return;
@@ -822,25 +723,27 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
       if (websocket::is_upgrade(req)) {
         stream.expires_never();
-        ws_stream ws(stream.release_socket());
-        ws.set_option(websocket::stream_base::timeout{std::chrono::seconds(30), cfg.server.idle_timeout, true});
-        ws.read_message_max(cfg.server.max_message_bytes);
-        ws.auto_fragment(false);
+        // Beast answers the upgrade; after that the connection is cmdcast's (ws_connection).
+        websocket::stream<tcp::socket> handshake(stream.release_socket());
+        handshake.set_option(websocket::stream_base::timeout{std::chrono::seconds(30), websocket::stream_base::none(), false});
         const std::string offered(req[http::field::sec_websocket_protocol]);
-        ws.set_option(websocket::stream_base::decorator([offered](websocket::response_type& res) {
+        handshake.set_option(websocket::stream_base::decorator([offered](websocket::response_type& res) {
           res.set(http::field::server, "cmdcast");
           if (offered.find("cmdcast.v1") != std::string::npos) res.set(http::field::sec_websocket_protocol, "cmdcast.v1");
         }));
-        auto [aec] = co_await ws.async_accept(req, use_tuple);
+        auto [aec] = co_await handshake.async_accept(req, use_tuple);
         if (aec) co_return;
+        auto ws = std::make_shared<ws_connection>(std::move(handshake.next_layer()), cfg.server.max_message_bytes,
+                                                  cfg.server.idle_timeout, bytes_out);
+        ws->start();
         if (!origin_allowed(req)) {
-          co_await refuse(ws, error_code::forbidden, "origin \"" + std::string(req[http::field::origin]) + "\" is not allowed");
+          co_await refuse(*ws, error_code::forbidden, "origin \"" + std::string(req[http::field::origin]) + "\" is not allowed");
         } else if (!who) {
-          co_await refuse(ws, error_code::unauthorized, "a valid token is required");
+          co_await refuse(*ws, error_code::unauthorized, "a valid token is required");
         } else if (stopping) {
-          co_await refuse(ws, error_code::busy, "the server is shutting down");
+          co_await refuse(*ws, error_code::busy, "the server is shutting down");
         } else {
-          co_await run_websocket(ws, t, *who);
+          co_await run_websocket(*ws, t, *who);
         }
         co_return;
       }

@@ -1,0 +1,232 @@
+#include "http/ws_connection.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cerrno>
+
+namespace cmdcast::server {
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr auto close_wait = std::chrono::seconds(5);  // for the peer's answer to our close
+constexpr std::size_t max_parts = 32;                 // frames per writev (two parts each)
+
+}  // namespace
+
+ws_connection::ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes,
+                             std::chrono::seconds idle_timeout, std::uint64_t& bytes_out)
+    : socket_(std::move(socket)),
+      max_message_(max_message_bytes),
+      idle_timeout_(idle_timeout),
+      bytes_out_(bytes_out),
+      reader_(max_message_bytes),
+      idle_timer_(socket_.get_executor()),
+      last_received_(std::chrono::steady_clock::now()) {}
+
+ws_connection::~ws_connection() = default;
+
+void ws_connection::start() { check_idle(); }
+
+void ws_connection::check_idle() {
+  if (dead_) return;
+  const auto half = std::chrono::duration_cast<std::chrono::steady_clock::duration>(idle_timeout_) / 2;
+  const auto quiet = std::chrono::steady_clock::now() - last_received_;
+  if (close_sent_ && quiet >= close_wait) return close_socket();  // no answer to our close
+  if (quiet >= idle_timeout_) return close_socket();
+  if (quiet >= half && !closing()) enqueue(ws::opcode::ping, std::make_shared<const std::string>(), -1, false);
+  idle_timer_.expires_after(close_sent_ ? std::chrono::steady_clock::duration(std::chrono::seconds(1)) : half);
+  idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->check_idle();
+  });
+}
+
+net::awaitable<std::optional<std::string>> ws_connection::read() {
+  for (;;) {
+    if (dead_) co_return std::nullopt;
+    if (!violated_) {
+      auto item = reader_.next();
+      if (auto* m = std::get_if<ws::text_message>(&item)) {
+        if (closing()) continue;  // too late: the connection is closing
+        co_return std::move(m->text);
+      }
+      if (auto* p = std::get_if<ws::ping>(&item)) {
+        if (!closing()) enqueue(ws::opcode::pong, std::make_shared<const std::string>(std::move(p->payload)), -1, false);
+        continue;
+      }
+      if (std::holds_alternative<ws::pong>(item)) continue;
+      if (auto* c = std::get_if<ws::close_received>(&item)) {
+        close_received_ = true;
+        if (!closing()) {
+          close(c->code ? c->code : std::uint16_t{ws::normal}, "", true);  // the answer; the socket closes once it is out
+        } else if (close_sent_) {
+          close_socket();
+        }
+        continue;
+      }
+      if (auto* v = std::get_if<ws::violation>(&item)) {
+        // Fail the connection: the close, then only draining what the peer still sends.
+        violated_ = true;
+        close(v->code, v->reason, true);
+        continue;
+      }
+    }
+    read_buffer_.resize(16 * 1024);
+    auto [ec, n] = co_await socket_.async_read_some(net::buffer(read_buffer_), use_tuple);
+    if (ec) {
+      close_socket();
+      co_return std::nullopt;
+    }
+    last_received_ = std::chrono::steady_clock::now();
+    if (!violated_) reader_.feed(std::string_view(read_buffer_.data(), n));
+  }
+}
+
+void ws_connection::send(const frame& text, std::int64_t seq) { enqueue(ws::opcode::text, text, seq, false); }
+
+void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close) {
+  if (closing()) return;
+  outgoing o{ws::make_header(op, payload->size()), std::move(payload), seq};
+  o.is_close = is_close;
+  queued_bytes_ += o.size();
+  queue_.push_back(std::move(o));
+  if (queue_.size() > 1 || in_batch_ || waiting_writable_) return;  // behind what is being written
+  if (auto* batch = send_batch::open()) {
+    const auto& front = queue_.front();
+    const iovec parts[2] = {{const_cast<std::uint8_t*>(front.header.bytes.data()), front.header.size},
+                            {const_cast<char*>(front.payload->data()), front.payload->size()}};
+    in_batch_ = true;
+    batch->add(shared_from_this(), socket_.native_handle(), parts, 2);
+    return;
+  }
+  write_now();
+}
+
+void ws_connection::sent(std::size_t written, int error) {
+  in_batch_ = false;
+  if (dead_) return close_socket();  // closed while the batch was sending
+  if (error) return failed();
+  advance(written);
+  write_now();
+}
+
+void ws_connection::write_now() {
+  if (dead_ || in_batch_ || waiting_writable_) return;
+  while (!queue_.empty()) {
+    iovec parts[max_parts];
+    std::size_t count = 0;
+    for (const auto& o : queue_) {
+      if (count + 2 > max_parts) break;
+      std::size_t skip = o.offset;
+      if (skip < o.header.size) {
+        parts[count++] = {const_cast<std::uint8_t*>(o.header.bytes.data()) + skip, o.header.size - skip};
+        skip = 0;
+      } else {
+        skip -= o.header.size;
+      }
+      if (skip < o.payload->size()) parts[count++] = {const_cast<char*>(o.payload->data()) + skip, o.payload->size() - skip};
+    }
+    msghdr m{};
+    m.msg_iov = parts;
+    m.msg_iovlen = count;
+    const ssize_t n = ::sendmsg(socket_.native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return wait_writable();
+      return failed();
+    }
+    advance(static_cast<std::size_t>(n));
+  }
+  drained();
+}
+
+void ws_connection::advance(std::size_t written) {
+  bytes_out_ += written;
+  while (written > 0 && !queue_.empty()) {
+    auto& o = queue_.front();
+    const std::size_t take = std::min(written, o.size() - o.offset);
+    o.offset += take;
+    written -= take;
+    queued_bytes_ -= take;
+    if (o.offset < o.size()) break;
+    if (o.seq >= 0) last_seq_ = o.seq;
+    if (o.is_close) {
+      close_sent_ = true;
+      if (close_received_) {
+        queue_.pop_front();
+        return close_socket();
+      }
+      // After a violation no close handshake: the peer sees the close, then the end of the
+      // stream, and what it still sends is read and dropped until it closes too.
+      boost::system::error_code ignored;
+      if (violated_) socket_.shutdown(net::socket_base::shutdown_send, ignored);
+    }
+    queue_.pop_front();
+  }
+}
+
+void ws_connection::wait_writable() {
+  waiting_writable_ = true;
+  socket_.async_wait(net::socket_base::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
+    self->waiting_writable_ = false;
+    if (ec) return self->failed();
+    self->write_now();
+  });
+}
+
+void ws_connection::drained() {
+  if (!on_drained_) return;
+  net::post(socket_.get_executor(), std::exchange(on_drained_, nullptr));
+}
+
+void ws_connection::when_drained(std::function<void()> f) {
+  on_drained_ = std::move(f);
+  if (queue_.empty()) drained();
+}
+
+std::int64_t ws_connection::last_seq() const {
+  if (!queue_.empty() && queue_.front().offset > 0 && queue_.front().seq >= 0) return queue_.front().seq;
+  return last_seq_;
+}
+
+void ws_connection::close(std::uint16_t code, std::string reason, bool drop_queued) {
+  if (closing()) return;
+  if (drop_queued) {
+    // Keep a frame partly written: the peer would not understand what follows otherwise.
+    const bool keep_front = !queue_.empty() && (queue_.front().offset > 0 || in_batch_ || waiting_writable_);
+    while (queue_.size() > (keep_front ? 1u : 0u)) {
+      queued_bytes_ -= queue_.back().size() - queue_.back().offset;
+      queue_.pop_back();
+    }
+  }
+  enqueue(ws::opcode::close, std::make_shared<const std::string>(ws::close_payload(code, reason)), -1, true);
+  close_queued_ = true;
+  // If the peer never answers, the idle check ends the connection (close_wait).
+  idle_timer_.cancel();
+  idle_timer_.expires_after(std::chrono::seconds(1));
+  idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->check_idle();
+  });
+  last_received_ = std::chrono::steady_clock::now();
+}
+
+void ws_connection::abort() { close_socket(); }
+
+void ws_connection::failed() { close_socket(); }
+
+void ws_connection::close_socket() {
+  dead_ = true;
+  idle_timer_.cancel();
+  queue_.clear();
+  queued_bytes_ = 0;
+  drained();  // whoever waits for the queue to drain goes on (and finds the connection over)
+  if (in_batch_ || !socket_.is_open()) return;  // a helper may be sending to it: closed in sent()
+  boost::system::error_code ignored;
+  socket_.shutdown(net::socket_base::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+}  // namespace cmdcast::server

@@ -1,0 +1,99 @@
+// The server's side of a WebSocket once Beast has done the handshake. cmdcast frames and
+// writes its own messages: a server frame is unmasked, so an event's shared frame goes to
+// every watcher as it is, behind a header of a few bytes, in one non-blocking sendmsg made
+// straight from the fan-out (send_batch) when the socket has room. Only a socket that is
+// full waits, for writability, and then gets all it has queued in one writev. Reading takes
+// the client's text messages, answers pings, keeps the close handshake, and closes peers
+// that break the protocol, exceed the message limit or stay silent past the idle timeout.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "http/ws_frame.hpp"
+#include "support/send_batch.hpp"
+
+namespace cmdcast::server {
+
+namespace net = boost::asio;
+
+class ws_connection : public send_batch::writer, public std::enable_shared_from_this<ws_connection> {
+ public:
+  using frame = std::shared_ptr<const std::string>;
+
+  ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes, std::chrono::seconds idle_timeout,
+                std::uint64_t& bytes_out);
+  ~ws_connection() override;
+
+  /// Starts the idle check (pings at half the idle timeout, the end at the whole).
+  void start();
+
+  /// The next text message; nullopt once the connection is over: the close handshake done,
+  /// the peer gone, or closed by us (a protocol violation, too long a message, silence past
+  /// the idle timeout). Messages that arrive once a close is under way are dropped.
+  net::awaitable<std::optional<std::string>> read();
+
+  /// Queues a text message; `seq` >= 0 marks an execution's event (last_seq()).
+  void send(const frame& text, std::int64_t seq = -1);
+  /// Bytes of messages queued and not yet written.
+  std::size_t queued_bytes() const { return queued_bytes_; }
+  bool writing() const { return !queue_.empty(); }
+  /// The seq of the last event written, or being written (a frame started is always finished).
+  std::int64_t last_seq() const;
+  /// Calls `f` (posted, once) when everything queued has been written.
+  void when_drained(std::function<void()> f);
+
+  /// Closes with `code`: after what is queued, or with `drop_queued` after the frame being
+  /// written only. Reading then ends with the peer's close, or after a few seconds.
+  void close(std::uint16_t code, std::string reason, bool drop_queued = false);
+  bool closing() const { return close_sent_ || close_queued_ || dead_; }
+  /// Gives up the socket at once (the peer has gone).
+  void abort();
+
+  void sent(std::size_t written, int error) override;
+
+ private:
+  struct outgoing {
+    ws::frame_header header;
+    frame payload;
+    std::int64_t seq;
+    std::size_t offset = 0;  // of header + payload, already written
+    bool is_close = false;
+    std::size_t size() const { return header.size + payload->size(); }
+  };
+  void enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close);
+  /// Writes what is queued now, as far as the socket takes it; waits for room otherwise.
+  void write_now();
+  void advance(std::size_t written);
+  void wait_writable();
+  void drained();
+  void failed();
+  void close_socket();
+  void check_idle();
+
+  net::ip::tcp::socket socket_;
+  std::size_t max_message_;
+  std::chrono::seconds idle_timeout_;
+  std::uint64_t& bytes_out_;
+  ws::client_frame_reader reader_;
+  std::deque<outgoing> queue_;
+  std::size_t queued_bytes_ = 0;
+  std::int64_t last_seq_ = -1;
+  bool in_batch_ = false, waiting_writable_ = false;
+  bool close_queued_ = false, close_sent_ = false, close_received_ = false, violated_ = false, dead_ = false;
+  std::function<void()> on_drained_;
+  net::steady_timer idle_timer_;
+  std::chrono::steady_clock::time_point last_received_;
+  std::string read_buffer_;
+};
+
+}  // namespace cmdcast::server
