@@ -735,7 +735,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         if (aec) co_return;
         auto ws = std::make_shared<ws_connection>(std::move(handshake.next_layer()), cfg.server.max_message_bytes,
                                                   cfg.server.idle_timeout, bytes_out);
-        ws->start();
+        ws->start(std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
         if (!origin_allowed(req)) {
           co_await refuse(*ws, error_code::forbidden, "origin \"" + std::string(req[http::field::origin]) + "\" is not allowed");
         } else if (!who) {

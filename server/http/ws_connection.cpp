@@ -29,7 +29,10 @@ ws_connection::ws_connection(net::ip::tcp::socket socket, std::size_t max_messag
 
 ws_connection::~ws_connection() = default;
 
-void ws_connection::start() { check_idle(); }
+void ws_connection::start(std::string_view already_read) {
+  reader_.feed(already_read);
+  check_idle();
+}
 
 void ws_connection::check_idle() {
   if (dead_) return;

@@ -34,8 +34,9 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
                 std::uint64_t& bytes_out);
   ~ws_connection() override;
 
-  /// Starts the idle check (pings at half the idle timeout, the end at the whole).
-  void start();
+  /// Starts the idle check (pings at half the idle timeout, the end at the whole), with what
+  /// was read already behind the upgrade request.
+  void start(std::string_view already_read);
 
   /// The next text message; nullopt once the connection is over: the close handshake done,
   /// the peer gone, or closed by us (a protocol violation, too long a message, silence past

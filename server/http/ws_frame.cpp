@@ -60,7 +60,8 @@ client_item client_frame_reader::next() {
     }
     const bool control = static_cast<std::uint8_t>(op) & 0x08;
     if (control && (!fin || length > 125)) return violation{protocol_error, "bad control frame"};
-    if (!control && message_.size() + length > max_message_) return violation{too_big, "message too big"};
+    // Compared so that no sum can overflow: the length may be anything up to 2^64 - 1.
+    if (!control && length > max_message_ - message_.size()) return violation{too_big, "message too big"};
     if (in.size() < at + 4 + length) break;
     const char* mask = in.data() + at;
     std::string payload(in.substr(at + 4, length));

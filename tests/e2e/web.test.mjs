@@ -155,18 +155,20 @@ test("the progress bar reaches 100 on a real apt run", { skip: process.getuid() 
 
 test("a page evicted as too slow resumes where it was: nothing lost, nothing twice", async () => {
   // A tight queue bound and a replay buffer that holds everything: a page that cannot keep up
-  // with 200,000 lines at once is evicted (1013), reconnects with after=SEQ and catches up.
+  // with 300,000 lines at once (21 MB, more than the kernel's socket buffers hold on the way)
+  // is evicted (1013), reconnects with after=SEQ and catches up.
   const tight = await new Stack().start({
     serverToml: "subscriber_queue_bytes = 65536\nreplay_bytes = 268435456\n",
-    extraToml: '[actions.burst]\ncommand = "sleep 2; seq 1 200000"\nline_buffered = false\n',
+    extraToml: '[actions.burst]\ncommand = "sleep 2; seq -f \'line %.0f of a burst long enough to overflow the socket buffers\' 1 300000"\nline_buffered = false\n',
   });
   try {
     const id = await tight.run("burst");
     const page = await openPage(browser, tight, `#/executions/${id}`);
     const done = await waitForState(page, (s) => s.exit !== null, "the exit", 120000);
-    assert.equal(done.lines, 200000);
+    assert.equal(done.lines, 300000);
     assert.equal(done.missed_events, 0);
-    assert.deepEqual(done.tail.slice(-3), ["199998", "199999", "200000"]);
+    const line = (n) => `line ${n} of a burst long enough to overflow the socket buffers`;
+    assert.deepEqual(done.tail.slice(-3), [line(299998), line(299999), line(300000)]);
     const metrics = await (await fetch(`${tight.url}/metrics`, { headers: { Authorization: `Bearer ${viewerToken}` } })).text();
     const evictions = Number(/cmdcast_evictions_total (\d+)/.exec(metrics)[1]);
     assert.ok(evictions > 0, "the page was evicted at least once (else this test proves nothing)");

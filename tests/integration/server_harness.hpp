@@ -98,6 +98,8 @@ class ws_client {
   std::vector<event> all();
   websocket::close_reason reason() const { return ws_.reason(); }
   const websocket::response_type& response() const { return response_; }
+  /// The stream itself, for frames the helpers above do not send (pings, fragments, binary).
+  websocket::stream<beast::tcp_stream>& stream() { return ws_; }
 
  private:
   net::io_context io_;

@@ -128,6 +128,64 @@ TEST_F(Server, RejectsMalformedAndOversizedRequests) {
   EXPECT_EQ(c.reason().code, websocket::close_code::too_big);
 }
 
+TEST_F(Server, SpeaksWebSocketToTheLetter) {
+  // A ping is answered with a pong that carries its payload, and a request may come in fragments.
+  ws_client c(port(), "/machines/box/commands/stream");
+  std::string pong;
+  c.stream().control_callback([&](websocket::frame_type kind, beast::string_view payload) {
+    if (kind == websocket::frame_type::pong) pong = std::string(payload);
+  });
+  c.stream().ping("are you there");
+  const std::string request = run_request("lines");
+  c.stream().write_some(false, net::buffer(request.substr(0, 5)));
+  c.stream().write_some(true, net::buffer(request.substr(5)));
+  const auto events = c.all();
+  EXPECT_EQ(pong, "are you there");
+  EXPECT_EQ(of_type<common::exit_event>(events).size(), 1u);
+  EXPECT_EQ(c.reason().code, websocket::close_code::normal);
+
+  // Binary messages and text that is not UTF-8 are closed with their codes, nothing run.
+  ws_client binary(port(), "/machines/box/commands/stream");
+  binary.stream().binary(true);
+  binary.send(request);
+  EXPECT_TRUE(binary.all().empty());
+  EXPECT_EQ(binary.reason().code, websocket::close_code::unknown_data);
+  ws_client not_utf8(port(), "/machines/box/commands/stream");
+  not_utf8.send("{\"action_type\":\"\xC3\x28\"}");
+  EXPECT_TRUE(not_utf8.all().empty());
+  EXPECT_EQ(not_utf8.reason().code, websocket::close_code::bad_payload);
+
+  // An unmasked frame (a client must mask) is a protocol error: a close 1002, then the end.
+  net::io_context io;
+  tcp::socket s(io);
+  s.connect({net::ip::make_address("127.0.0.1"), port()});
+  const std::string handshake =
+      "GET /machines/box/commands/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "Authorization: Bearer " + std::string(operator_token) + "\r\n\r\n";
+  net::write(s, net::buffer(handshake));
+  std::string received;
+  char buf[4096];
+  boost::system::error_code ec;
+  while (!ec && received.find("\r\n\r\n") == std::string::npos) {  // the 101 first, as a client must
+    const auto n = s.read_some(net::buffer(buf), ec);
+    received.append(buf, n);
+  }
+  net::write(s, net::buffer(std::string("\x81\x02{}", 4)));
+  while (!ec) {
+    const auto n = s.read_some(net::buffer(buf), ec);
+    received.append(buf, n);
+  }
+  EXPECT_EQ(ec, net::error::eof) << ec.message();
+  const auto body = received.find("\r\n\r\n");
+  ASSERT_NE(body, std::string::npos);
+  // A close frame with code 1002 and the reason.
+  ASSERT_GT(received.size(), body + 8);
+  EXPECT_EQ(received[body + 4], '\x88');
+  EXPECT_EQ(received.substr(body + 6, 2), "\x03\xEA");
+  EXPECT_EQ(received.substr(body + 8), "client frames must be masked");
+}
+
 TEST_F(Server, AuthIsRequiredAndRolesAreEnforced) {
   for (const std::string token : {"", "wrong-token"}) {
     ws_client c(port(), "/machines/box/commands/stream", {.token = token});
