@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <array>
 #include <cerrno>
 
 namespace cmdcast::server {
@@ -20,12 +21,11 @@ constexpr std::size_t max_parts = 32;                 // frames per writev (two 
 ws_connection::ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes,
                              std::chrono::seconds idle_timeout, std::uint64_t& bytes_out)
     : socket_(std::move(socket)),
-      max_message_(max_message_bytes),
       idle_timeout_(idle_timeout),
       bytes_out_(bytes_out),
       reader_(max_message_bytes),
       idle_timer_(socket_.get_executor()),
-      last_received_(std::chrono::steady_clock::now()) {}
+      last_sign_of_life_(std::chrono::steady_clock::now()) {}
 
 ws_connection::~ws_connection() = default;
 
@@ -37,7 +37,7 @@ void ws_connection::start(std::string_view already_read) {
 void ws_connection::check_idle() {
   if (dead_) return;
   const auto half = std::chrono::duration_cast<std::chrono::steady_clock::duration>(idle_timeout_) / 2;
-  const auto quiet = std::chrono::steady_clock::now() - last_received_;
+  const auto quiet = std::chrono::steady_clock::now() - last_sign_of_life_;
   if (close_sent_ && quiet >= close_wait) return close_socket();  // no answer to our close
   if (quiet >= idle_timeout_) return close_socket();
   if (quiet >= half && !closing()) enqueue(ws::opcode::ping, std::make_shared<const std::string>(), -1, false);
@@ -77,14 +77,19 @@ net::awaitable<std::optional<std::string>> ws_connection::read() {
         continue;
       }
     }
-    read_buffer_.resize(16 * 1024);
-    auto [ec, n] = co_await socket_.async_read_some(net::buffer(read_buffer_), use_tuple);
-    if (ec) {
+    // Wait until readable, then read into a buffer shared by every connection of the thread:
+    // an idle watcher holds no read buffer of its own.
+    auto [ec] = co_await socket_.async_wait(net::socket_base::wait_read, use_tuple);
+    if (dead_) co_return std::nullopt;
+    thread_local std::array<char, 16 * 1024> shared_buffer;
+    const ssize_t n = ec ? -1 : ::recv(socket_.native_handle(), shared_buffer.data(), shared_buffer.size(), MSG_DONTWAIT);
+    if (n < 0 && !ec && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    if (n <= 0) {  // the end of the stream, or a failure
       close_socket();
       co_return std::nullopt;
     }
-    last_received_ = std::chrono::steady_clock::now();
-    if (!violated_) reader_.feed(std::string_view(read_buffer_.data(), n));
+    last_sign_of_life_ = std::chrono::steady_clock::now();
+    if (!violated_) reader_.feed(std::string_view(shared_buffer.data(), static_cast<std::size_t>(n)));
   }
 }
 
@@ -176,6 +181,9 @@ void ws_connection::wait_writable() {
   socket_.async_wait(net::socket_base::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
     self->waiting_writable_ = false;
     if (ec) return self->failed();
+    // Room again: the peer is reading. A watcher far behind may take longer than the idle
+    // timeout to reach a ping (the kernel's buffers alone hold megabytes), and is alive all the same.
+    self->last_sign_of_life_ = std::chrono::steady_clock::now();
     self->write_now();
   });
 }
@@ -213,20 +221,19 @@ void ws_connection::close(std::uint16_t code, std::string reason, bool drop_queu
   idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->check_idle();
   });
-  last_received_ = std::chrono::steady_clock::now();
+  last_sign_of_life_ = std::chrono::steady_clock::now();
 }
-
-void ws_connection::abort() { close_socket(); }
 
 void ws_connection::failed() { close_socket(); }
 
 void ws_connection::close_socket() {
   dead_ = true;
+  if (in_batch_) return;  // a batch still sends from the queue: finished in sent()
   idle_timer_.cancel();
   queue_.clear();
   queued_bytes_ = 0;
   drained();  // whoever waits for the queue to drain goes on (and finds the connection over)
-  if (in_batch_ || !socket_.is_open()) return;  // a helper may be sending to it: closed in sent()
+  if (!socket_.is_open()) return;
   boost::system::error_code ignored;
   socket_.shutdown(net::socket_base::shutdown_both, ignored);
   socket_.close(ignored);

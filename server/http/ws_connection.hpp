@@ -34,8 +34,9 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
                 std::uint64_t& bytes_out);
   ~ws_connection() override;
 
-  /// Starts the idle check (pings at half the idle timeout, the end at the whole), with what
-  /// was read already behind the upgrade request.
+  /// Starts the idle check, with what was read already behind the upgrade request. A peer
+  /// shows life by sending (pongs to the pings sent at half the idle timeout) or by reading
+  /// (a full socket taking more); one that does neither for the idle timeout is dropped.
   void start(std::string_view already_read);
 
   /// The next text message; nullopt once the connection is over: the close handshake done,
@@ -57,8 +58,6 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   /// written only. Reading then ends with the peer's close, or after a few seconds.
   void close(std::uint16_t code, std::string reason, bool drop_queued = false);
   bool closing() const { return close_sent_ || close_queued_ || dead_; }
-  /// Gives up the socket at once (the peer has gone).
-  void abort();
 
   void sent(std::size_t written, int error) override;
 
@@ -82,7 +81,6 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   void check_idle();
 
   net::ip::tcp::socket socket_;
-  std::size_t max_message_;
   std::chrono::seconds idle_timeout_;
   std::uint64_t& bytes_out_;
   ws::client_frame_reader reader_;
@@ -93,8 +91,7 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   bool close_queued_ = false, close_sent_ = false, close_received_ = false, violated_ = false, dead_ = false;
   std::function<void()> on_drained_;
   net::steady_timer idle_timer_;
-  std::chrono::steady_clock::time_point last_received_;
-  std::string read_buffer_;
+  std::chrono::steady_clock::time_point last_sign_of_life_;  // bytes received, or room after a full socket
 };
 
 }  // namespace cmdcast::server

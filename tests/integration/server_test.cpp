@@ -549,6 +549,28 @@ TEST(ServerIdle, APeerThatStopsAnsweringIsClosedAfterTheIdleTimeout) {
   http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token);
 }
 
+TEST(ServerIdle, AWatcherFarBehindButReadingIsKeptPastTheIdleTimeout) {
+  // A reader that takes 30 MB at 3 MB/s has megabytes queued for it, in the server and in the
+  // kernel's socket buffers: seconds of reading before it sees a ping and answers it. That it
+  // reads at all shows it is alive, so it is kept past the 2 s idle timeout, to the end.
+  loopback_sshd sshd;
+  server_process srv(sshd, "idle_timeout_s = 2\nsubscriber_queue_bytes = 67108864\n");
+  ws_client c(srv.port(), "/machines/box/commands/stream");
+  c.send(run_request("flood"));
+  std::size_t bytes = 0;
+  bool exited = false;
+  while (auto m = c.next()) {
+    auto e = common::decode_event(*m);
+    ASSERT_TRUE(e.ok());
+    if (auto* o = std::get_if<common::output_event>(&*e)) bytes += o->data.size();
+    exited = exited || std::holds_alternative<common::exit_event>(*e);
+    std::this_thread::sleep_for(std::chrono::microseconds(m->size() / 3));  // about 3 MB/s
+  }
+  EXPECT_EQ(bytes, 30000000u);
+  EXPECT_TRUE(exited);
+  EXPECT_EQ(c.reason().code, websocket::close_code::normal);
+}
+
 TEST_F(Limits, ServesTheWebClientFromItsRoot) {
   const auto index = http_request(port(), http::verb::get, "/", "");
   EXPECT_EQ(index.status, 200u);

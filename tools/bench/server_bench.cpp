@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
 
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
   const auto e = sshd.endpoint();
-  auto main_server = start_server(sshd, "main", bytes, getenv("NOAUDIT") ? "audit = false\n" : "");
+  auto main_server = start_server(sshd, "main", bytes, "");
   const std::uint16_t port = main_server.port;
 
   net::io_context io;
@@ -327,11 +327,6 @@ int main(int argc, char** argv) {
     const auto stats = fan_out(io, port, "ticks", 1000, true);
     std::vector<double> all;
     for (const auto& s : stats) all.insert(all.end(), s.latencies_ms.begin(), s.latencies_ms.end());
-    if (getenv("PERLINE")) for (std::size_t line = 0; line < stats[0].latencies_ms.size(); ++line) {
-      std::vector<double> l;
-      for (const auto& s : stats) if (line < s.latencies_ms.size()) l.push_back(s.latencies_ms[line]);
-      std::printf("line %zu: min %.2f p50 %.2f max %.2f\n", line, percentile(l, 0), percentile(l, 0.5), percentile(l, 1));
-    }
     std::printf("\nline latency to 1000 subscribers (%zu samples): p50 %.2f ms, p99 %.2f ms\n", all.size(),
                 percentile(all, 0.5), percentile(all, 0.99));
   }
