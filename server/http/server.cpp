@@ -142,6 +142,11 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
     connection_->close(ws::try_again_later, "too slow: evicted after seq " + last + "; resume with after=" + last, true);
   }
   void shut_down() override { connection_->close(ws::going_away, "server shutting down"); }
+  /// Answers a message of the client's (an error), within the same bound as the events: a
+  /// client that sends without reading gets no more answers once that much is queued.
+  void say(std::string text) {
+    if (connection_->queued_bytes() + text.size() <= limit_) connection_->send(std::make_shared<const std::string>(std::move(text)));
+  }
 
  private:
   std::shared_ptr<ws_connection> connection_;
@@ -538,12 +543,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       if (!text) break;
       auto m = common::decode_client_message(*text);
       if (!m) {
-        ws.send(std::make_shared<const std::string>(error_json(error_code::bad_request, m.error())));
+        watcher->say(error_json(error_code::bad_request, m.error()));
       } else if (!std::holds_alternative<common::cancel_request>(*m)) {
-        ws.send(std::make_shared<const std::string>(
-            error_json(error_code::bad_request, "only {\"type\":\"cancel\"} is accepted while streaming")));
+        watcher->say(error_json(error_code::bad_request, "only {\"type\":\"cancel\"} is accepted while streaming"));
       } else if (who.granted != role::operator_) {
-        ws.send(std::make_shared<const std::string>(error_json(error_code::forbidden, "cancel needs the operator role")));
+        watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
       } else {
         log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}});
         e->cancel();

@@ -57,7 +57,7 @@ net::awaitable<std::optional<std::string>> ws_connection::read() {
         co_return std::move(m->text);
       }
       if (auto* p = std::get_if<ws::ping>(&item)) {
-        if (!closing()) enqueue(ws::opcode::pong, std::make_shared<const std::string>(std::move(p->payload)), -1, false);
+        answer_ping(std::move(p->payload));
         continue;
       }
       if (std::holds_alternative<ws::pong>(item)) continue;
@@ -94,6 +94,24 @@ net::awaitable<std::optional<std::string>> ws_connection::read() {
 }
 
 void ws_connection::send(const frame& text, std::int64_t seq) { enqueue(ws::opcode::text, text, seq, false); }
+
+void ws_connection::answer_ping(std::string payload) {
+  if (closing()) return;
+  auto data = std::make_shared<const std::string>(std::move(payload));
+  // A pong still waiting in the queue answers the newest ping instead (RFC 6455 5.5.3): a
+  // peer that pings without reading cannot grow the queue.
+  if (waiting_pong_ && waiting_pong_->offset == 0 && !(in_batch_ && waiting_pong_ == &queue_.front())) {
+    queued_bytes_ -= waiting_pong_->size();
+    waiting_pong_->header = ws::make_header(ws::opcode::pong, data->size());
+    waiting_pong_->payload = std::move(data);
+    queued_bytes_ += waiting_pong_->size();
+    return;
+  }
+  enqueue(ws::opcode::pong, std::move(data), -1, false);
+  if (!queue_.empty() && queue_.back().header.bytes[0] == (0x80 | static_cast<std::uint8_t>(ws::opcode::pong))) {
+    waiting_pong_ = &queue_.back();  // a deque keeps its elements in place as it grows and shrinks at the ends
+  }
+}
 
 void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close) {
   if (closing()) return;
@@ -160,6 +178,7 @@ void ws_connection::advance(std::size_t written) {
     written -= take;
     queued_bytes_ -= take;
     if (o.offset < o.size()) break;
+    if (&o == waiting_pong_) waiting_pong_ = nullptr;
     if (o.seq >= 0) last_seq_ = o.seq;
     if (o.is_close) {
       close_sent_ = true;
@@ -209,6 +228,7 @@ void ws_connection::close(std::uint16_t code, std::string reason, bool drop_queu
     // Keep a frame partly written: the peer would not understand what follows otherwise.
     const bool keep_front = !queue_.empty() && (queue_.front().offset > 0 || in_batch_ || waiting_writable_);
     while (queue_.size() > (keep_front ? 1u : 0u)) {
+      if (&queue_.back() == waiting_pong_) waiting_pong_ = nullptr;
       queued_bytes_ -= queue_.back().size() - queue_.back().offset;
       queue_.pop_back();
     }
@@ -231,6 +251,7 @@ void ws_connection::close_socket() {
   if (in_batch_) return;  // a batch still sends from the queue: finished in sent()
   idle_timer_.cancel();
   queue_.clear();
+  waiting_pong_ = nullptr;
   queued_bytes_ = 0;
   drained();  // whoever waits for the queue to drain goes on (and finds the connection over)
   if (!socket_.is_open()) return;

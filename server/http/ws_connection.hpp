@@ -71,6 +71,7 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
     std::size_t size() const { return header.size + payload->size(); }
   };
   void enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close);
+  void answer_ping(std::string payload);
   /// Writes what is queued now, as far as the socket takes it; waits for room otherwise.
   void write_now();
   void advance(std::size_t written);
@@ -89,6 +90,7 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   std::int64_t last_seq_ = -1;
   bool in_batch_ = false, waiting_writable_ = false;
   bool close_queued_ = false, close_sent_ = false, close_received_ = false, violated_ = false, dead_ = false;
+  outgoing* waiting_pong_ = nullptr;  // a pong queued and not yet started, if any
   std::function<void()> on_drained_;
   net::steady_timer idle_timer_;
   std::chrono::steady_clock::time_point last_sign_of_life_;  // bytes received, or room after a full socket

@@ -149,7 +149,10 @@ std::string post_run(std::uint16_t port, const std::string& request) {
 }
 
 ws_client::ws_client(std::uint16_t port, const std::string& target, ws_options o) : ws_(io_) {
-  beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  auto& socket = beast::get_lowest_layer(ws_).socket();
+  socket.open(tcp::v4());
+  if (o.receive_buffer > 0) socket.set_option(net::socket_base::receive_buffer_size(o.receive_buffer));
+  socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
   ws_.set_option(websocket::stream_base::decorator([o](websocket::request_type& req) {
     if (!o.origin.empty()) req.set(http::field::origin, o.origin);
     if (o.token.empty()) return;

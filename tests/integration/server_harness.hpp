@@ -83,6 +83,7 @@ struct ws_options {
   std::string token = operator_token;
   bool token_as_subprotocol = false;
   std::string origin;
+  int receive_buffer = 0;  // SO_RCVBUF before connecting (0: the system's, which grows to MBs)
 };
 
 /// A WebSocket client that records everything it receives.

@@ -186,6 +186,89 @@ TEST_F(Server, SpeaksWebSocketToTheLetter) {
   EXPECT_EQ(received.substr(body + 8), "client frames must be masked");
 }
 
+TEST_F(Server, APeerThatPingsWithoutReadingCannotGrowTheQueue) {
+  // 200,000 pings of 125 bytes (26 MB), none of the pongs read until the end: once the socket
+  // is full, the one pong waiting in the queue answers the newest ping instead of a new one
+  // being queued for each (RFC 6455 5.5.3). What arrives is a few MB of pongs, the last of
+  // which answers the last ping.
+  net::io_context io;
+  tcp::socket s(io);
+  s.open(tcp::v4());
+  s.set_option(net::socket_base::receive_buffer_size(4096));
+  s.connect({net::ip::make_address("127.0.0.1"), port()});
+  const std::string handshake =
+      "GET /machines/box/commands/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "Authorization: Bearer " + std::string(operator_token) + "\r\n\r\n";
+  net::write(s, net::buffer(handshake));
+  std::string received;
+  char buf[65536];
+  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
+  received.erase(0, received.find("\r\n\r\n") + 4);
+  constexpr int pings = 200000;
+  const auto payload = [](int i) {
+    std::string p = std::to_string(i);
+    p.resize(125, '.');
+    return p;
+  };
+  std::string flood;
+  for (int i = 0; i < pings; ++i) {
+    flood += std::string("\x89\xFD\0\0\0\0", 6);  // ping, masked (with a zero mask), 125 bytes
+    flood += payload(i);
+  }
+  net::write(s, net::buffer(flood));
+  // Read the pongs until the one that answers the last ping.
+  int pongs = 0;
+  std::string last;
+  while (last != payload(pings - 1)) {
+    received.append(buf, s.read_some(net::buffer(buf)));
+    std::size_t at = 0;
+    for (; received.size() - at >= 127; at += 127) {
+      ASSERT_EQ(received.substr(at, 2), "\x8A\x7D");  // a pong of 125 bytes
+      last = received.substr(at + 2, 125);
+      ++pongs;
+    }
+    received.erase(0, at);
+  }
+  EXPECT_LT(pongs, pings / 2);
+}
+
+TEST_F(Server, AClientThatSendsWithoutReadingCannotGrowTheQueueWithAnswers) {
+  // 200,000 malformed messages while watching a silent command, nothing read meanwhile: each
+  // would get an error answer (18 MB of them), but answers stop once the watcher's queue
+  // bound is reached (and the socket buffers are full: the client keeps its receive buffer
+  // small). A ping after the flood marks where the answers end: its pong comes behind them.
+  const auto started = http_request(port(), http::verb::post, "/machines/box/commands", operator_token,
+                                    run_request("forever"));
+  const std::string id = common::decode_run_accepted(started.body)->execution_id;
+  ws_client c(port(), "/executions/" + id + "/stream", {.receive_buffer = 4096});
+  std::size_t errors = 0, answers_before_pong = 0;
+  bool pong = false;
+  c.stream().control_callback([&](websocket::frame_type kind, beast::string_view) {
+    if (kind != websocket::frame_type::pong || pong) return;
+    pong = true;
+    answers_before_pong = errors;
+    http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token);  // to end it
+  });
+  // First what comes on joining: the started event, the newcomer's watcher count, then
+  // everyone's once it has settled. Nothing more comes from the command until it is cancelled.
+  for (int counts = 0; counts < 2;) {
+    const auto e = common::decode_event(*c.next());
+    counts += e.ok() && std::holds_alternative<common::watchers_event>(*e);
+  }
+  constexpr int messages = 200000;
+  for (int i = 0; i < messages; ++i) c.send("x");
+  c.stream().ping("after the flood");
+  while (auto m = c.next()) {
+    const auto e = common::decode_event(*m);
+    if (e.ok() && std::holds_alternative<common::error_event>(*e)) ++errors;
+  }
+  ASSERT_TRUE(pong);
+  EXPECT_GT(answers_before_pong, 0u);
+  EXPECT_LT(answers_before_pong, static_cast<std::size_t>(messages / 2));
+  EXPECT_EQ(c.reason().code, websocket::close_code::normal);
+}
+
 TEST_F(Server, AuthIsRequiredAndRolesAreEnforced) {
   for (const std::string token : {"", "wrong-token"}) {
     ws_client c(port(), "/machines/box/commands/stream", {.token = token});
