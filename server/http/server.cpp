@@ -260,7 +260,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   }
 
   // Metrics.
-  std::uint64_t connections_open = 0, connections_total = 0, bytes_out = 0;
+  std::uint64_t connections_open = 0, connections_total = 0;
+  ws_connection::traffic ws_traffic;
   std::uint64_t requests_rejected = 0;
   std::uint64_t ssh_bytes_in_ended = 0;  // output bytes of executions that have ended
 
@@ -369,7 +370,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       m << "cmdcast_executions{state=\"" << state << "\"} " << (by_state.count(state) ? by_state.at(state) : 0) << "\n";
     }
     m << "# TYPE cmdcast_subscribers gauge\ncmdcast_subscribers " << subscribers << "\n"
-      << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << bytes_out << "\n"
+      << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << ws_traffic.out << "\n"
+      << "# TYPE cmdcast_ws_bytes_in_total counter\ncmdcast_ws_bytes_in_total " << ws_traffic.in << "\n"
       << "# TYPE cmdcast_ssh_bytes_in_total counter\ncmdcast_ssh_bytes_in_total " << ssh_bytes_in << "\n"
       << "# TYPE cmdcast_evictions_total counter\ncmdcast_evictions_total " << exec_evictions << "\n"
       << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
@@ -738,7 +740,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         auto [aec] = co_await handshake.async_accept(req, use_tuple);
         if (aec) co_return;
         auto ws = std::make_shared<ws_connection>(std::move(handshake.next_layer()), cfg.server.max_message_bytes,
-                                                  cfg.server.idle_timeout, bytes_out);
+                                                  cfg.server.idle_timeout, ws_traffic);
         ws->start(std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
         if (!origin_allowed(req)) {
           co_await refuse(*ws, error_code::forbidden, "origin \"" + std::string(req[http::field::origin]) + "\" is not allowed");

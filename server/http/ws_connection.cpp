@@ -19,10 +19,10 @@ constexpr std::size_t max_parts = 32;                 // frames per writev (two 
 }  // namespace
 
 ws_connection::ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes,
-                             std::chrono::seconds idle_timeout, std::uint64_t& bytes_out)
+                             std::chrono::seconds idle_timeout, traffic& counters)
     : socket_(std::move(socket)),
       idle_timeout_(idle_timeout),
-      bytes_out_(bytes_out),
+      traffic_(counters),
       reader_(max_message_bytes),
       idle_timer_(socket_.get_executor()),
       last_sign_of_life_(std::chrono::steady_clock::now()) {}
@@ -89,6 +89,7 @@ net::awaitable<std::optional<std::string>> ws_connection::read() {
       co_return std::nullopt;
     }
     last_sign_of_life_ = std::chrono::steady_clock::now();
+    traffic_.in += static_cast<std::size_t>(n);
     if (!violated_) reader_.feed(std::string_view(shared_buffer.data(), static_cast<std::size_t>(n)));
   }
 }
@@ -170,7 +171,7 @@ void ws_connection::write_now() {
 }
 
 void ws_connection::advance(std::size_t written) {
-  bytes_out_ += written;
+  traffic_.out += written;
   while (written > 0 && !queue_.empty()) {
     auto& o = queue_.front();
     const std::size_t take = std::min(written, o.size() - o.offset);

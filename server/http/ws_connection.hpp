@@ -30,8 +30,13 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
  public:
   using frame = std::shared_ptr<const std::string>;
 
+  /// Bytes over all of the server's WebSockets, for /metrics.
+  struct traffic {
+    std::uint64_t in = 0, out = 0;
+  };
+
   ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes, std::chrono::seconds idle_timeout,
-                std::uint64_t& bytes_out);
+                traffic& counters);
   ~ws_connection() override;
 
   /// Starts the idle check, with what was read already behind the upgrade request. A peer
@@ -83,7 +88,7 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
 
   net::ip::tcp::socket socket_;
   std::chrono::seconds idle_timeout_;
-  std::uint64_t& bytes_out_;
+  traffic& traffic_;
   ws::client_frame_reader reader_;
   std::deque<outgoing> queue_;
   std::size_t queued_bytes_ = 0;

@@ -42,6 +42,23 @@ class Server : public ::testing::Test {
   static inline shared_server shared_;
 };
 
+/// What the server has read from WebSocket clients so far (its /metrics).
+std::uint64_t ws_bytes_in(std::uint16_t port) {
+  const auto metrics = http_request(port, http::verb::get, "/metrics", viewer_token).body;
+  const std::string key = "\ncmdcast_ws_bytes_in_total ";
+  const auto at = metrics.find(key);
+  return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + key.size()));
+}
+
+/// Waits until the server has read (and so handled) `bytes` more from WebSocket clients.
+void wait_until_read(std::uint16_t port, std::uint64_t from, std::uint64_t bytes) {
+  const auto deadline = clock_type::now() + std::chrono::seconds(60);
+  while (ws_bytes_in(port) < from + bytes && clock_type::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GE(ws_bytes_in(port), from + bytes);
+}
+
 TEST_F(Server, StreamsStdoutAndStderrAsProducedThenExitThenCloses) {
   ws_client c(port(), "/machines/box/commands/stream");
   c.send(run_request("lines"));
@@ -216,8 +233,11 @@ TEST_F(Server, APeerThatPingsWithoutReadingCannotGrowTheQueue) {
     flood += std::string("\x89\xFD\0\0\0\0", 6);  // ping, masked (with a zero mask), 125 bytes
     flood += payload(i);
   }
+  const auto before = ws_bytes_in(port());
   net::write(s, net::buffer(flood));
-  // Read the pongs until the one that answers the last ping.
+  // Only once the server has handled every ping, read: the pongs until the one that answers
+  // the last ping.
+  wait_until_read(port(), before, flood.size());
   int pongs = 0;
   std::string last;
   while (last != payload(pings - 1)) {
@@ -250,15 +270,23 @@ TEST_F(Server, AClientThatSendsWithoutReadingCannotGrowTheQueueWithAnswers) {
     answers_before_pong = errors;
     http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token);  // to end it
   });
-  // First what comes on joining: the started event, the newcomer's watcher count, then
-  // everyone's once it has settled. Nothing more comes from the command until it is cancelled.
-  for (int counts = 0; counts < 2;) {
+  // First what comes on joining: the started event, the newcomer's watcher count and
+  // everyone's once it has settled, and the command's one line. Nothing more comes from the
+  // command until it is cancelled (an event would find the queue full and evict the client).
+  int counts = 0;
+  bool line = false;
+  while (counts < 2 || !line) {
     const auto e = common::decode_event(*c.next());
-    counts += e.ok() && std::holds_alternative<common::watchers_event>(*e);
+    ASSERT_TRUE(e.ok());
+    counts += std::holds_alternative<common::watchers_event>(*e);
+    line = line || std::holds_alternative<common::output_event>(*e);
   }
   constexpr int messages = 200000;
+  const auto before = ws_bytes_in(port());
   for (int i = 0; i < messages; ++i) c.send("x");
   c.stream().ping("after the flood");
+  // Only once the server has handled it all, read (7 bytes a masked "x", 21 the ping).
+  wait_until_read(port(), before, messages * 7u + 21u);
   while (auto m = c.next()) {
     const auto e = common::decode_event(*m);
     if (e.ok() && std::holds_alternative<common::error_event>(*e)) ++errors;
