@@ -36,12 +36,20 @@ void ws_connection::start(std::string_view already_read) {
 
 void ws_connection::check_idle() {
   if (dead_) return;
+  const auto now = std::chrono::steady_clock::now();
   const auto half = std::chrono::duration_cast<std::chrono::steady_clock::duration>(idle_timeout_) / 2;
-  const auto quiet = std::chrono::steady_clock::now() - last_sign_of_life_;
-  if (close_sent_ && quiet >= close_wait) return close_socket();  // no answer to our close
-  if (quiet >= idle_timeout_) return close_socket();
-  if (quiet >= half && !closing()) enqueue(ws::opcode::ping, std::make_shared<const std::string>(), -1, false);
-  idle_timer_.expires_after(close_sent_ ? std::chrono::steady_clock::duration(std::chrono::seconds(1)) : half);
+  if (close_sent_) {
+    if (now - close_sent_at_ >= close_wait) return close_socket();  // no answer to our close
+  } else if (close_queued_) {
+    // The close is queued behind what the peer has still to read: it has as long as it reads.
+    // What it sends no longer counts, or a peer could hold the connection by sending junk.
+    if (now - last_write_progress_ >= idle_timeout_) return close_socket();
+  } else {
+    const auto quiet = now - last_sign_of_life_;
+    if (quiet >= idle_timeout_) return close_socket();
+    if (quiet >= half) enqueue(ws::opcode::ping, std::make_shared<const std::string>(), -1, false);
+  }
+  idle_timer_.expires_after(closing() ? std::chrono::steady_clock::duration(std::chrono::seconds(1)) : half);
   idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->check_idle();
   });
@@ -183,6 +191,7 @@ void ws_connection::advance(std::size_t written) {
     if (o.seq >= 0) last_seq_ = o.seq;
     if (o.is_close) {
       close_sent_ = true;
+      close_sent_at_ = std::chrono::steady_clock::now();
       if (close_received_) {
         queue_.pop_front();
         return close_socket();
@@ -203,7 +212,7 @@ void ws_connection::wait_writable() {
     if (ec) return self->failed();
     // Room again: the peer is reading. A watcher far behind may take longer than the idle
     // timeout to reach a ping (the kernel's buffers alone hold megabytes), and is alive all the same.
-    self->last_sign_of_life_ = std::chrono::steady_clock::now();
+    self->last_sign_of_life_ = self->last_write_progress_ = std::chrono::steady_clock::now();
     self->write_now();
   });
 }
@@ -236,13 +245,13 @@ void ws_connection::close(std::uint16_t code, std::string reason, bool drop_queu
   }
   enqueue(ws::opcode::close, std::make_shared<const std::string>(ws::close_payload(code, reason)), -1, true);
   close_queued_ = true;
-  // If the peer never answers, the idle check ends the connection (close_wait).
+  last_write_progress_ = std::chrono::steady_clock::now();
+  // The idle check now watches the close go out and the peer answer (check_idle).
   idle_timer_.cancel();
   idle_timer_.expires_after(std::chrono::seconds(1));
   idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->check_idle();
   });
-  last_sign_of_life_ = std::chrono::steady_clock::now();
 }
 
 void ws_connection::failed() { close_socket(); }

@@ -99,6 +99,8 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   std::function<void()> on_drained_;
   net::steady_timer idle_timer_;
   std::chrono::steady_clock::time_point last_sign_of_life_;  // bytes received, or room after a full socket
+  std::chrono::steady_clock::time_point last_write_progress_;  // room after a full socket (or the close queued)
+  std::chrono::steady_clock::time_point close_sent_at_;
 };
 
 }  // namespace cmdcast::server

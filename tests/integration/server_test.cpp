@@ -203,6 +203,30 @@ TEST_F(Server, SpeaksWebSocketToTheLetter) {
   EXPECT_EQ(received.substr(body + 8), "client frames must be masked");
 }
 
+TEST_F(Server, APeerThatBreaksTheProtocolAndGoesOnSendingIsCutOff) {
+  // After a protocol error the server sends its close and drops what still comes; a peer that
+  // never stops sending is cut off a few seconds later rather than held forever.
+  net::io_context io;
+  tcp::socket s(io);
+  s.connect({net::ip::make_address("127.0.0.1"), port()});
+  const std::string handshake =
+      "GET /machines/box/commands/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+      "Authorization: Bearer " + std::string(operator_token) + "\r\n\r\n";
+  net::write(s, net::buffer(handshake));
+  std::string received;
+  char buf[4096];
+  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
+  net::write(s, net::buffer(std::string("\x81\x02{}", 4)));  // unmasked: a protocol error
+  const std::string junk(1024, 'j');
+  boost::system::error_code ec;
+  for (const auto give_up = clock_type::now() + std::chrono::seconds(30); !ec && clock_type::now() < give_up;) {
+    net::write(s, net::buffer(junk), ec);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(ec == net::error::connection_reset || ec == net::error::broken_pipe) << ec.message();
+}
+
 TEST_F(Server, APeerThatPingsWithoutReadingCannotGrowTheQueue) {
   // 200,000 pings of 125 bytes (26 MB), none of the pongs read until the end: once the socket
   // is full, the one pong waiting in the queue answers the newest ping instead of a new one
