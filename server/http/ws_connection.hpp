@@ -53,17 +53,20 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   void send(const frame& text, std::int64_t seq = -1);
   /// Bytes of messages queued and not yet written.
   std::size_t queued_bytes() const { return queued_bytes_; }
+  /// Whether anything is queued or being written.
   bool writing() const { return !queue_.empty(); }
   /// The seq of the last event written, or being written (a frame started is always finished).
   std::int64_t last_seq() const;
-  /// Calls `f` (posted, once) when everything queued has been written.
+  /// Calls `f` (posted, once) when everything queued has been written, or the connection is over.
   void when_drained(std::function<void()> f);
 
   /// Closes with `code`: after what is queued, or with `drop_queued` after the frame being
-  /// written only. Reading then ends with the peer's close, or after a few seconds.
+  /// written only. The connection is then over with the peer's close, or 5 s after ours went
+  /// out, or when the peer has not read for the idle timeout while ours waits to go out.
   void close(std::uint16_t code, std::string reason, bool drop_queued = false);
   bool closing() const { return close_sent_ || close_queued_ || dead_; }
 
+  /// A batched send is done (send_batch::writer).
   void sent(std::size_t written, int error) override;
 
  private:
