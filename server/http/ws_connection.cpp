@@ -49,7 +49,11 @@ void ws_connection::check_idle() {
     if (quiet >= idle_timeout_) return close_socket();
     if (quiet >= half) enqueue(ws::opcode::ping, std::make_shared<const std::string>(), -1, false);
   }
-  idle_timer_.expires_after(closing() ? std::chrono::steady_clock::duration(std::chrono::seconds(1)) : half);
+  schedule_idle_check(closing() ? std::chrono::steady_clock::duration(std::chrono::seconds(1)) : half);
+}
+
+void ws_connection::schedule_idle_check(std::chrono::steady_clock::duration after) {
+  idle_timer_.expires_after(after);  // cancels a check already scheduled
   idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->check_idle();
   });
@@ -143,7 +147,7 @@ void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool
 void ws_connection::sent(std::size_t written, int error) {
   in_batch_ = false;
   if (dead_) return close_socket();  // closed while the batch was sending
-  if (error) return failed();
+  if (error) return close_socket();
   advance(written);
   write_now();
 }
@@ -171,7 +175,7 @@ void ws_connection::write_now() {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return wait_writable();
-      return failed();
+      return close_socket();
     }
     advance(static_cast<std::size_t>(n));
   }
@@ -209,7 +213,7 @@ void ws_connection::wait_writable() {
   waiting_writable_ = true;
   socket_.async_wait(net::socket_base::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
     self->waiting_writable_ = false;
-    if (ec) return self->failed();
+    if (ec) return self->close_socket();
     // Room again: the peer is reading. A watcher far behind may take longer than the idle
     // timeout to reach a ping (the kernel's buffers alone hold megabytes), and is alive all the same.
     self->last_sign_of_life_ = self->last_write_progress_ = std::chrono::steady_clock::now();
@@ -247,14 +251,8 @@ void ws_connection::close(std::uint16_t code, std::string reason, bool drop_queu
   close_queued_ = true;
   last_write_progress_ = std::chrono::steady_clock::now();
   // The idle check now watches the close go out and the peer answer (check_idle).
-  idle_timer_.cancel();
-  idle_timer_.expires_after(std::chrono::seconds(1));
-  idle_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    if (!ec) self->check_idle();
-  });
+  schedule_idle_check(std::chrono::seconds(1));
 }
-
-void ws_connection::failed() { close_socket(); }
 
 void ws_connection::close_socket() {
   dead_ = true;

@@ -85,9 +85,9 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   void advance(std::size_t written);
   void wait_writable();
   void drained();
-  void failed();
   void close_socket();
   void check_idle();
+  void schedule_idle_check(std::chrono::steady_clock::duration after);
 
   net::ip::tcp::socket socket_;
   std::chrono::seconds idle_timeout_;

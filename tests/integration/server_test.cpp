@@ -42,6 +42,23 @@ class Server : public ::testing::Test {
   static inline shared_server shared_;
 };
 
+/// A WebSocket opened by hand on `s` (connected by the caller, who may set options first), for
+/// frames and silences no client library would produce: the 101 answer's head, and what came
+/// after it.
+struct raw_upgrade_result {
+  std::string head, rest;
+};
+raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token) {
+  net::write(s, net::buffer("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " + token + "\r\n\r\n"));
+  std::string received;
+  char buf[4096];
+  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
+  const auto end = received.find("\r\n\r\n") + 4;
+  return {received.substr(0, end), received.substr(end)};
+}
+
 /// What the server has read from WebSocket clients so far (its /metrics).
 std::uint64_t ws_bytes_in(std::uint16_t port) {
   const auto metrics = http_request(port, http::verb::get, "/metrics", viewer_token).body;
@@ -176,31 +193,21 @@ TEST_F(Server, SpeaksWebSocketToTheLetter) {
   net::io_context io;
   tcp::socket s(io);
   s.connect({net::ip::make_address("127.0.0.1"), port()});
-  const std::string handshake =
-      "GET /machines/box/commands/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-      "Authorization: Bearer " + std::string(operator_token) + "\r\n\r\n";
-  net::write(s, net::buffer(handshake));
-  std::string received;
+  // The 101 first, as a client must.
+  std::string received = raw_upgrade(s, "/machines/box/commands/stream", operator_token).rest;
+  net::write(s, net::buffer(std::string("\x81\x02{}", 4)));
   char buf[4096];
   boost::system::error_code ec;
-  while (!ec && received.find("\r\n\r\n") == std::string::npos) {  // the 101 first, as a client must
-    const auto n = s.read_some(net::buffer(buf), ec);
-    received.append(buf, n);
-  }
-  net::write(s, net::buffer(std::string("\x81\x02{}", 4)));
   while (!ec) {
     const auto n = s.read_some(net::buffer(buf), ec);
     received.append(buf, n);
   }
   EXPECT_EQ(ec, net::error::eof) << ec.message();
-  const auto body = received.find("\r\n\r\n");
-  ASSERT_NE(body, std::string::npos);
   // A close frame with code 1002 and the reason.
-  ASSERT_GT(received.size(), body + 8);
-  EXPECT_EQ(received[body + 4], '\x88');
-  EXPECT_EQ(received.substr(body + 6, 2), "\x03\xEA");
-  EXPECT_EQ(received.substr(body + 8), "client frames must be masked");
+  ASSERT_GT(received.size(), 4u);
+  EXPECT_EQ(received[0], '\x88');
+  EXPECT_EQ(received.substr(2, 2), "\x03\xEA");
+  EXPECT_EQ(received.substr(4), "client frames must be masked");
 }
 
 TEST_F(Server, APeerThatBreaksTheProtocolAndGoesOnSendingIsCutOff) {
@@ -209,14 +216,7 @@ TEST_F(Server, APeerThatBreaksTheProtocolAndGoesOnSendingIsCutOff) {
   net::io_context io;
   tcp::socket s(io);
   s.connect({net::ip::make_address("127.0.0.1"), port()});
-  const std::string handshake =
-      "GET /machines/box/commands/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-      "Authorization: Bearer " + std::string(operator_token) + "\r\n\r\n";
-  net::write(s, net::buffer(handshake));
-  std::string received;
-  char buf[4096];
-  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
+  raw_upgrade(s, "/machines/box/commands/stream", operator_token);
   net::write(s, net::buffer(std::string("\x81\x02{}", 4)));  // unmasked: a protocol error
   const std::string junk(1024, 'j');
   boost::system::error_code ec;
@@ -237,15 +237,8 @@ TEST_F(Server, APeerThatPingsWithoutReadingCannotGrowTheQueue) {
   s.open(tcp::v4());
   s.set_option(net::socket_base::receive_buffer_size(4096));
   s.connect({net::ip::make_address("127.0.0.1"), port()});
-  const std::string handshake =
-      "GET /machines/box/commands/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-      "Authorization: Bearer " + std::string(operator_token) + "\r\n\r\n";
-  net::write(s, net::buffer(handshake));
-  std::string received;
+  std::string received = raw_upgrade(s, "/machines/box/commands/stream", operator_token).rest;
   char buf[65536];
-  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
-  received.erase(0, received.find("\r\n\r\n") + 4);
   constexpr int pings = 200000;
   const auto payload = [](int i) {
     std::string p = std::to_string(i);
@@ -661,13 +654,9 @@ TEST(ServerIdle, APeerThatStopsAnsweringIsClosedAfterTheIdleTimeout) {
   net::io_context io;
   tcp::socket s(io);
   s.connect({net::ip::make_address("127.0.0.1"), port()});
-  const std::string handshake =
-      "GET /executions/" + id + "/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-      "Authorization: Bearer " + viewer_token + "\r\n\r\n";
-  net::write(s, net::buffer(handshake));
   // The server answers (101, the started event, pings this peer never answers), then closes.
-  std::string received;
+  const auto upgrade = raw_upgrade(s, "/executions/" + id + "/stream", viewer_token);
+  std::string received = upgrade.head + upgrade.rest;
   char buf[4096];
   boost::system::error_code ec;
   const auto start = clock_type::now();
