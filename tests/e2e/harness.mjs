@@ -3,7 +3,7 @@
 // playwright-core. Paths come from the environment ctest sets (see tests/e2e/CMakeLists.txt).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -36,11 +36,12 @@ export class Stack {
   /// `extraToml` adds actions (benchmarks), `serverToml` [server] keys.
   async start({ extraToml = "", serverToml = "" } = {}) {
     this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-"));
+    chmodSync(this.dir, 0o755);  // the sshd reads the authorized keys below as cmdcast-test
     this.sshdDir = `${this.dir}/ssh`;
-    const sshPort = execFileSync(`${root}/tools/lib/loopback-sshd`, ["start", this.sshdDir]).toString().trim();
+    const sshPort = execFileSync(`${root}/tools/lib/loopback-sshd`, ["start", this.sshdDir, "cmdcast-test"]).toString().trim();
     this.port = await freePort();
     this.url = `http://127.0.0.1:${this.port}`;
-    const user = execFileSync("id", ["-un"]).toString().trim();
+    const user = "cmdcast-test";  // made by tools/setup: its /bin/sh runs no login script
     writeFileSync(`${this.dir}/cmdcast.toml`, `
 [server]
 listen = "127.0.0.1:${this.port}"
@@ -79,7 +80,7 @@ command = "printf '\\\\033[32mgreen\\\\033[0m plain \\\\033[1;31mbold red\\\\033
 command = "for i in $(seq 1 600); do echo \\"tick $i\\"; sleep 0.1; done"
 
 [actions.apt_reinstall]
-command = "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y {package}"
+command = "DEBIAN_FRONTEND=noninteractive sudo -n apt-get install --reinstall -y {package}"
 params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
 progress = "apt"
 ${extraToml}

@@ -3,6 +3,9 @@
 // read through window.cmdcast.state(); screenshots go to the artifacts folder.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 
 import {
   Stack, click, launchBrowser, openPage, operatorToken, screenshot, state, waitForState, viewerToken,
@@ -154,16 +157,25 @@ test("the progress bar reaches 100 on a real apt run", { skip: process.getuid() 
 });
 
 test("a page evicted as too slow resumes where it was: nothing lost, nothing twice", async () => {
-  // A tight queue bound and a replay buffer that holds everything: a page that cannot keep up
-  // with 300,000 lines at once (21 MB, more than the kernel's socket buffers hold on the way)
-  // is evicted (1013), reconnects with after=SEQ and catches up.
+  // A tight queue bound and a replay buffer that holds everything: a page whose script is
+  // busy while 300,000 lines arrive at once (21 MB, more than the kernel's socket buffers and
+  // the browser's own hold on the way) reads nothing, is evicted (1013), reconnects with
+  // after=SEQ and catches up. The page is made slow, not hoped to be.
+  const goDir = mkdtempSync(path.join(tmpdir(), "cmdcast-go-"));
+  chmodSync(goDir, 0o755);
+  const go = `${goDir}/go`;
   const tight = await new Stack().start({
     serverToml: "subscriber_queue_bytes = 65536\nreplay_bytes = 268435456\n",
-    extraToml: '[actions.burst]\ncommand = "sleep 2; seq -f \'line %.0f of a burst long enough to overflow the socket buffers\' 1 300000"\nline_buffered = false\n',
+    extraToml: `[actions.burst]\ncommand = "while [ ! -e ${go} ]; do sleep 0.1; done; seq -f \'line %.0f of a burst long enough to overflow the socket buffers\' 1 300000"\nline_buffered = false\n`,
   });
   try {
     const id = await tight.run("burst");
     const page = await openPage(browser, tight, `#/executions/${id}`);
+    // The page's script busy for 8 s: the burst starts half a second into it.
+    const busy = page.evaluate(() => { const end = Date.now() + 8000; while (Date.now() < end); });
+    await new Promise((r) => setTimeout(r, 500));
+    writeFileSync(go, "");
+    await busy;
     const done = await waitForState(page, (s) => s.exit !== null, "the exit", 120000);
     assert.equal(done.lines, 300000);
     assert.equal(done.missed_events, 0);
@@ -174,6 +186,7 @@ test("a page evicted as too slow resumes where it was: nothing lost, nothing twi
     assert.ok(evictions > 0, "the page was evicted at least once (else this test proves nothing)");
   } finally {
     await tight.stop();
+    rmSync(goDir, { recursive: true, force: true });
   }
 });
 

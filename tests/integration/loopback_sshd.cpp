@@ -49,6 +49,14 @@ std::uint16_t free_loopback_port() {
   return ntohs(addr.sin_port);
 }
 
+const std::string& test_user() {
+  static const std::string name = [] {
+    if (!::getpwnam("cmdcast-test")) throw std::runtime_error("no user cmdcast-test: run tools/setup");
+    return std::string("cmdcast-test");
+  }();
+  return name;
+}
+
 namespace {
 
 bool accepts_connections(std::uint16_t port) {
@@ -99,6 +107,8 @@ std::vector<pid_t> descendants(pid_t root) {
 loopback_sshd::loopback_sshd(bool accept_ssh_rsa, const std::string& extra_config) {
   char tmpl[] = "/tmp/cmdcast-sshd-XXXXXX";
   dir_ = ::mkdtemp(tmpl);
+  // sshd reads the authorized keys as the user logging in (test_user).
+  ::chmod(dir_.c_str(), 0755);
   shell("ssh-keygen -q -t ed25519 -N '' -f " + dir_ + "/hostkey");
   make_client_key("client", "ed25519", true);
   port_ = free_loopback_port();
@@ -112,7 +122,8 @@ loopback_sshd::loopback_sshd(bool accept_ssh_rsa, const std::string& extra_confi
                                        << "StrictModes no\n"
                                        << "PermitRootLogin prohibit-password\n"
                                        << "PidFile " << dir_ << "/sshd.pid\n"
-                                       << "MaxSessions 64\n"
+                                       // sshd takes a keyword's first value: extra_config may set its own.
+                                       << (extra_config.find("MaxSessions") == std::string::npos ? "MaxSessions 64\n" : "")
                                        << "MaxStartups 100\n"
                                        << "LogLevel VERBOSE\n"
                                        << (accept_ssh_rsa ? "PubkeyAcceptedAlgorithms +ssh-rsa\n" : "")
@@ -164,8 +175,7 @@ server::ssh::machine_endpoint loopback_sshd::endpoint() const {
   server::ssh::machine_endpoint e;
   e.host = "127.0.0.1";
   e.port = port_;
-  const passwd* pw = ::getpwuid(::getuid());
-  e.user = pw ? pw->pw_name : "root";
+  e.user = test_user();
   e.identity = dir_ + "/client";
   e.known_hosts = dir_ + "/known_hosts";
   return e;
@@ -175,7 +185,7 @@ std::string loopback_sshd::make_client_key(const std::string& name, const std::s
                                            bool authorize) {
   const std::string path = dir_ + "/" + name;
   shell("ssh-keygen -q -t " + type + (type == "rsa" ? " -b 3072" : "") + " -N '' -f " + path);
-  if (authorize) shell("cat " + path + ".pub >> " + dir_ + "/authorized_keys");
+  if (authorize) shell("cat " + path + ".pub >> " + dir_ + "/authorized_keys && chmod 644 " + dir_ + "/authorized_keys");
   return path;
 }
 

@@ -1,5 +1,5 @@
 // A private OpenSSH sshd on a free loopback port, for integration tests: generated host and
-// client keys, a known_hosts file that trusts the host key, logins as the current user.
+// client keys, a known_hosts file that trusts the host key, logins as test_user().
 #pragma once
 
 #include <sys/types.h>
@@ -46,6 +46,10 @@ class loopback_sshd {
 
 /// Runs a shell command on this machine and returns its stdout (throws on failure).
 std::string shell(const std::string& command);
+
+/// The user the tests log in as: cmdcast-test (made by tools/setup), whose /bin/sh runs no
+/// login script, so nothing of the machine's own shell set-up can slow or hang a login.
+const std::string& test_user();
 
 /// A loopback TCP port nothing listens on.
 std::uint16_t free_loopback_port();
