@@ -1,15 +1,12 @@
 #include "config/config.hpp"
 
-// GCC 12 warns about std::regex's own internals when optimising (maybe-uninitialized, a known
-// false positive in <regex>): silenced for this file, the only one using std::regex.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include <openssl/evp.h>
+#include <re2/re2.h>
 
 #include <boost/asio/ip/address.hpp>
 
+#include <cctype>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -98,8 +95,8 @@ class reader {
 };
 
 bool is_valid_machine_id(std::string_view id) {
-  static const std::regex pattern("^[A-Za-z0-9_-]{1,64}$");
-  return std::regex_match(id.begin(), id.end(), pattern);
+  return !id.empty() && id.size() <= 64 &&
+         id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == std::string_view::npos;
 }
 
 bool is_loopback(const std::string& host) {
@@ -108,18 +105,40 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || (!ec && address.is_loopback());
 }
 
-/// The {name} placeholders of a command line.
-std::set<std::string> placeholders(const std::string& command) {
-  std::set<std::string> names;
-  static const std::regex pattern(R"(\{([A-Za-z_][A-Za-z0-9_]*)\})");
-  for (auto it = std::sregex_iterator(command.begin(), command.end(), pattern); it != std::sregex_iterator(); ++it) {
-    names.insert((*it)[1]);
+/// A command template split into text and {name} placeholders (name: [A-Za-z_][A-Za-z0-9_]*).
+/// Braces around anything else are text.
+std::vector<command_piece> split_command(std::string_view command) {
+  std::vector<command_piece> pieces;
+  auto text = [&](std::string_view t) {
+    if (t.empty()) return;
+    if (pieces.empty() || pieces.back().is_param) pieces.push_back({false, ""});
+    pieces.back().text += t;
+  };
+  while (!command.empty()) {
+    const auto open = command.find('{');
+    if (open == std::string_view::npos) break;
+    const auto close = command.find('}', open);
+    if (close == std::string_view::npos) break;
+    const std::string_view name = command.substr(open + 1, close - open - 1);
+    const bool is_name = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0])) &&
+                         name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") ==
+                             std::string_view::npos;
+    if (!is_name) {  // not a placeholder: the brace is text, the search goes on after it
+      text(command.substr(0, open + 1));
+      command.remove_prefix(open + 1);
+      continue;
+    }
+    text(command.substr(0, open));
+    pieces.push_back({true, std::string(name)});
+    command.remove_prefix(close + 1);
   }
-  return names;
+  text(command);
+  return pieces;
 }
 
 void parse_server(const reader& r, const toml::table& t, server_settings& s) {
-  r.only_keys(t, "server", {"listen", "web_root", "allowed_origins", "audit_db", "replay_bytes",
+  r.only_keys(t, "server", {"listen", "web_root", "allowed_origins", "allowed_hosts", "anonymous", "tls_cert", "tls_key",
+                            "insecure_plaintext", "max_connections", "audit_db", "replay_bytes",
                             "audit_head_bytes", "audit_tail_bytes", "audit_retention_days", "idle_timeout_s", "max_message_bytes",
                             "max_executions_per_machine", "max_subscribers_per_execution",
                             "subscriber_queue_bytes", "kill_grace_ms", "audit"});
@@ -138,6 +157,36 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   s.listen_port = static_cast<std::uint16_t>(port);
   if (t.get("web_root")) s.web_root = r.string(t, "server", "web_root");
   s.allowed_origins = r.strings(t, "server", "allowed_origins");
+  for (const auto& o : s.allowed_origins) {
+    if (!o.starts_with("http://") && !o.starts_with("https://")) {
+      r.fail(t.get("allowed_origins"), "server.allowed_origins", "\"" + o + "\" is not an origin (scheme://host[:port])");
+    }
+  }
+  s.allowed_hosts = r.strings(t, "server", "allowed_hosts");
+  if (t.get("anonymous")) {
+    const std::string a = r.string(t, "server", "anonymous");
+    if (a == "viewer") {
+      s.anonymous = role::viewer;
+    } else if (a == "operator") {
+      s.anonymous = role::operator_;
+    } else {
+      r.fail(t.get("anonymous"), "server.anonymous", "must be \"viewer\" or \"operator\"");
+    }
+  }
+  if (t.get("tls_cert")) s.tls_cert = r.string(t, "server", "tls_cert");
+  if (t.get("tls_key")) s.tls_key = r.string(t, "server", "tls_key");
+  if (s.tls_cert.has_value() != s.tls_key.has_value()) {
+    r.fail(t.get(s.tls_cert ? "tls_cert" : "tls_key"), s.tls_cert ? "server.tls_key" : "server.tls_cert",
+           "missing: tls_cert and tls_key go together");
+  }
+  for (const char* key : {"tls_cert", "tls_key"}) {
+    const auto& file = std::string_view(key) == "tls_cert" ? s.tls_cert : s.tls_key;
+    if (file && !std::ifstream(*file)) r.fail(t.get(key), std::string("server.") + key, "cannot read \"" + *file + "\"");
+  }
+  if (const toml::node* n = t.get("insecure_plaintext")) {
+    if (!n->is_boolean()) r.fail(n, "server.insecure_plaintext", "must be true or false");
+    s.insecure_plaintext = **n->as_boolean();
+  }
   s.audit_db = r.string(t, "server", "audit_db", "cmdcast.db");
   if (const toml::node* audit = t.get("audit")) {
     if (!audit->is_boolean()) r.fail(audit, "server.audit", "must be true or false");
@@ -153,6 +202,7 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   s.max_executions_per_machine = size("max_executions_per_machine", s.max_executions_per_machine, 1);
   s.max_subscribers_per_execution = size("max_subscribers_per_execution", s.max_subscribers_per_execution, 1);
   s.subscriber_queue_bytes = size("subscriber_queue_bytes", s.subscriber_queue_bytes, 65536);
+  s.max_connections = size("max_connections", s.max_connections, 1);
   s.idle_timeout = std::chrono::seconds(r.integer(t, "server", "idle_timeout_s", 30, 1, 86400));
   s.audit_retention_days = static_cast<int>(r.integer(t, "server", "audit_retention_days", 0, 0, 36500));
   s.kill_grace = std::chrono::milliseconds(r.integer(t, "server", "kill_grace_ms", 5000, 0, 600000));
@@ -246,15 +296,19 @@ common::result<config> parse_config(std::string_view text, const std::string& or
           for (const auto& [pname, pattern] : *p->as_table()) {
             const std::string pwhere = where + ".params." + std::string(pname.str());
             if (!pattern.is_string()) r.fail(&pattern, pwhere, "must be a pattern string");
-            try {
-              std::regex check(**pattern.as_string());
-            } catch (const std::regex_error& e) {
-              r.fail(&pattern, pwhere, std::string("is not a valid pattern: ") + e.what());
-            }
+            RE2::Options options;
+            options.set_log_errors(false);
+            auto matcher = std::make_shared<const RE2>(**pattern.as_string(), options);
+            if (!matcher->ok()) r.fail(&pattern, pwhere, "is not a valid RE2 pattern: " + matcher->error());
             a.params.emplace(std::string(pname.str()), **pattern.as_string());
+            a.matchers.emplace(std::string(pname.str()), std::move(matcher));
           }
         }
-        const auto used = placeholders(a.command);
+        a.pieces = split_command(a.command);
+        std::set<std::string> used;
+        for (const auto& piece : a.pieces) {
+          if (piece.is_param) used.insert(piece.text);
+        }
         for (const auto& name : used) {
           if (!a.params.count(name)) r.fail(t.get("command"), where + ".command", "uses {" + name + "} but params has no pattern for it");
         }
@@ -284,10 +338,24 @@ common::result<config> parse_config(std::string_view text, const std::string& or
       }
     }
 
-    if (c.tokens.empty() && !is_loopback(c.server.listen_host)) {
-      r.fail(root.get("server"), "server.listen",
-             "\"" + c.server.listen_host + "\" is not a loopback address and no [[tokens]] are configured: "
-             "refusing to serve without authentication");
+    const toml::node* server_table = root.get("server");
+    const toml::node* at = server_table && server_table->as_table() ? server_table->as_table()->get("anonymous") : nullptr;
+    const bool loopback = is_loopback(c.server.listen_host);
+    if (c.server.anonymous && !c.tokens.empty()) {
+      r.fail(at, "server.anonymous", "applies only without [[tokens]]: remove one or the other");
+    }
+    if (c.server.anonymous && !loopback) {
+      r.fail(at, "server.anonymous", "\"" + c.server.listen_host + "\" is not a loopback address: anonymous access is for a loopback listen only");
+    }
+    if (c.tokens.empty() && !c.server.anonymous) {
+      r.fail(server_table, "tokens",
+             "none configured: add [[tokens]] (name, sha256, role), or for a server on loopback only, say who "
+             "everyone is with anonymous = \"operator\" (or \"viewer\") under [server]");
+    }
+    if (!loopback && !c.server.tls_cert && !c.server.insecure_plaintext) {
+      r.fail(server_table, "server.listen",
+             "\"" + c.server.listen_host + "\" is not a loopback address and no TLS is configured: set tls_cert and tls_key, "
+             "or insecure_plaintext = true when a proxy in front terminates TLS");
     }
   } catch (const toml::parse_error& e) {
     return common::failure{origin + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};
@@ -325,20 +393,31 @@ std::variant<resolved_command, request_error> resolve(const config& c, std::stri
       return request_error{error_code::bad_params, "action \"" + a.name + "\" has no param \"" + name + "\""};
     }
   }
-  std::string command = a.command;
   for (const auto& [name, pattern] : a.params) {
     const auto p = request.params.find(name);
     if (p == request.params.end()) {
       return request_error{error_code::bad_params, "param \"" + name + "\" is missing"};
     }
-    if (!std::regex_match(p->second, std::regex(pattern))) {
+    // No shell argument can hold a NUL; sent on, it would break the SSH session itself.
+    if (p->second.find('\0') != std::string::npos) {
+      return request_error{error_code::bad_params, "param \"" + name + "\" contains a NUL byte"};
+    }
+    if (!RE2::FullMatch(p->second, *a.matchers.at(name))) {
       return request_error{error_code::bad_params, "param \"" + name + "\" does not match " + pattern};
     }
-    const std::string placeholder = "{" + name + "}";
-    const std::string quoted = ssh::shell_quote(p->second);
-    for (auto at = command.find(placeholder); at != std::string::npos; at = command.find(placeholder, at + quoted.size())) {
-      command.replace(at, placeholder.size(), quoted);
-    }
+  }
+  // One pass over the template: what a value holds is never looked at again.
+  std::string command;
+  for (const auto& piece : a.pieces) {
+    command += piece.is_param ? ssh::shell_quote(request.params.at(piece.text)) : piece.text;
+  }
+  // An SSH exec request carries at most about 32 KiB (libssh2's packet); quoting can make a
+  // long value several times longer.
+  constexpr std::size_t max_command_line = 30000;
+  if (const auto size = ssh::wrap_for_process_group(command_line(a, command)).size(); size > max_command_line) {
+    return request_error{error_code::bad_params, "the params make a command line of " + std::to_string(size) +
+                                                     " bytes once quoted; SSH takes at most " +
+                                                     std::to_string(max_command_line)};
   }
   if (request.command && *request.command != command) {
     return request_error{error_code::not_whitelisted, "Command not whitelisted"};

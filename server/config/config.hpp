@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,10 @@
 #include "cmdcast/common/protocol.hpp"
 #include "cmdcast/common/result.hpp"
 #include "ssh/ssh_types.hpp"
+
+namespace re2 {
+class RE2;
+}
 
 namespace cmdcast::server {
 
@@ -24,10 +29,18 @@ struct token_entry {
   role granted = role::viewer;
 };
 
+/// A piece of an action's command template: text as written, or a {param} placeholder.
+struct command_piece {
+  bool is_param = false;
+  std::string text;  // the text, or the param's name
+};
+
 struct action_entry {
   std::string name;
   std::string command;                        // may hold {param} placeholders
+  std::vector<command_piece> pieces;          // the command, split once at load
   std::map<std::string, std::string> params;  // name -> pattern the whole value must match
+  std::map<std::string, std::shared_ptr<const re2::RE2>> matchers;  // the patterns, compiled once
   std::optional<std::string> progress;        // parser family
   std::chrono::seconds timeout{3600};
   std::optional<std::vector<std::string>> machines;  // ids or names; empty: every machine
@@ -45,6 +58,11 @@ struct server_settings {
   std::uint16_t listen_port = 8080;
   std::optional<std::string> web_root;
   std::vector<std::string> allowed_origins;
+  std::vector<std::string> allowed_hosts;  // Host names served besides the listen address, localhost, the origins' hosts
+  std::optional<role> anonymous;           // without [[tokens]], on loopback only: everyone's role
+  std::optional<std::string> tls_cert, tls_key;  // PEM (the certificate with its chain); HTTPS and WSS only
+  bool insecure_plaintext = false;         // a non-loopback listen without TLS: a proxy terminates it
+  std::size_t max_connections = 10000;     // past it a new connection is closed at once
   std::string audit_db = "cmdcast.db";  // empty: no audit (`audit = false`, for benchmarks)
   std::size_t replay_bytes = 4u << 20;
   std::size_t audit_head_bytes = 512u << 10;
@@ -60,7 +78,7 @@ struct server_settings {
 
 struct config {
   server_settings server;
-  std::vector<token_entry> tokens;  // empty: auth off (only on a loopback listen address)
+  std::vector<token_entry> tokens;  // empty: server.anonymous says everyone's role
   std::vector<machine_entry> machines;
   std::map<std::string, action_entry> actions;
 
@@ -87,8 +105,9 @@ struct request_error {
 };
 
 /// Checks `request` for machine `machine_id`: the action exists and applies to the machine,
-/// every param is known, present and matches its pattern, and a `command` field, if sent,
-/// equals the resolved command.
+/// every param is known, present, free of NUL and matches its pattern (RE2, linear time), and
+/// a `command` field, if sent, equals the resolved command. Values are substituted in one pass
+/// over the template, each shell-quoted: a value is never searched for placeholders.
 std::variant<resolved_command, request_error> resolve(const config& c, std::string_view machine_id,
                                                       const common::run_request& request);
 

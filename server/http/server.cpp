@@ -1,6 +1,6 @@
 #include "http/server.hpp"
 
-#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,8 +11,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/url/parse.hpp>
 
+#include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdio>
 #include <deque>
@@ -22,10 +25,14 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <variant>
 
 #include "cmdcast/common/codec.hpp"
 #include "audit/audit_store.hpp"
 #include "exec/execution.hpp"
+#include "http/request_policy.hpp"
+#include "http/static_files.hpp"
+#include "http/transport.hpp"
 #include "http/ws_connection.hpp"
 #include "support/log.hpp"
 
@@ -50,46 +57,42 @@ constexpr std::size_t max_finished_replay_bytes = 64u << 20;
 constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the audit per page
 constexpr std::size_t poll_answer_bytes = 1u << 20;    // a long-poll answer's bound
 constexpr std::int64_t max_poll_wait_s = 30;
-
-struct principal {
-  std::string name;
-  role granted = role::viewer;
-};
+constexpr std::int64_t max_list_limit = 1000;
+constexpr auto request_deadline = std::chrono::seconds(10);  // the TLS handshake and a whole request
+constexpr std::size_t max_header_bytes = 16 * 1024;
 
 std::string error_json(error_code code, std::string_view message) {
   return common::encode(common::event{common::error_event{code, std::string(message)}});
 }
 
-/// Path and query of a request target.
+/// Path and query of a request target, decoded.
 struct target {
   std::vector<std::string> parts;  // path segments
   std::map<std::string, std::string> query;
 };
 
-target parse_target(std::string_view t) {
+std::optional<target> parse_target(std::string_view t) {
+  const auto url = boost::urls::parse_origin_form(t);
+  if (!url) return std::nullopt;
   target out;
-  const auto q = t.find('?');
-  std::string_view path = t.substr(0, q);
-  while (!path.empty()) {
-    if (path.front() == '/') {
-      path.remove_prefix(1);
-      continue;
-    }
-    const auto slash = path.find('/');
-    out.parts.emplace_back(path.substr(0, slash));
-    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+  for (const auto& segment : url->segments()) {
+    if (!segment.empty()) out.parts.push_back(segment);
   }
-  if (q != std::string_view::npos) {
-    std::string_view query = t.substr(q + 1);
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      const std::string_view pair = query.substr(0, amp);
-      const auto eq = pair.find('=');
-      out.query[std::string(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1));
-      query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    }
-  }
+  for (const auto& param : url->params()) out.query[param.key] = param.value;
   return out;
+}
+
+/// Sec-WebSocket-Accept for a client's key (RFC 6455 4.2.2), or nullopt for a key that is not
+/// 16 bytes in base64.
+std::optional<std::string> websocket_accept(std::string_view key) {
+  if (key.size() != 24 || !key.ends_with("==")) return std::nullopt;
+  const std::string text = std::string(key) + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[20];
+  unsigned int n = 0;
+  EVP_Digest(text.data(), text.size(), digest, &n, EVP_sha1(), nullptr);
+  unsigned char encoded[32];
+  const int len = EVP_EncodeBlock(encoded, digest, 20);
+  return std::string(reinterpret_cast<char*>(encoded), static_cast<std::size_t>(len));
 }
 
 /// A query number such as `after`: absent gives `fallback`, anything but a decimal fails.
@@ -226,10 +229,12 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
 };
 
 struct server::impl : std::enable_shared_from_this<server::impl> {
-  impl(net::io_context& io_, config c) : io(io_), cfg(std::move(c)), acceptor(io_) {}
+  impl(net::io_context& io_, config c) : io(io_), cfg(std::move(c)), policy(cfg.server, cfg.tokens), acceptor(io_) {}
 
   net::io_context& io;
   config cfg;
+  request_policy policy;
+  std::shared_ptr<tls_context> tls;  // null: plaintext
   tcp::acceptor acceptor;
   bool stopping = false;
   std::function<void()> on_stopped;
@@ -260,7 +265,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   }
 
   // Metrics.
-  std::uint64_t connections_open = 0, connections_total = 0;
+  std::uint64_t connections_open = 0, connections_total = 0, connections_refused = 0, accept_errors = 0;
   ws_connection::traffic ws_traffic;
   std::uint64_t requests_rejected = 0;
   std::uint64_t ssh_bytes_in_ended = 0;  // output bytes of executions that have ended
@@ -273,47 +278,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       c = std::make_shared<ssh::machine_connection>(io.get_executor(), m.endpoint, options);
     }
     return c;
-  }
-
-  // --- Auth -----------------------------------------------------------------------------------
-
-  /// The caller, from `Authorization: Bearer` or the `cmdcast.bearer.TOKEN` subprotocol.
-  std::optional<principal> authenticate(const request& req) const {
-    if (cfg.tokens.empty()) return principal{"anonymous", role::operator_};
-    std::string token;
-    const auto auth = req[http::field::authorization];
-    if (auth.starts_with("Bearer ")) token = std::string(auth.substr(7));
-    const std::string protocols(req[http::field::sec_websocket_protocol]);
-    for (std::size_t at = 0; token.empty() && at < protocols.size();) {
-      auto end = protocols.find(',', at);
-      if (end == std::string::npos) end = protocols.size();
-      std::string_view p = std::string_view(protocols).substr(at, end - at);
-      while (!p.empty() && p.front() == ' ') p.remove_prefix(1);
-      while (!p.empty() && p.back() == ' ') p.remove_suffix(1);
-      if (p.starts_with("cmdcast.bearer.")) token = std::string(p.substr(15));
-      at = end + 1;
-    }
-    if (token.empty()) return std::nullopt;
-    const std::string hex = sha256_hex(token);
-    for (const auto& t : cfg.tokens) {
-      std::string expected;
-      for (auto b : t.sha256) {
-        static constexpr char digits[] = "0123456789abcdef";
-        expected.push_back(digits[b >> 4]);
-        expected.push_back(digits[b & 15]);
-      }
-      if (CRYPTO_memcmp(expected.data(), hex.data(), 64) == 0) return principal{t.name, t.granted};
-    }
-    return std::nullopt;
-  }
-
-  bool origin_allowed(const request& req) const {
-    const auto origin = req[http::field::origin];
-    if (origin.empty()) return true;  // not a browser: the token is what counts
-    for (const auto& o : cfg.server.allowed_origins) {
-      if (o == origin) return true;
-    }
-    return false;
   }
 
   // --- HTTP -----------------------------------------------------------------------------------
@@ -365,6 +329,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::ostringstream m;
     m << "# TYPE cmdcast_connections gauge\ncmdcast_connections " << connections_open << "\n"
       << "# TYPE cmdcast_connections_total counter\ncmdcast_connections_total " << connections_total << "\n"
+      << "# TYPE cmdcast_connections_refused_total counter\ncmdcast_connections_refused_total " << connections_refused << "\n"
+      << "# TYPE cmdcast_accept_errors_total counter\ncmdcast_accept_errors_total " << accept_errors << "\n"
       << "# TYPE cmdcast_executions gauge\n";
     for (const char* state : {"running", "exited", "cancelled", "timed_out", "failed", "lost"}) {
       m << "cmdcast_executions{state=\"" << state << "\"} " << (by_state.count(state) ? by_state.at(state) : 0) << "\n";
@@ -383,30 +349,14 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::optional<response> serve_static(const request& req, const target& t) {
     const bool head = req.method() == http::verb::head;
     if (!cfg.server.web_root || (req.method() != http::verb::get && !head)) return std::nullopt;
-    std::string rel;
-    for (const auto& p : t.parts) {
-      if (p == ".." || p == "." || p.find('\0') != std::string::npos) return std::nullopt;
-      rel += "/" + p;
-    }
-    if (rel.empty()) rel = "/index.html";
-    const std::filesystem::path file = *cfg.server.web_root + rel;
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(file, ec)) return std::nullopt;
-    const bool gzip = req[http::field::accept_encoding].find("gzip") != std::string_view::npos &&
-                      std::filesystem::is_regular_file(file.string() + ".gz", ec);
-    std::ifstream in(gzip ? file.string() + ".gz" : file.string(), std::ios::binary);
-    if (!in) return std::nullopt;
-    std::stringstream ss;
-    ss << in.rdbuf();
-    static const std::map<std::string, std::string> types = {
-        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript"}, {".wasm", "application/wasm"},
-        {".css", "text/css"},                  {".png", "image/png"},      {".json", "application/json"}};
-    const auto type = types.find(file.extension().string());
-    auto res = text_response(req, http::status::ok, ss.str(), type == types.end() ? "application/octet-stream" : type->second);
+    const bool gzip = req[http::field::accept_encoding].find("gzip") != std::string_view::npos;
+    auto file = read_static_file(*cfg.server.web_root, t.parts, gzip);
+    if (!file) return std::nullopt;
+    auto res = text_response(req, http::status::ok, std::move(file->body), file->content_type);
     // The page always asks whether it changed (a new build is picked up at once).
     res.set(http::field::cache_control, "no-cache");
     res.set(http::field::vary, "Accept-Encoding");
-    if (gzip) res.set(http::field::content_encoding, "gzip");
+    if (file->gzip) res.set(http::field::content_encoding, "gzip");
     if (head) res.body().clear();  // Content-Length still says what a GET would get
     return res;
   }
@@ -486,7 +436,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       if (state != "all" && state != "running" && !common::parse_exit_state(state)) {
         return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
       }
-      return json_response(req, http::status::ok, common::encode(execution_list(state, static_cast<std::size_t>(*limit))));
+      // A bounded answer, however much the audit holds.
+      const auto capped = static_cast<std::size_t>(std::min(*limit, max_list_limit));
+      return json_response(req, http::status::ok, common::encode(execution_list(state, capped)));
     }
     if (req.method() == http::verb::post && p.size() == 3 && p[0] == "machines" && p[2] == "commands") {
       auto started = begin_run(p[1], req.body(), *who);
@@ -647,7 +599,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         co_return;
       }
       const auto it = executions.find(p[1]);
-      if (it != executions.end() && (!it->second->finished() || it->second->holds_after(*after))) {
+      if (it != executions.end() && *after > it->second->last_seq()) {
+        co_await refuse(ws, error_code::bad_request, past_the_end(*after, it->second->last_seq()));
+      } else if (it != executions.end() && (!it->second->finished() || it->second->holds_after(*after))) {
         co_await watch(ws, it->second, *after, who);
       } else if (audit && audit->record(p[1])) {
         const auto last = audit->last_seq(p[1]);
@@ -697,6 +651,48 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   // --- Connections ----------------------------------------------------------------------------
 
+  /// The answer to a WebSocket upgrade, or an HTTP error for an upgrade that is not one.
+  std::variant<std::string, response> upgrade_answer(const request& req) {
+    if (req[http::field::sec_websocket_version] != "13") {
+      auto res = error_response(req, error_code::bad_request, "Sec-WebSocket-Version must be 13");
+      res.result(http::status::upgrade_required);
+      res.set(http::field::sec_websocket_version, "13");
+      return res;
+    }
+    const auto accept = websocket_accept(req[http::field::sec_websocket_key]);
+    if (!accept || req.method() != http::verb::get) {
+      return error_response(req, error_code::bad_request, "not a valid WebSocket upgrade");
+    }
+    std::string head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Server: cmdcast\r\nSec-WebSocket-Accept: " + *accept + "\r\n";
+    if (req[http::field::sec_websocket_protocol].find("cmdcast.v1") != std::string_view::npos) {
+      head += "Sec-WebSocket-Protocol: cmdcast.v1\r\n";
+    }
+    return head + "\r\n";
+  }
+
+  /// Reads one request into `parser`, from `pending` (bytes already read) and then the
+  /// connection. An error, or end_of_stream when the peer left (or the deadline closed it).
+  static net::awaitable<beast::error_code> read_request(transport& conn, std::string& pending,
+                                                        http::request_parser<http::string_body>& parser) {
+    beast::error_code ec;
+    std::array<char, 16 * 1024> chunk;
+    for (;;) {
+      if (!pending.empty()) {
+        const auto used = parser.put(net::buffer(pending), ec);
+        pending.erase(0, used);
+        if (ec && ec != http::error::need_more) co_return ec;
+        ec = {};
+        if (parser.is_done()) co_return ec;
+        if (used > 0) continue;
+      }
+      const auto n = co_await conn.read_some(chunk.data(), chunk.size());
+      if (n == 0) co_return http::error::end_of_stream;
+      pending.append(chunk.data(), n);
+    }
+  }
+
+  /// One connection: TLS handshake, then requests until it closes or upgrades to a WebSocket.
   net::awaitable<void> session(tcp::socket socket) {
     ++connections_open;
     ++connections_total;
@@ -707,76 +703,125 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     // Events are small and must go out at once: no Nagle delay waiting for the peer's ACK.
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    beast::tcp_stream stream(std::move(socket));
-    beast::flat_buffer buffer;
+    auto conn = std::make_unique<transport>(std::move(socket), tls);
+    // A peer gets request_deadline for the handshake and for each whole request: one that
+    // trickles bytes or sends nothing holds no connection longer.
+    net::steady_timer deadline(io);
+    auto arm = [&deadline, &s = conn->socket()] {
+      deadline.expires_after(request_deadline);
+      deadline.async_wait([&deadline, &s](boost::system::error_code ec) {
+        // (A wait that completed just before it was disarmed finds the expiry moved.)
+        if (!ec && deadline.expiry() <= net::steady_timer::clock_type::now()) s.cancel();
+      });
+    };
+    arm();
+    if (!co_await conn->handshake()) co_return;
+    deadline.expires_at(net::steady_timer::time_point::max());
+    std::string pending;
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(cfg.server.max_message_bytes);
-      stream.expires_after(std::chrono::seconds(30));
-      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
-      if (ec == http::error::body_limit) {
+      parser.header_limit(max_header_bytes);
+      parser.eager(true);
+      arm();
+      const auto ec = co_await read_request(*conn, pending, parser);
+      deadline.expires_at(net::steady_timer::time_point::max());  // disarmed: handling may take long (long-polls)
+      if (ec == http::error::end_of_stream) co_return;
+      if (ec) {
         request req;
         req.version(11);
-        auto res = error_response(req, error_code::bad_request, "request body too large");
+        auto res = error_response(req, error_code::bad_request,
+                                  ec == http::error::body_limit     ? "request body too large"
+                                  : ec == http::error::header_limit ? "request header too large"
+                                                                    : "malformed HTTP request: " + ec.message());
         res.keep_alive(false);
-        co_await http::async_write(stream, res, use_tuple);
+        std::ostringstream out;
+        out << res;
+        co_await conn->write_all(out.str());
+        conn->close();
         co_return;
       }
-      if (ec) co_return;
       request req = parser.release();
-      const target t = parse_target(req.target());
-      const auto who = authenticate(req);
+      const auto t = parse_target(req.target());
+      const bool upgrade = websocket::is_upgrade(req);
+      const request_facts facts{req[http::field::host], req[http::field::origin], req[http::field::authorization],
+                                req[http::field::sec_websocket_protocol],
+                                upgrade || (req.method() != http::verb::get && req.method() != http::verb::head),
+                                conn->secure()};
+      const bool health = t && req.method() == http::verb::get && t->parts.size() == 1 && t->parts[0] == "healthz";
+      const auto refusal = health ? std::nullopt : policy.refusal(facts);
+      const auto who = policy.authenticate(facts);
 
-      if (websocket::is_upgrade(req)) {
-        stream.expires_never();
-        // Beast answers the upgrade; after that the connection is cmdcast's (ws_connection).
-        websocket::stream<tcp::socket> handshake(stream.release_socket());
-        handshake.set_option(websocket::stream_base::timeout{std::chrono::seconds(30), websocket::stream_base::none(), false});
-        const std::string offered(req[http::field::sec_websocket_protocol]);
-        handshake.set_option(websocket::stream_base::decorator([offered](websocket::response_type& res) {
-          res.set(http::field::server, "cmdcast");
-          if (offered.find("cmdcast.v1") != std::string::npos) res.set(http::field::sec_websocket_protocol, "cmdcast.v1");
-        }));
-        auto [aec] = co_await handshake.async_accept(req, use_tuple);
-        if (aec) co_return;
-        auto ws = std::make_shared<ws_connection>(std::move(handshake.next_layer()), cfg.server.max_message_bytes,
+      if (upgrade && t) {
+        auto answer = upgrade_answer(req);
+        if (auto* res = std::get_if<response>(&answer)) {
+          res->keep_alive(false);
+          std::ostringstream out;
+          out << *res;
+          co_await conn->write_all(out.str());
+          conn->close();
+          co_return;
+        }
+        if (!co_await conn->write_all(std::get<std::string>(answer))) co_return;
+        // From here the connection is cmdcast's WebSocket (ws_connection).
+        auto ws = std::make_shared<ws_connection>(std::move(conn), cfg.server.max_message_bytes,
                                                   cfg.server.idle_timeout, ws_traffic);
-        ws->start(std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()));
-        if (!origin_allowed(req)) {
-          co_await refuse(*ws, error_code::forbidden, "origin \"" + std::string(req[http::field::origin]) + "\" is not allowed");
+        ws->start(pending);
+        if (refusal) {
+          co_await refuse(*ws, error_code::forbidden, *refusal);
         } else if (!who) {
           co_await refuse(*ws, error_code::unauthorized, "a valid token is required");
         } else if (stopping) {
           co_await refuse(*ws, error_code::busy, "the server is shutting down");
         } else {
-          co_await run_websocket(*ws, t, *who);
+          co_await run_websocket(*ws, *t, *who);
         }
         co_return;
       }
 
-      const bool poll = req.method() == http::verb::get && t.parts.size() == 3 && t.parts[0] == "executions" &&
-                        t.parts[2] == "events";
-      // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).
       response res;
-      if (poll && who) {
-        res = co_await long_poll(req, t, *who);
+      if (refusal) {
+        res = error_response(req, error_code::forbidden, *refusal);
+      } else if (!t) {
+        res = error_response(req, error_code::bad_request, "malformed request target");
+      } else if (who && req.method() == http::verb::get && t->parts.size() == 3 && t->parts[0] == "executions" &&
+                 t->parts[2] == "events") {
+        // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).
+        res = co_await long_poll(req, *t, *who);
       } else {
-        res = handle_http(req, t, who);
+        res = handle_http(req, *t, who);
       }
-      const bool keep = res.keep_alive();
-      auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
-      if (wec || !keep) {
-        stream.socket().shutdown(tcp::socket::shutdown_send, wec);
+      std::ostringstream out;
+      out << res;
+      if (!co_await conn->write_all(out.str()) || !res.keep_alive()) {
+        conn->close();
         co_return;
       }
     }
   }
 
   net::awaitable<void> accept_loop() {
+    auto backoff = std::chrono::milliseconds(0);
     for (;;) {
       auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
       if (ec) {
         if (!acceptor.is_open()) co_return;
+        // Out of descriptors (or memory): retrying at once would spin. Wait, longer each time,
+        // until connections close and accepting works again.
+        ++accept_errors;
+        backoff = std::clamp(backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+        if (backoff == std::chrono::milliseconds(10) || backoff == std::chrono::milliseconds(1000)) {
+          log_event("accept_failed", {{"error", ec.message()}, {"retry_in_ms", std::to_string(backoff.count())}});
+        }
+        net::steady_timer pause(io, backoff);
+        co_await pause.async_wait(use_tuple);
+        continue;
+      }
+      backoff = std::chrono::milliseconds(0);
+      if (connections_open >= cfg.server.max_connections) {
+        ++connections_refused;  // closed at once: the connections already open are served as before
+        boost::system::error_code ignored;
+        socket.close(ignored);
         continue;
       }
       net::co_spawn(io, [self = shared_from_this(), s = std::move(socket)]() mutable {
@@ -817,6 +862,11 @@ server::~server() = default;
 
 void server::start() {
   auto& s = impl_->cfg.server;
+  if (s.tls_cert) {
+    auto tls = tls_context::load(*s.tls_cert, *s.tls_key);
+    if (!tls) throw std::runtime_error(tls.error());
+    impl_->tls = std::move(*tls);
+  }
   if (!s.audit_db.empty()) {
     auto store = audit_store::open(s.audit_db);
     if (!store) throw std::runtime_error(store.error());
@@ -828,7 +878,7 @@ void server::start() {
   impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
   impl_->acceptor.bind(ep);
   impl_->acceptor.listen();
-  log_event("listening", {{"address", s.listen_host + ":" + std::to_string(port())}});
+  log_event("listening", {{"address", s.listen_host + ":" + std::to_string(port())}, {"tls", impl_->tls ? "yes" : "no"}});
   net::co_spawn(impl_->io, [i = impl_] { return i->accept_loop(); }, net::detached);
 }
 

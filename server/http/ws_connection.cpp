@@ -1,5 +1,7 @@
 #include "http/ws_connection.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -15,12 +17,14 @@ namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr auto close_wait = std::chrono::seconds(5);  // for the peer's answer to our close
 constexpr std::size_t max_parts = 32;                 // frames per writev (two parts each)
+constexpr std::size_t min_backlog = 64 * 1024;       // unacknowledged bytes a ping may wait behind
 
 }  // namespace
 
-ws_connection::ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes,
+ws_connection::ws_connection(std::unique_ptr<transport> connection, std::size_t max_message_bytes,
                              std::chrono::seconds idle_timeout, traffic& counters)
-    : socket_(std::move(socket)),
+    : transport_(std::move(connection)),
+      socket_(transport_->socket()),
       idle_timeout_(idle_timeout),
       traffic_(counters),
       reader_(max_message_bytes),
@@ -34,9 +38,27 @@ void ws_connection::start(std::string_view already_read) {
   check_idle();
 }
 
+bool ws_connection::peer_took_more() {
+  // Bytes the peer's side has acknowledged: written, less what the send queue still holds.
+  // Progress counts only while a backlog waited there: a ping behind it may take long to be
+  // read, and the backlog shrinking shows a peer that reads. Without a backlog a live peer
+  // answers the ping soon, and its kernel acknowledging our pings proves nothing of it.
+  int unacknowledged = 0;
+  if (::ioctl(socket_.native_handle(), SIOCOUTQ, &unacknowledged) != 0) return false;
+  unacknowledged = std::max(unacknowledged, 0);
+  const std::uint64_t acknowledged = written_ - static_cast<std::uint64_t>(unacknowledged);
+  const bool more = acknowledged > acknowledged_ && backlog_ >= min_backlog;
+  acknowledged_ = acknowledged;
+  backlog_ = static_cast<std::size_t>(unacknowledged);
+  return more;
+}
+
 void ws_connection::check_idle() {
   if (dead_) return;
   const auto now = std::chrono::steady_clock::now();
+  // A peer taking what was sent is alive, though the ping may be megabytes behind in the
+  // kernel's buffers, which need not fill for that (so no "room again" would tell it).
+  if (peer_took_more()) last_sign_of_life_ = last_write_progress_ = now;
   const auto half = std::chrono::duration_cast<std::chrono::steady_clock::duration>(idle_timeout_) / 2;
   if (close_sent_) {
     if (now - close_sent_at_ >= close_wait) return close_socket();  // no answer to our close
@@ -89,13 +111,20 @@ net::awaitable<std::optional<std::string>> ws_connection::read() {
         continue;
       }
     }
-    // Wait until readable, then read into a buffer shared by every connection of the thread:
-    // an idle watcher holds no read buffer of its own.
-    auto [ec] = co_await socket_.async_wait(net::socket_base::wait_read, use_tuple);
-    if (dead_) co_return std::nullopt;
+    // Read into a buffer shared by every connection of the thread: an idle watcher holds no
+    // read buffer of its own. (On TLS the transport may hold bytes already: read first.)
     thread_local std::array<char, 16 * 1024> shared_buffer;
-    const ssize_t n = ec ? -1 : ::recv(socket_.native_handle(), shared_buffer.data(), shared_buffer.size(), MSG_DONTWAIT);
-    if (n < 0 && !ec && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    const ssize_t n = transport_->read_now(shared_buffer.data(), shared_buffer.size());
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      if (transport_->pending_output()) write_now();  // what reading produced (TLS)
+      auto [ec] = co_await socket_.async_wait(net::socket_base::wait_read, use_tuple);
+      if (dead_) co_return std::nullopt;
+      if (ec) {
+        close_socket();
+        co_return std::nullopt;
+      }
+      continue;
+    }
     if (n <= 0) {  // the end of the stream, or a failure
       close_socket();
       co_return std::nullopt;
@@ -133,7 +162,9 @@ void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool
   queued_bytes_ += o.size();
   queue_.push_back(std::move(o));
   if (queue_.size() > 1 || in_batch_ || waiting_writable_) return;  // behind what is being written
-  if (auto* batch = send_batch::open()) {
+  // TLS state is the connection's own and read on this thread: its writes stay here too.
+  auto* batch = transport_->secure() ? nullptr : send_batch::open();
+  if (batch) {
     const auto& front = queue_.front();
     const iovec parts[2] = {{const_cast<std::uint8_t*>(front.header.bytes.data()), front.header.size},
                             {const_cast<char*>(front.payload->data()), front.payload->size()}};
@@ -154,7 +185,7 @@ void ws_connection::sent(std::size_t written, int error) {
 
 void ws_connection::write_now() {
   if (dead_ || in_batch_ || waiting_writable_) return;
-  while (!queue_.empty()) {
+  while (!queue_.empty() || transport_->pending_output()) {
     iovec parts[max_parts];
     std::size_t count = 0;
     for (const auto& o : queue_) {
@@ -168,22 +199,21 @@ void ws_connection::write_now() {
       }
       if (skip < o.payload->size()) parts[count++] = {const_cast<char*>(o.payload->data()) + skip, o.payload->size() - skip};
     }
-    msghdr m{};
-    m.msg_iov = parts;
-    m.msg_iovlen = count;
-    const ssize_t n = ::sendmsg(socket_.native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = transport_->write_some_now(parts, count);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return wait_writable();
       return close_socket();
     }
     advance(static_cast<std::size_t>(n));
+    if (queue_.empty() && transport_->pending_output()) return wait_writable();
   }
   drained();
 }
 
 void ws_connection::advance(std::size_t written) {
   traffic_.out += written;
+  written_ += written;
   while (written > 0 && !queue_.empty()) {
     auto& o = queue_.front();
     const std::size_t take = std::min(written, o.size() - o.offset);
@@ -202,8 +232,9 @@ void ws_connection::advance(std::size_t written) {
       }
       // After a violation no close handshake: the peer sees the close, then the end of the
       // stream, and what it still sends is read and dropped until it closes too.
+      // (On TLS the close may still wait in the transport: the 5 s close wait ends it there.)
       boost::system::error_code ignored;
-      if (violated_) socket_.shutdown(net::socket_base::shutdown_send, ignored);
+      if (violated_ && !transport_->secure()) socket_.shutdown(net::socket_base::shutdown_send, ignored);
     }
     queue_.pop_front();
   }
@@ -263,9 +294,7 @@ void ws_connection::close_socket() {
   queued_bytes_ = 0;
   drained();  // whoever waits for the queue to drain goes on (and finds the connection over)
   if (!socket_.is_open()) return;
-  boost::system::error_code ignored;
-  socket_.shutdown(net::socket_base::shutdown_both, ignored);
-  socket_.close(ignored);
+  transport_->close();
 }
 
 }  // namespace cmdcast::server

@@ -1,7 +1,8 @@
 // The server's side of a WebSocket once Beast has done the handshake. cmdcast frames and
 // writes its own messages: a server frame is unmasked, so an event's shared frame goes to
 // every watcher as it is, behind a header of a few bytes, in one non-blocking sendmsg made
-// straight from the fan-out (send_batch) when the socket has room. Only a socket that is
+// straight from the fan-out (send_batch) when the socket has room (on TLS, encrypted for this
+// connection alone by its transport, on the server's thread). Only a socket that is
 // full waits, for writability, and then gets all it has queued in one writev. Reading takes
 // the client's text messages, answers pings, keeps the close handshake, and closes peers
 // that break the protocol, exceed the message limit or stay silent past the idle timeout.
@@ -19,6 +20,7 @@
 #include <optional>
 #include <string>
 
+#include "http/transport.hpp"
 #include "http/ws_frame.hpp"
 #include "support/send_batch.hpp"
 
@@ -35,13 +37,14 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
     std::uint64_t in = 0, out = 0;
   };
 
-  ws_connection(net::ip::tcp::socket socket, std::size_t max_message_bytes, std::chrono::seconds idle_timeout,
+  ws_connection(std::unique_ptr<transport> connection, std::size_t max_message_bytes, std::chrono::seconds idle_timeout,
                 traffic& counters);
   ~ws_connection() override;
 
   /// Starts the idle check, with what was read already behind the upgrade request. A peer
   /// shows life by sending (pongs to the pings sent at half the idle timeout) or by reading
-  /// (a full socket taking more); one that does neither for the idle timeout is dropped.
+  /// (a backlog of ours shrinking, or a full socket taking more); one that does neither
+  /// for the idle timeout is dropped.
   void start(std::string_view already_read);
 
   /// The next text message; nullopt once the connection is over: the close handshake done,
@@ -87,15 +90,20 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   void drained();
   void close_socket();
   void check_idle();
+  /// Whether the peer has taken bytes of a backlog since the last call.
+  bool peer_took_more();
   void schedule_idle_check(std::chrono::steady_clock::duration after);
 
-  net::ip::tcp::socket socket_;
+  std::unique_ptr<transport> transport_;
+  net::ip::tcp::socket& socket_;  // transport_'s
   std::chrono::seconds idle_timeout_;
   traffic& traffic_;
   ws::client_frame_reader reader_;
   std::deque<outgoing> queue_;
   std::size_t queued_bytes_ = 0;
   std::int64_t last_seq_ = -1;
+  std::uint64_t written_ = 0, acknowledged_ = 0;  // bytes to the socket, and taken by the peer
+  std::size_t backlog_ = 0;                       // unacknowledged at the last idle check
   bool in_batch_ = false, waiting_writable_ = false;
   bool close_queued_ = false, close_sent_ = false, close_received_ = false, violated_ = false, dead_ = false;
   outgoing* waiting_pong_ = nullptr;  // a pong queued and not yet started, if any

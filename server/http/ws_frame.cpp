@@ -80,6 +80,11 @@ client_item client_frame_reader::next() {
         if (payload.size() == 1) return violation{protocol_error, "bad close frame"};
         std::uint16_t code = 0;
         if (payload.size() >= 2) code = static_cast<std::uint16_t>(static_cast<std::uint8_t>(payload[0]) << 8 | static_cast<std::uint8_t>(payload[1]));
+        // Codes a peer may send (RFC 6455 7.4): 1004-1006 and 1015 are reserved, the rest
+        // below 3000 is unassigned; anything else is a broken peer, not a code to echo.
+        const bool valid = payload.empty() || (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+                           (code >= 3000 && code <= 4999);
+        if (!valid) return violation{protocol_error, "invalid close code " + std::to_string(code)};
         return close_received{code};
       }
       case opcode::binary:

@@ -30,10 +30,11 @@ net::steady_timer forever_timer(const net::any_io_executor& ex) {
 }
 
 /// Executes a short helper command on its own channel and waits for it to finish.
-net::awaitable<void> run_helper(std::shared_ptr<ssh_session> s, const std::string& command) {
+/// Runs a short command on its own channel to the end; the reason when no channel opened.
+net::awaitable<std::optional<std::string>> run_helper(std::shared_ptr<ssh_session> s, const std::string& command) {
   failure error;
   LIBSSH2_CHANNEL* channel = co_await s->exec(command, error);
-  if (!channel) co_return;
+  if (!channel) co_return error.message;
   char sink[4096];
   // Drain both streams (login scripts may write to stderr) until EOF, waiting when idle.
   while (s->alive() && !libssh2_channel_eof(channel)) {
@@ -45,13 +46,14 @@ net::awaitable<void> run_helper(std::shared_ptr<ssh_session> s, const std::strin
         n = libssh2_channel_read_ex(channel, stream, sink, sizeof sink);
         return n < 0 ? static_cast<int>(n) : 0;
       });
-      if (rc != LIBSSH2_ERROR_EAGAIN && rc < 0) co_return;
+      if (rc != LIBSSH2_ERROR_EAGAIN && rc < 0) co_return std::nullopt;
       got = got || n > 0;
     }
     if (!got) co_await s->wait_io(seen);
   }
   co_await s->call([&] { return libssh2_channel_close(channel); });
   co_await s->call([&] { return libssh2_channel_free(channel); });
+  co_return std::nullopt;
 }
 
 }  // namespace
@@ -72,6 +74,7 @@ struct machine_connection::run_state {
   bool abandoned = false;  // the stopper gave up on a clean end: close the channel
   bool timed_out = false;
   bool stopping = false;
+  std::optional<std::string> kill_unreached;  // why no kill could be sent, when none could
   long process_group = 0;
   net::steady_timer ended;        // cancelled when finished
   net::steady_timer group_known;  // cancelled when the process group line arrived
@@ -337,7 +340,14 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
   }
   co_await s->call([&] { return libssh2_channel_free(channel); });
 
-  if (state->timed_out) {
+  if (state->kill_unreached && state->abandoned) {
+    // Not cancelled: the command may well go on running there, and the record must say so.
+    result.state = common::exit_state::failed;
+    result.error = failure{common::error_code::ssh_disconnected,
+                           std::string(state->timed_out ? "the timeout" : "cancel") + " could not reach the command on " +
+                               endpoint_.host + " (" + *state->kill_unreached +
+                               "); it may still be running there"};
+  } else if (state->timed_out) {
     result.state = common::exit_state::timed_out;
   } else if (state->stopping) {
     result.state = common::exit_state::cancelled;
@@ -365,10 +375,12 @@ net::awaitable<void> machine_connection::stop_remote(std::shared_ptr<ssh_session
   }
   if (state->process_group > 0) {
     const std::string group = std::to_string(state->process_group);
-    co_await run_helper(s, "kill -TERM -- -" + group + " 2>/dev/null");
+    // POSIX kill syntax: the login shell may be dash, whose kill takes no "-TERM --".
+    const auto term = co_await run_helper(s, "kill -s TERM -- -" + group + " 2>/dev/null");
     co_await wait_for_end(grace);
     if (state->finished) co_return;
-    co_await run_helper(s, "kill -KILL -- -" + group + " 2>/dev/null");
+    const auto kill = co_await run_helper(s, "kill -s KILL -- -" + group + " 2>/dev/null");
+    if (term && kill) state->kill_unreached = *kill;
     co_await wait_for_end(grace);
     if (state->finished) co_return;
   }

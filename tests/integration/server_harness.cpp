@@ -26,12 +26,13 @@ server_process::server_process(const loopback_sshd& sshd, const std::string& ext
     const std::string key = line.substr(0, line.find(' ') + 1);
     if (("\n" + extra_server).find("\n" + key) == std::string::npos) server_keys += line + "\n";
   }
+  const bool anonymous = ("\n" + extra_server).find("\nanonymous ") != std::string::npos;
   std::ofstream(config_) << "[server]\nlisten = \"127.0.0.1:" << port_ << "\"\n"
                          << server_keys
-                         << "[[tokens]]\nname = \"olivia\"\nsha256 = \"" << server::sha256_hex(operator_token)
-                         << "\"\nrole = \"operator\"\n"
-                         << "[[tokens]]\nname = \"victor\"\nsha256 = \"" << server::sha256_hex(viewer_token)
-                         << "\"\nrole = \"viewer\"\n"
+                         << (anonymous ? "" : "[[tokens]]\nname = \"olivia\"\nsha256 = \"" + server::sha256_hex(operator_token) +
+                                                  "\"\nrole = \"operator\"\n"
+                                                  "[[tokens]]\nname = \"victor\"\nsha256 = \"" + server::sha256_hex(viewer_token) +
+                                                  "\"\nrole = \"viewer\"\n")
                          << sshd.machine_toml("box")
                          << R"(
 [actions.lines]
@@ -51,11 +52,20 @@ command = "for i in $(seq 100); do echo tick $i; sleep 0.2; done"
 command = "python3 -c \"import time; print('first'); time.sleep(1.5); print('second')\""
 [actions.flood]
 command = "for i in $(seq 300); do head -c 100000 /dev/zero | tr '\\0' a; sleep 0.005; done"
+[actions.echo_value]
+command = "printf '%s' {value}"
+params = { value = "^(?s:.+)$" }
+[actions.two_values]
+command = "printf '%s|%s' {a} {b}"
+params = { a = "^.{1,64}$", b = "^.{1,64}$" }
+[actions.backtrack]
+command = "echo {word}"
+params = { word = "^([a-z]+)*$" }
 [actions.numbers]
 command = "seq 1 {count}"
 params = { count = "^[0-9]{1,8}$" }
 [actions.apt_reinstall]
-command = "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y {package}"
+command = "DEBIAN_FRONTEND=noninteractive sudo -n apt-get install --reinstall -y {package}"
 params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
 progress = "apt"
 timeout_s = 600
@@ -163,7 +173,7 @@ ws_client::ws_client(std::uint16_t port, const std::string& target, ws_options o
     }
   }));
   ws_.read_message_max(64 << 20);
-  ws_.handshake(response_, "127.0.0.1", target);
+  ws_.handshake(response_, o.host, target);
 }
 
 std::optional<std::string> ws_client::next() {

@@ -34,7 +34,8 @@ inline const std::string viewer_token = "view-secret-token";
 
 /// cmdcast-server started from its binary with a config for a loopback sshd: machine "box", the
 /// test actions, an operator and a viewer token, the audit in the sshd's folder (so a server
-/// started again on the same sshd finds the same audit). `extra_server` adds [server] keys.
+/// started again on the same sshd finds the same audit). `extra_server` adds [server] keys;
+/// with `anonymous` among them the config has no tokens.
 class server_process {
  public:
   explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "");
@@ -83,6 +84,7 @@ struct ws_options {
   std::string token = operator_token;
   bool token_as_subprotocol = false;
   std::string origin;
+  std::string host = "127.0.0.1";  // the Host header
   int receive_buffer = 0;  // SO_RCVBUF before connecting (0: the system's, which grows to MBs)
 };
 

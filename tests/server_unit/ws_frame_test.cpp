@@ -112,6 +112,15 @@ TEST(WsFrame, RejectsWhatBreaksTheProtocolWithTheMatchingCode) {
   EXPECT_EQ(violation_of(client_frame(9, "")), protocol_error);                 // a fragmented ping
   EXPECT_EQ(violation_of(client_frame(fin | 9, std::string(126, 'p'))), protocol_error);
   EXPECT_EQ(violation_of(client_frame(fin | 8, "\x03")), protocol_error);       // half a close code
+  // Close codes no peer may send are a violation (1002), not a code to echo back.
+  for (const int code : {0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535}) {
+    const std::string payload{static_cast<char>(code >> 8), static_cast<char>(code & 255)};
+    EXPECT_EQ(violation_of(client_frame(fin | 8, payload)), protocol_error) << code;
+  }
+  for (const int code : {1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999}) {
+    const std::string payload{static_cast<char>(code >> 8), static_cast<char>(code & 255)};
+    EXPECT_EQ(violation_of(client_frame(fin | 8, payload)), close_code{}) << code;
+  }
   EXPECT_EQ(violation_of(client_frame(fin | 0, "x")), protocol_error);          // continuation of nothing
   EXPECT_EQ(violation_of(client_frame(1, "a") + client_frame(fin | 1, "b")), protocol_error);
   EXPECT_EQ(violation_of(client_frame(fin | 1, "\xC3\x28")), invalid_payload);  // not UTF-8
