@@ -61,6 +61,10 @@ transport::~transport() {
   if (ssl_) SSL_free(ssl_);
 }
 
+bool transport::pending_output() const {
+  return cipher_sent_ < cipher_.size() || (ssl_ && BIO_ctrl_pending(SSL_get_wbio(ssl_)) > 0);
+}
+
 void transport::collect_cipher() {
   BIO* out = SSL_get_wbio(ssl_);
   char* data = nullptr;

@@ -59,7 +59,7 @@ class transport {
   /// failure. On TLS, bytes taken may still wait in the transport (pending_output()).
   ssize_t write_some_now(const iovec* parts, std::size_t count);
   /// Bytes taken and not yet on the socket (TLS records that did not fit).
-  bool pending_output() const { return cipher_sent_ < cipher_.size(); }
+  bool pending_output() const;
   /// Without waiting: the bytes there are (plaintext); 0 at the end of the stream, -1 with
   /// errno EAGAIN when there is nothing yet, another errno on failure.
   ssize_t read_now(char* data, std::size_t size);

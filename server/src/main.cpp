@@ -1,4 +1,6 @@
 // cmdcast-server --config FILE
+#include <sys/resource.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
@@ -27,6 +29,13 @@ int main(int argc, char** argv) {
   if (!cfg) {
     std::fprintf(stderr, "cmdcast-server: %s\n", cfg.error().c_str());
     return 2;
+  }
+  // Each connection is a descriptor: take what the system allows (max_connections is the
+  // bound that counts; the soft limit is often 1024).
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
   }
   boost::asio::io_context io(1);
   cmdcast::server::server srv(io, std::move(*cfg));

@@ -2,9 +2,12 @@
 // requests from other sites and other host names, anonymous access, and the bounds that keep
 // one client from holding the server. Against the real server process and a loopback sshd.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <string>
 #include <vector>
@@ -225,6 +228,173 @@ TEST(SecurityBounds, ACancelThatCannotReachTheCommandSaysSo) {
   const auto err = text_of(events, common::output_stream::err);
   EXPECT_NE(err.find("cancel could not reach the command"), std::string::npos) << err;
   EXPECT_NE(err.find("may still be running"), std::string::npos) << err;
+}
+
+// Server-side CPU time of a process, from /proc (user + system, in clock ticks).
+long cpu_ticks(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int i = 0; i < 11; ++i) fields >> skip;  // state ... cmajflt
+  long user = 0, system = 0;
+  fields >> user >> system;
+  return user + system;
+}
+
+/// Reads until the server closes; what came.
+std::string read_to_end(tcp::socket& s) {
+  std::string received;
+  char buf[4096];
+  boost::system::error_code ec;
+  while (!ec) received.append(buf, s.read_some(net::buffer(buf), ec));
+  return received;
+}
+
+std::uint64_t metric(std::uint16_t port, const std::string& name) {
+  const auto body = http_request(port, http::verb::get, "/metrics", viewer_token).body;
+  const auto at = body.find("\n" + name + " ");
+  return at == std::string::npos ? 0 : std::stoull(body.substr(at + name.size() + 2));
+}
+
+TEST(SecurityBounds, ConnectionsPastTheLimitAreClosedAtOnceAndCounted) {
+  loopback_sshd sshd;
+  server_process srv(sshd, "max_connections = 3");
+  net::io_context io;
+  std::vector<std::unique_ptr<tcp::socket>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<tcp::socket>(io));
+    held.back()->connect({net::ip::make_address("127.0.0.1"), srv.port()});
+  }
+  // The fourth is accepted by the kernel and closed by the server without a word.
+  tcp::socket extra(io);
+  extra.connect({net::ip::make_address("127.0.0.1"), srv.port()});
+  EXPECT_EQ(read_to_end(extra), "");
+  // One leaves: the server serves again, and says how many it turned away.
+  held.pop_back();
+  std::uint64_t refused = 0;
+  for (int i = 0; i < 100 && refused == 0; ++i) {
+    try {
+      refused = metric(srv.port(), "cmdcast_connections_refused_total");
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the held one not yet seen gone
+    }
+  }
+  EXPECT_GE(refused, 1u);
+}
+
+TEST(SecurityBounds, AConnectionThatNeverCompletesARequestIsClosed) {
+  loopback_sshd sshd;
+  server_process srv(sshd);
+  net::io_context io;
+  tcp::socket s(io);
+  s.connect({net::ip::make_address("127.0.0.1"), srv.port()});
+  net::write(s, net::buffer(std::string("GET /machines HTTP/1.1\r\nHost: 127.0.0.1\r\n")));  // and no more
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(read_to_end(s), "");
+  // Closed by the server's request deadline (10 s), not by this test giving up.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+// Out of descriptors, accepting fails again and again: the server waits between tries instead
+// of spinning, and serves again once descriptors are free.
+TEST(SecurityBounds, AcceptFailuresBackOffAndServingResumes) {
+  loopback_sshd sshd;
+  server_process srv(sshd, "", {"prlimit", "--nofile=40:40"});
+  net::io_context io;
+  std::vector<std::unique_ptr<tcp::socket>> held;
+  for (int i = 0; i < 60; ++i) {
+    held.push_back(std::make_unique<tcp::socket>(io));
+    held.back()->connect({net::ip::make_address("127.0.0.1"), srv.port()});
+  }
+  const long before = cpu_ticks(srv.pid());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const long used = cpu_ticks(srv.pid()) - before;
+  EXPECT_LT(used, ::sysconf(_SC_CLK_TCK) / 4) << "CPU ticks in 2 s with accept failing";
+  held.clear();
+  http_answer health;
+  for (int i = 0; i < 100 && health.status != 200; ++i) {
+    try {
+      health = http_request(srv.port(), http::verb::get, "/healthz", "");
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  EXPECT_EQ(health.status, 200u);
+  EXPECT_GT(metric(srv.port(), "cmdcast_accept_errors_total"), 0u);
+  EXPECT_NE(srv.log().find("accept_failed"), std::string::npos);
+}
+
+TEST_F(Security, TheListLimitIsCappedAndChecked) {
+  const auto huge = http_request(port(), http::verb::get, "/executions?limit=1000000000000", viewer_token);
+  EXPECT_EQ(huge.status, 200u);
+  EXPECT_TRUE(common::decode_execution_records(huge.body).ok()) << huge.body;
+  EXPECT_EQ(http_request(port(), http::verb::get, "/executions?limit=0", viewer_token).status, 400u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/executions?limit=-5", viewer_token).status, 400u);
+  EXPECT_EQ(http_request(port(), http::verb::get, "/executions?limit=1e3", viewer_token).status, 400u);
+}
+
+// `after` past the last event is refused on attach as on a long-poll: no gap with a negative
+// start, whatever the number.
+TEST_F(Security, AttachingAfterThePastEndIsABadRequest) {
+  const auto id = post_run(port(), run_request("forever"));
+  for (const std::string after : {"9223372036854775807", "9223372036854775806", "500"}) {
+    ws_client c(port(), "/executions/" + id + "/stream?after=" + after);
+    const auto events = c.all();
+    const auto errors = of_type<common::error_event>(events);
+    ASSERT_EQ(errors.size(), 1u) << after;
+    EXPECT_EQ(errors[0].code, error_code::bad_request);
+    EXPECT_TRUE(of_type<common::gap_event>(events).empty());
+    EXPECT_EQ(c.reason().code, websocket::close_code::policy_error);
+  }
+  for (const std::string after : {"9223372036854775808", "-2", "x"}) {
+    ws_client c(port(), "/executions/" + id + "/stream?after=" + after);
+    EXPECT_EQ(of_type<common::error_event>(c.all()).at(0).code, error_code::bad_request) << after;
+  }
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token).status, 202u);
+}
+
+// A close code no peer may send is a protocol error (1002), not a code to echo back.
+TEST_F(Security, AnInvalidCloseCodeIsAnsweredWith1002) {
+  const auto id = post_run(port(), run_request("forever"));
+  for (const int code : {999, 1005, 1006, 2000, 5000}) {
+    net::io_context io;
+    tcp::socket s(io);
+    s.connect({net::ip::make_address("127.0.0.1"), port()});
+    const auto upgrade = raw_upgrade(s, "/executions/" + id + "/stream", viewer_token);
+    ASSERT_NE(upgrade.head.find("101"), std::string::npos);
+    net::write(s, net::buffer(masked_frame(0x88, std::string{static_cast<char>(code >> 8), static_cast<char>(code & 255)})));
+    const std::string received = upgrade.rest + read_to_end(s);
+    const auto close = received.find("\x88");
+    ASSERT_NE(close, std::string::npos) << code;
+    ASSERT_GE(received.size(), close + 4);
+    const int answered = static_cast<std::uint8_t>(received[close + 2]) << 8 | static_cast<std::uint8_t>(received[close + 3]);
+    EXPECT_EQ(answered, 1002) << code;
+  }
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token).status, 202u);
+}
+
+// The longest wait a long-poll may ask for is answered (200, nothing new), not cut by the
+// connection's own deadline.
+TEST_F(Security, ALongPollOfThirtySecondsIsAnswered) {
+  const auto id = post_run(port(), run_request("forever"));
+  common::seq_t next = -1;
+  for (int i = 0; i < 50 && next < 1; ++i) {  // "started" and "started\n" are in: then nothing more comes
+    const auto first = http_request(port(), http::verb::get, "/executions/" + id + "/events?after=-1", viewer_token);
+    const auto page = common::decode_poll_response(first.body);
+    ASSERT_TRUE(page.ok()) << first.body;
+    next = page->next;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto waited = http_request(port(), http::verb::get,
+                                   "/executions/" + id + "/events?after=" + std::to_string(next) + "&wait=30", viewer_token);
+  EXPECT_EQ(waited.status, 200u);
+  const auto page = common::decode_poll_response(waited.body);
+  ASSERT_TRUE(page.ok()) << waited.body;
+  EXPECT_TRUE(sequenced(page->events).empty());  // nothing new (a watcher count may come along)
+  EXPECT_EQ(page->next, next);
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + id + "/cancel", operator_token).status, 202u);
 }
 
 TEST(SecurityConfig, AnonymousAccessIsADecisionNotADefault) {

@@ -15,7 +15,8 @@ extern char** environ;
 
 namespace cmdcast::testing {
 
-server_process::server_process(const loopback_sshd& sshd, const std::string& extra_server) {
+server_process::server_process(const loopback_sshd& sshd, const std::string& extra_server,
+                               const std::vector<std::string>& launcher) {
   port_ = free_loopback_port();
   config_ = sshd.dir() + "/cmdcast.toml";
   // The defaults, unless `extra_server` sets the key itself (TOML refuses a key twice).
@@ -70,7 +71,8 @@ params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
 progress = "apt"
 timeout_s = 600
 )";
-  std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config_};
+  std::vector<std::string> args = launcher;
+  for (const char* a : {CMDCAST_SERVER_BINARY, "--config", config_.c_str()}) args.emplace_back(a);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -78,7 +80,7 @@ timeout_s = 600
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 2, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) throw std::runtime_error("spawn");
+  if (posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) throw std::runtime_error("spawn");
   posix_spawn_file_actions_destroy(&actions);
   for (int i = 0; i < 200; ++i) {
     try {
@@ -212,6 +214,24 @@ std::vector<event> sequenced(const std::vector<event>& events) {
     if (common::event_seq(e)) out.push_back(e);
   }
   return out;
+}
+
+raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token) {
+  net::write(s, net::buffer("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                            "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " + token + "\r\n\r\n"));
+  std::string received;
+  char buf[4096];
+  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
+  const auto end = received.find("\r\n\r\n") + 4;
+  return {received.substr(0, end), received.substr(end)};
+}
+
+std::string masked_frame(std::uint8_t first, const std::string& payload) {
+  std::string f(1, static_cast<char>(first));
+  f += static_cast<char>(0x80 | payload.size());  // short payloads only (< 126 bytes)
+  f += std::string(4, '\0');
+  return f + payload;
 }
 
 }  // namespace cmdcast::testing

@@ -38,7 +38,9 @@ inline const std::string viewer_token = "view-secret-token";
 /// with `anonymous` among them the config has no tokens.
 class server_process {
  public:
-  explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "");
+  /// `launcher` goes before the server's command line (e.g. prlimit and its options).
+  explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "",
+                          const std::vector<std::string>& launcher = {});
   ~server_process();
   server_process(const server_process&) = delete;
   server_process& operator=(const server_process&) = delete;
@@ -48,6 +50,7 @@ class server_process {
   /// SIGKILL: the crash a process cannot clean up after.
   void kill_hard();
   std::uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string log() const;
 
  private:
@@ -111,6 +114,18 @@ class ws_client {
 };
 
 std::string run_request(const std::string& action, const std::string& params = "{}");
+
+/// A WebSocket opened by hand on `s` (connected by the caller, who may set options first), for
+/// frames and silences no client library would produce: the 101 answer's head, and what came
+/// after it.
+struct raw_upgrade_result {
+  std::string head, rest;
+};
+raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token);
+
+/// A client frame as the protocol wants it (masked, here with a zero mask): `first` is the
+/// FIN bit and opcode byte.
+std::string masked_frame(std::uint8_t first, const std::string& payload);
 
 template <class T>
 std::vector<T> of_type(const std::vector<event>& events) {

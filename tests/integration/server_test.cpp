@@ -42,23 +42,6 @@ class Server : public ::testing::Test {
   static inline shared_server shared_;
 };
 
-/// A WebSocket opened by hand on `s` (connected by the caller, who may set options first), for
-/// frames and silences no client library would produce: the 101 answer's head, and what came
-/// after it.
-struct raw_upgrade_result {
-  std::string head, rest;
-};
-raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token) {
-  net::write(s, net::buffer("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                            "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " + token + "\r\n\r\n"));
-  std::string received;
-  char buf[4096];
-  while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));
-  const auto end = received.find("\r\n\r\n") + 4;
-  return {received.substr(0, end), received.substr(end)};
-}
-
 /// What the server has read from WebSocket clients so far (its /metrics).
 std::uint64_t ws_bytes_in(std::uint16_t port) {
   const auto metrics = http_request(port, http::verb::get, "/metrics", viewer_token).body;
