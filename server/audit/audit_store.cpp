@@ -2,6 +2,22 @@
 
 #include <sqlite3.h>
 
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <thread>
+
 #include "cmdcast/common/codec.hpp"
 #include "support/log.hpp"
 
@@ -30,6 +46,16 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 )sql";
 
+// The audit thread waits this long for a lock, then gives the thread to the next job; a save
+// that did not get the lock is tried again later.
+constexpr int busy_timeout_ms = 100;
+// Opening waits longer: nothing streams yet.
+constexpr int open_busy_timeout_ms = 2000;
+// An execution's last save is retried this often at most.
+constexpr auto max_backoff = std::chrono::seconds(1);
+// How long stopping waits for the queued writes.
+constexpr auto drain_timeout = std::chrono::seconds(10);
+
 /// A prepared statement, finalised on scope exit.
 class statement {
  public:
@@ -38,7 +64,6 @@ class statement {
   statement(const statement&) = delete;
   statement& operator=(const statement&) = delete;
 
-  bool ok() const { return s_ != nullptr; }
   statement& bind(int i, std::string_view text) {
     sqlite3_bind_text(s_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
     return *this;
@@ -63,91 +88,53 @@ class statement {
   sqlite3_stmt* s_ = nullptr;
 };
 
+/// Runs `sql`; the error when it failed.
+std::optional<std::string> run_sql(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return std::nullopt;
+  std::string message = error ? error : sqlite3_errmsg(db);
+  sqlite3_free(error);
+  return message;
+}
+
+/// A read that ended on an error rather than on its last row: logged, and what was read is
+/// the answer.
+void check_read(sqlite3* db, int rc) {
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) log_event("audit_read_failed", {{"error", sqlite3_errmsg(db)}});
+}
+
 std::optional<common::execution_record> decode_record(const std::string& json) {
   auto r = common::decode_execution_record(json);
   if (!r) return std::nullopt;
   return std::move(*r);
 }
 
-}  // namespace
-
-common::result<std::unique_ptr<audit_store>> audit_store::open(const std::string& path) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                      nullptr) != SQLITE_OK) {
-    std::string message = "cannot open audit database " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory");
-    sqlite3_close(db);
-    return common::failure{std::move(message)};
-  }
-  std::unique_ptr<audit_store> store(new audit_store(db));
-  sqlite3_busy_timeout(db, 2000);
-  // WAL with synchronous=NORMAL: a commit is an append to the log, cheap enough to make every
-  // second while a command runs; a power cut may lose the last commits, a crash does not.
-  if (!store->exec("PRAGMA journal_mode=WAL") || !store->exec("PRAGMA synchronous=NORMAL") || !store->exec(schema)) {
-    return common::failure{"audit database " + path + ": " + sqlite3_errmsg(db)};
-  }
-  store->mark_lost();
-  return store;
-}
-
-audit_store::~audit_store() { sqlite3_close(db_); }
-
-bool audit_store::exec(const char* sql) {
-  char* error = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) == SQLITE_OK) return true;
-  log_event("audit_error", {{"sql", std::string_view(sql).substr(0, 40)}, {"error", error ? error : "?"}});
-  sqlite3_free(error);
-  return false;
-}
-
-void audit_store::mark_lost() {
-  std::vector<common::execution_record> running;
-  {
-    statement q(db_, "SELECT record FROM executions WHERE state = 'running'");
-    while (q.step() == SQLITE_ROW) {
-      if (auto r = decode_record(q.text(0))) running.push_back(std::move(*r));
-    }
-  }
-  for (auto& r : running) {
-    const common::seq_t last = last_seq(r.execution_id);
-    r.state = std::string(common::to_string(common::exit_state::lost));
-    r.ended_at = rfc3339_now();
-    r.watchers = 0;
-    // Its watchers learn how it ended like for any other execution: from an exit event.
-    common::exit_event exit;
-    exit.seq = last + 1;
-    exit.state = common::exit_state::lost;
-    const std::string frame = common::encode(common::event{exit});
-    save(r, {{exit.seq, frame}});
-    log_event("lost", {{"execution_id", r.execution_id}, {"machine", r.machine_id}});
-  }
-  lost_at_open_ = running.size();
-}
-
-bool audit_store::save(const common::execution_record& r, const std::vector<event_ref>& add,
-                       std::optional<std::pair<common::seq_t, common::seq_t>> drop) {
-  if (!exec("BEGIN")) return false;
+/// Writes `s` in one transaction; the error when it failed (and nothing was written).
+std::optional<std::string> write(sqlite3* db, const audit_save& s) {
+  // IMMEDIATE: the write lock is taken (or given up on) first, not half-way through.
+  if (auto error = run_sql(db, "BEGIN IMMEDIATE")) return error;
   bool ok = true;
   {
-    statement upsert(db_,
+    statement upsert(db,
                      "INSERT INTO executions (id, machine_id, action_type, user, state, started_at, record) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record");
+    const auto& r = s.record;
     auto stored = r;
     stored.watchers = 0;  // live only
     upsert.bind(1, r.execution_id).bind(2, r.machine_id).bind(3, r.action_type).bind(4, r.user);
     upsert.bind(5, r.state).bind(6, r.started_at).bind(7, common::encode(stored));
     ok = upsert.step() == SQLITE_DONE;
   }
-  if (ok && drop) {
-    statement del(db_, "DELETE FROM events WHERE execution_id = ? AND seq BETWEEN ? AND ?");
-    del.bind(1, r.execution_id).bind(2, drop->first).bind(3, drop->second);
+  if (ok && s.drop) {
+    statement del(db, "DELETE FROM events WHERE execution_id = ? AND seq BETWEEN ? AND ?");
+    del.bind(1, s.record.execution_id).bind(2, s.drop->first).bind(3, s.drop->second);
     ok = del.step() == SQLITE_DONE;
   }
-  if (ok && !add.empty()) {
-    statement insert(db_, "INSERT OR REPLACE INTO events (execution_id, seq, frame) VALUES (?, ?, ?)");
-    for (const auto& e : add) {
-      insert.bind(1, r.execution_id).bind(2, e.seq).bind(3, e.frame);
+  if (ok && !s.add.empty()) {
+    statement insert(db, "INSERT OR REPLACE INTO events (execution_id, seq, frame) VALUES (?, ?, ?)");
+    for (const auto& e : s.add) {
+      insert.bind(1, s.record.execution_id).bind(2, e.seq).bind(3, *e.frame);
       if (insert.step() != SQLITE_DONE) {
         ok = false;
         break;
@@ -155,68 +142,84 @@ bool audit_store::save(const common::execution_record& r, const std::vector<even
       insert.reset();
     }
   }
-  if (!ok) {
-    log_event("audit_error", {{"execution_id", r.execution_id}, {"error", sqlite3_errmsg(db_)}});
-    exec("ROLLBACK");
-    return false;
+  std::optional<std::string> error;
+  if (ok) {
+    error = run_sql(db, "COMMIT");
+    if (!error) return std::nullopt;
+  } else {
+    error = sqlite3_errmsg(db);
   }
-  return exec("COMMIT");
+  run_sql(db, "ROLLBACK");
+  return error;
 }
 
-std::size_t audit_store::prune(const std::string& cutoff) {
-  if (!exec("BEGIN")) return 0;
-  // RFC 3339 in UTC with fixed width sorts as text does.
-  statement events(db_, "DELETE FROM events WHERE execution_id IN "
-                        "(SELECT id FROM executions WHERE started_at < ? AND state != 'running')");
-  events.bind(1, cutoff);
-  statement records(db_, "DELETE FROM executions WHERE started_at < ? AND state != 'running'");
-  records.bind(1, cutoff);
-  if (events.step() != SQLITE_DONE || records.step() != SQLITE_DONE) {
-    log_event("audit_error", {{"error", sqlite3_errmsg(db_)}});
-    exec("ROLLBACK");
-    return 0;
+std::size_t delete_before(sqlite3* db, const std::string& cutoff) {
+  std::optional<std::string> error = run_sql(db, "BEGIN IMMEDIATE");
+  std::size_t removed = 0;
+  if (!error) {
+    // RFC 3339 in UTC with fixed width sorts as text does.
+    statement events(db, "DELETE FROM events WHERE execution_id IN "
+                         "(SELECT id FROM executions WHERE started_at < ? AND state != 'running')");
+    events.bind(1, cutoff);
+    statement records(db, "DELETE FROM executions WHERE started_at < ? AND state != 'running'");
+    records.bind(1, cutoff);
+    if (events.step() != SQLITE_DONE || records.step() != SQLITE_DONE) {
+      error = sqlite3_errmsg(db);
+    } else {
+      removed = static_cast<std::size_t>(sqlite3_changes(db));
+      error = run_sql(db, "COMMIT");
+    }
+    if (error) run_sql(db, "ROLLBACK");
   }
-  const auto removed = static_cast<std::size_t>(sqlite3_changes(db_));
-  exec("COMMIT");
-  return removed;
+  if (!error) return removed;
+  log_event("audit_prune_failed", {{"error", *error}});
+  return 0;
 }
 
-std::optional<common::execution_record> audit_store::record(std::string_view id) {
-  statement q(db_, "SELECT record FROM executions WHERE id = ?");
+std::optional<common::execution_record> read_record(sqlite3* db, std::string_view id) {
+  statement q(db, "SELECT record FROM executions WHERE id = ?");
   q.bind(1, id);
-  if (q.step() != SQLITE_ROW) return std::nullopt;
+  const int rc = q.step();
+  check_read(db, rc);
+  if (rc != SQLITE_ROW) return std::nullopt;
   return decode_record(q.text(0));
 }
 
-std::vector<common::execution_record> audit_store::list(std::string_view state, std::size_t limit) {
+std::vector<common::execution_record> read_list(sqlite3* db, std::string_view state, std::size_t limit) {
   const bool all = state == "all";
-  statement q(db_, all ? "SELECT record FROM executions ORDER BY started_at DESC LIMIT ?"
-                       : "SELECT record FROM executions WHERE state = ? ORDER BY started_at DESC LIMIT ?");
+  statement q(db, all ? "SELECT record FROM executions ORDER BY started_at DESC LIMIT ?"
+                      : "SELECT record FROM executions WHERE state = ? ORDER BY started_at DESC LIMIT ?");
   if (all) {
     q.bind(1, static_cast<std::int64_t>(limit));
   } else {
     q.bind(1, state).bind(2, static_cast<std::int64_t>(limit));
   }
   std::vector<common::execution_record> out;
-  while (q.step() == SQLITE_ROW) {
+  int rc = 0;
+  while ((rc = q.step()) == SQLITE_ROW) {
     if (auto r = decode_record(q.text(0))) out.push_back(std::move(*r));
   }
+  check_read(db, rc);
   return out;
 }
 
-common::seq_t audit_store::last_seq(std::string_view id) {
-  statement q(db_, "SELECT COALESCE(MAX(seq), -1) FROM events WHERE execution_id = ?");
+common::seq_t read_last_seq(sqlite3* db, std::string_view id) {
+  statement q(db, "SELECT COALESCE(MAX(seq), -1) FROM events WHERE execution_id = ?");
   q.bind(1, id);
-  return q.step() == SQLITE_ROW ? q.integer(0) : -1;
+  const int rc = q.step();
+  check_read(db, rc);
+  return rc == SQLITE_ROW ? q.integer(0) : -1;
 }
 
-std::vector<stored_event> audit_store::events_after(std::string_view id, common::seq_t after, std::size_t max_bytes) {
-  statement q(db_, "SELECT seq, frame FROM events WHERE execution_id = ? AND seq > ? ORDER BY seq");
+std::vector<stored_event> read_events_after(sqlite3* db, std::string_view id, common::seq_t after,
+                                            std::size_t max_bytes) {
+  statement q(db, "SELECT seq, frame FROM events WHERE execution_id = ? AND seq > ? ORDER BY seq");
   q.bind(1, id).bind(2, after);
   std::vector<stored_event> out;
   std::size_t bytes = 0;
   common::seq_t expected = after + 1;
-  while (bytes < max_bytes && q.step() == SQLITE_ROW) {
+  int rc = SQLITE_DONE;
+  while (bytes < max_bytes && (rc = q.step()) == SQLITE_ROW) {
     const common::seq_t seq = q.integer(0);
     if (seq > expected) {
       const common::gap_event gap{seq - 1, expected, seq - 1};
@@ -226,7 +229,275 @@ std::vector<stored_event> audit_store::events_after(std::string_view id, common:
     bytes += out.back().frame.size();
     expected = seq + 1;
   }
+  check_read(db, rc);
   return out;
+}
+
+/// Marks the executions a previous process left running as lost; how many.
+std::size_t mark_lost(sqlite3* db) {
+  std::vector<common::execution_record> running = read_list(db, "running", std::numeric_limits<std::int64_t>::max());
+  for (auto& r : running) {
+    const common::seq_t last = read_last_seq(db, r.execution_id);
+    r.state = std::string(common::to_string(common::exit_state::lost));
+    r.ended_at = rfc3339_now();
+    r.watchers = 0;
+    // Its watchers learn how it ended like for any other execution: from an exit event.
+    common::exit_event exit;
+    exit.seq = last + 1;
+    exit.state = common::exit_state::lost;
+    audit_save s{r, {{exit.seq, std::make_shared<const std::string>(common::encode(common::event{exit}))}}, {}};
+    if (auto error = write(db, s)) {
+      log_event("audit_write_failed", {{"execution_id", r.execution_id}, {"error", *error}});
+    }
+    log_event("lost", {{"execution_id", r.execution_id}, {"machine", r.machine_id}});
+  }
+  return running.size();
+}
+
+}  // namespace
+
+/// The audit thread: it alone uses the SQLite connection, running the jobs posted to its own
+/// io_context one at a time, in order.
+class audit_worker : public std::enable_shared_from_this<audit_worker> {
+ public:
+  explicit audit_worker(sqlite3* db) : db_(db), work_(context_.get_executor()), thread_([this] { context_.run(); }) {}
+  ~audit_worker() {
+    stop();
+    sqlite3_close(db_);
+  }
+  audit_worker(const audit_worker&) = delete;
+  audit_worker& operator=(const audit_worker&) = delete;
+
+  /// Runs query(db) on the audit thread and completes `handler` with its result on the
+  /// handler's executor.
+  template <class Query, class Handler>
+  void run(Query query, Handler handler) {
+    auto executor = net::get_associated_executor(handler);
+    stop_with(executor);
+    auto work = net::make_work_guard(executor);
+    net::post(context_, [this, query = std::move(query), handler = std::move(handler), work = std::move(work)]() mutable {
+      auto result = query(db_);
+      const auto target = work.get_executor();
+      net::post(target, [handler = std::move(handler), result = std::move(result), work = std::move(work)]() mutable {
+        std::move(handler)(std::move(result));
+      });
+    });
+  }
+
+  /// Runs query(db) on the audit thread and waits for its result (once the thread has
+  /// stopped, runs it here: the connection is free).
+  template <class Query>
+  auto wait_for(Query query) {
+    if (stopped()) return query(db_);
+    // Shared: the audit thread may still be leaving set_value() when the waiter has its result.
+    auto promise = std::make_shared<std::promise<decltype(query(db_))>>();
+    auto result = promise->get_future();
+    net::post(context_, [this, &query, promise] { promise->set_value(query(db_)); });
+    return result.get();
+  }
+
+  void save(audit_save s, save_retry retry, net::any_io_executor executor, std::function<void(bool)> done) {
+    stop_with(executor);
+    {
+      const std::lock_guard lock(mutex_);
+      ++writes_pending_;
+    }
+    auto p = std::make_shared<pending_save>(std::move(s), retry, net::make_work_guard(executor), std::move(done),
+                                            context_.get_executor());
+    net::post(context_, [this, p] { attempt(p); });
+  }
+
+  /// Waits up to drain_timeout for the queued writes, then ends the thread; jobs still queued
+  /// are dropped (their completions never run). Idempotent.
+  void stop() {
+    std::unique_lock lock(mutex_);
+    if (stopped_) return;
+    if (!writes_done_.wait_for(lock, drain_timeout, [this] { return writes_pending_ == 0; })) {
+      log_event("audit_unwritten", {{"saves", std::to_string(writes_pending_)}});
+    }
+    stopped_ = true;
+    lock.unlock();
+    context_.stop();
+    thread_.join();
+  }
+
+ private:
+  struct pending_save {
+    pending_save(audit_save s, save_retry r, net::executor_work_guard<net::any_io_executor> w,
+                 std::function<void(bool)> d, net::io_context::executor_type audit_executor)
+        : save(std::move(s)), retry(r), work(std::move(w)), done(std::move(d)), backoff(audit_executor) {}
+    audit_save save;
+    save_retry retry;
+    net::executor_work_guard<net::any_io_executor> work;
+    std::function<void(bool)> done;
+    net::steady_timer backoff;
+    int attempts = 0;
+  };
+
+  /// Stops the audit threads that complete operations on a context (after their drain) when
+  /// that context shuts down: a context being torn down may not receive completions.
+  class stopper : public net::execution_context::service {
+   public:
+    static inline net::execution_context::id id;
+    explicit stopper(net::execution_context& context) : service(context) {}
+    void add(const std::shared_ptr<audit_worker>& w) {
+      const std::lock_guard lock(mutex_);
+      workers_[w.get()] = w;
+    }
+
+   private:
+    void shutdown() override {
+      std::map<const audit_worker*, std::weak_ptr<audit_worker>> workers;
+      {
+        const std::lock_guard lock(mutex_);
+        workers.swap(workers_);
+      }
+      for (auto& entry : workers) {
+        if (auto worker = entry.second.lock()) worker->stop();
+      }
+    }
+    std::mutex mutex_;
+    std::map<const audit_worker*, std::weak_ptr<audit_worker>> workers_;
+  };
+
+  /// This thread ends before the context of `executor` is torn down.
+  void stop_with(const net::any_io_executor& executor) {
+    net::use_service<stopper>(net::query(executor, net::execution::context)).add(shared_from_this());
+  }
+
+  bool stopped() {
+    const std::lock_guard lock(mutex_);
+    return stopped_;
+  }
+
+  void attempt(const std::shared_ptr<pending_save>& p) {
+    ++p->attempts;
+    const auto error = write(db_, p->save);
+    const std::string& id = p->save.record.execution_id;
+    if (!error) {
+      if (p->attempts > 1) log_event("audit_written", {{"execution_id", id}, {"attempts", std::to_string(p->attempts)}});
+      complete(p, true);
+      return;
+    }
+    if (p->retry == save_retry::once) {
+      log_event("audit_write_failed", {{"execution_id", id}, {"error", *error}, {"retry", "at the next flush"}});
+      complete(p, false);
+      return;
+    }
+    // An execution's last save: nothing else will carry its data, so it is tried again, less
+    // and less often, and the thread serves other jobs in between.
+    const auto delay = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(100 << std::min(p->attempts - 1, 4)),
+                                                           max_backoff);
+    log_event("audit_write_failed", {{"execution_id", id}, {"error", *error}, {"attempt", std::to_string(p->attempts)},
+                                     {"retry", "in " + std::to_string(delay.count()) + " ms"}});
+    p->backoff.expires_after(delay);
+    p->backoff.async_wait([this, p](boost::system::error_code ec) {
+      if (!ec) attempt(p);
+    });
+  }
+
+  void complete(const std::shared_ptr<pending_save>& p, bool written) {
+    auto executor = p->work.get_executor();
+    net::post(executor, [done = std::move(p->done), work = std::move(p->work), written] { done(written); });
+    const std::lock_guard lock(mutex_);
+    if (--writes_pending_ == 0) writes_done_.notify_all();
+  }
+
+  sqlite3* db_;
+  net::io_context context_{1};
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::mutex mutex_;
+  std::condition_variable writes_done_;
+  std::size_t writes_pending_ = 0;
+  bool stopped_ = false;
+  std::thread thread_;  // last: it starts once the rest is ready
+};
+
+namespace {
+
+/// Runs query(db) on the audit thread; resumes on the awaiting coroutine's executor.
+template <class T, class Query>
+net::awaitable<T> ask(audit_worker& worker, Query query) {
+  co_return co_await net::async_initiate<decltype(net::use_awaitable), void(T)>(
+      [&worker](auto handler, Query q) { worker.run(std::move(q), std::move(handler)); }, net::use_awaitable,
+      std::move(query));
+}
+
+}  // namespace
+
+common::result<std::unique_ptr<audit_store>> audit_store::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string message = "cannot open audit database " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    return common::failure{std::move(message)};
+  }
+  sqlite3_busy_timeout(db, open_busy_timeout_ms);
+  // WAL with synchronous=NORMAL: a commit is an append to the log, cheap enough to make every
+  // second while a command runs; a power cut may lose the last commits, a crash does not.
+  // WAL also lets readers read while another connection writes.
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", schema}) {
+    if (auto error = run_sql(db, sql)) {
+      sqlite3_close(db);
+      return common::failure{"audit database " + path + ": " + *error};
+    }
+  }
+  const std::size_t lost = mark_lost(db);
+  sqlite3_busy_timeout(db, busy_timeout_ms);
+  return std::unique_ptr<audit_store>(new audit_store(std::make_shared<audit_worker>(db), lost));
+}
+
+audit_store::~audit_store() { worker_->stop(); }
+
+void audit_store::async_save(audit_save save, save_retry retry, net::any_io_executor executor,
+                             std::function<void(bool written)> done) {
+  worker_->save(std::move(save), retry, std::move(executor), std::move(done));
+}
+
+net::awaitable<std::size_t> audit_store::async_prune(std::string cutoff) {
+  return ask<std::size_t>(*worker_, [cutoff = std::move(cutoff)](sqlite3* db) { return delete_before(db, cutoff); });
+}
+
+net::awaitable<std::optional<common::execution_record>> audit_store::async_record(std::string id) {
+  return ask<std::optional<common::execution_record>>(*worker_,
+                                                       [id = std::move(id)](sqlite3* db) { return read_record(db, id); });
+}
+
+net::awaitable<std::vector<common::execution_record>> audit_store::async_list(std::string state, std::size_t limit) {
+  return ask<std::vector<common::execution_record>>(
+      *worker_, [state = std::move(state), limit](sqlite3* db) { return read_list(db, state, limit); });
+}
+
+net::awaitable<common::seq_t> audit_store::async_last_seq(std::string id) {
+  return ask<common::seq_t>(*worker_, [id = std::move(id)](sqlite3* db) { return read_last_seq(db, id); });
+}
+
+net::awaitable<std::vector<stored_event>> audit_store::async_events_after(std::string id, common::seq_t after,
+                                                                          std::size_t max_bytes) {
+  return ask<std::vector<stored_event>>(*worker_, [id = std::move(id), after, max_bytes](sqlite3* db) {
+    return read_events_after(db, id, after, max_bytes);
+  });
+}
+
+std::size_t audit_store::prune(const std::string& cutoff) {
+  return worker_->wait_for([&](sqlite3* db) { return delete_before(db, cutoff); });
+}
+
+std::optional<common::execution_record> audit_store::record(std::string_view id) {
+  return worker_->wait_for([&](sqlite3* db) { return read_record(db, id); });
+}
+
+std::vector<common::execution_record> audit_store::list(std::string_view state, std::size_t limit) {
+  return worker_->wait_for([&](sqlite3* db) { return read_list(db, state, limit); });
+}
+
+common::seq_t audit_store::last_seq(std::string_view id) {
+  return worker_->wait_for([&](sqlite3* db) { return read_last_seq(db, id); });
+}
+
+std::vector<stored_event> audit_store::events_after(std::string_view id, common::seq_t after, std::size_t max_bytes) {
+  return worker_->wait_for([&](sqlite3* db) { return read_events_after(db, id, after, max_bytes); });
 }
 
 }  // namespace cmdcast::server

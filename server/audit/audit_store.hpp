@@ -2,21 +2,31 @@
 // who ran it and what it printed outlives the process. Output is kept as the serialised events
 // themselves (the frames watchers got), so a finished execution is replayed from here exactly
 // as it streamed, with a `gap` where the store cut it (docs/protocol.md, "Audit").
-// Synchronous and single-threaded: used on the server's executor only.
+//
+// The SQLite connection belongs to a thread of its own: the server's I/O thread never waits on
+// the disk or on a lock another process holds. Writes are queued to that thread and complete
+// (written or not) on the caller's executor; reads are awaited and resume on the caller's
+// executor. A locked or failing database delays writes, which are retried and logged, never
+// a stream. The store must outlive the operations it has started.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cmdcast/common/protocol.hpp"
 #include "cmdcast/common/result.hpp"
 
-struct sqlite3;
-
 namespace cmdcast::server {
+
+namespace net = boost::asio;
 
 /// One sequenced event as stored: its seq and its frame (the event's JSON).
 struct stored_event {
@@ -24,17 +34,33 @@ struct stored_event {
   std::string frame;
 };
 
-/// An event to store, not copied.
-struct event_ref {
-  common::seq_t seq = 0;
-  std::string_view frame;
+/// One write for the audit thread, in one transaction: the record, the events in `add` (their
+/// frames shared with the stream, not copied), and dropping the stored events with
+/// drop->first <= seq <= drop->second (the part of the output the store no longer keeps).
+struct audit_save {
+  struct event {
+    common::seq_t seq = 0;
+    std::shared_ptr<const std::string> frame;
+  };
+  common::execution_record record;
+  std::vector<event> add;
+  std::optional<std::pair<common::seq_t, common::seq_t>> drop;
 };
+
+class audit_worker;
+
+/// How hard a save tries: `once` (the caller keeps the data and saves it again later), or
+/// `until_written`, with backoff, for as long as the store runs (an execution's last save).
+enum class save_retry { once, until_written };
 
 class audit_store {
  public:
-  /// Opens (creating if needed) the database at `path`, and marks executions that a previous
-  /// process left running as `lost`, closing their output with an exit event saying so.
+  /// Opens (creating if needed) the database at `path`, marks executions that a previous
+  /// process left running as `lost` (closing their output with an exit event saying so), and
+  /// starts the audit thread.
   static common::result<std::unique_ptr<audit_store>> open(const std::string& path);
+  /// Waits a bounded time for the queued writes, then stops the audit thread. The same
+  /// happens when an I/O context that gets the store's completions is destroyed first.
   ~audit_store();
   audit_store(const audit_store&) = delete;
   audit_store& operator=(const audit_store&) = delete;
@@ -42,33 +68,37 @@ class audit_store {
   /// How many executions open() found left running and marked lost.
   std::size_t lost_at_open() const { return lost_at_open_; }
 
-  /// Writes in one transaction: the record, the events in `add`, and drops the stored events
-  /// with drop_from <= seq <= drop_to (the part of the output the store no longer keeps).
-  /// Returns false (and logs) when SQLite fails: the audit is best effort, never in the way of
-  /// the stream.
-  bool save(const common::execution_record& record, const std::vector<event_ref>& add,
-            std::optional<std::pair<common::seq_t, common::seq_t>> drop = std::nullopt);
+  /// Queues `save` for the audit thread; `done(written)` then runs on `executor`. A failure
+  /// (a lock held too long, a full disk) is logged, and `written` is false only when nothing
+  /// of the save was written.
+  void async_save(audit_save save, save_retry retry, net::any_io_executor executor,
+                  std::function<void(bool written)> done);
 
   /// Deletes the executions (and their output) that started before `cutoff` (RFC 3339, UTC)
-  /// and have ended. Returns how many.
-  std::size_t prune(const std::string& cutoff);
-
-  std::optional<common::execution_record> record(std::string_view id);
+  /// and have ended. Returns how many (0 when the database refused).
+  net::awaitable<std::size_t> async_prune(std::string cutoff);
+  net::awaitable<std::optional<common::execution_record>> async_record(std::string id);
   /// Newest first; `state` "all", "running" or an exit state.
-  std::vector<common::execution_record> list(std::string_view state, std::size_t limit);
-
+  net::awaitable<std::vector<common::execution_record>> async_list(std::string state, std::size_t limit);
+  /// The seq of the last stored event (-1: none).
+  net::awaitable<common::seq_t> async_last_seq(std::string id);
   /// Stored events with seq > after, in order, up to about `max_bytes` of frames (at least one
   /// event). Where the store cut the output, a gap event stands for what it no longer has.
-  /// The seq of the last stored event (-1: none).
+  net::awaitable<std::vector<stored_event>> async_events_after(std::string id, common::seq_t after,
+                                                               std::size_t max_bytes);
+
+  // The same, waiting for the audit thread: only until the HTTP routes await the async ones.
+  // The I/O thread only (the one that destroys the store).
+  std::size_t prune(const std::string& cutoff);
+  std::optional<common::execution_record> record(std::string_view id);
+  std::vector<common::execution_record> list(std::string_view state, std::size_t limit);
   common::seq_t last_seq(std::string_view id);
   std::vector<stored_event> events_after(std::string_view id, common::seq_t after, std::size_t max_bytes);
 
  private:
-  explicit audit_store(sqlite3* db) : db_(db) {}
-  bool exec(const char* sql);
-  void mark_lost();
+  audit_store(std::shared_ptr<audit_worker> worker, std::size_t lost) : worker_(std::move(worker)), lost_at_open_(lost) {}
 
-  sqlite3* db_;
+  std::shared_ptr<audit_worker> worker_;
   std::size_t lost_at_open_ = 0;
 };
 

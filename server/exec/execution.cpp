@@ -52,7 +52,7 @@ execution::execution(net::any_io_executor executor, std::string id, const machin
       progress_timer_(executor),
       audit_timer_(executor) {
   if (action.progress) progress_ = common::make_progress_parser(*action.progress);
-  if (audit) audit_.emplace(*audit, settings.audit_head_bytes, settings.audit_tail_bytes);
+  if (audit) audit_ = std::make_shared<output_audit>(*audit, executor, settings.audit_head_bytes, settings.audit_tail_bytes);
 }
 
 void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::string run_line,
@@ -173,8 +173,20 @@ void execution::finish(const ssh::run_result& r) {
   for (auto& s : subscribers) s->ended();
 }
 
+void execution::arm_audit() {
+  if (audit_armed_ || finished()) return;
+  audit_armed_ = true;
+  audit_timer_.expires_after(audit_interval);
+  audit_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->audit_armed_ = false;
+    if (ec || self->finished()) return;  // finish() makes the last flush
+    self->flush_audit();
+    if (self->audit_->dirty()) self->arm_audit();
+  });
+}
+
 void execution::flush_audit() {
-  if (audit_ && audit_->dirty()) audit_->flush(record());
+  if (audit_ && audit_->dirty()) audit_->flush(record(), finished());
 }
 
 void execution::emit(common::event e) {
@@ -187,14 +199,7 @@ void execution::emit(common::event e) {
   auto f = std::make_shared<const std::string>(common::encode(e));
   if (audit_) {
     audit_->add(seq, f, output_bytes);
-    if (!audit_armed_ && !finished()) {
-      audit_armed_ = true;
-      audit_timer_.expires_after(audit_interval);
-      audit_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
-        self->audit_armed_ = false;
-        self->flush_audit();
-      });
-    }
+    arm_audit();
   }
   replay_.push_back({seq, f});
   replay_size_ += f->size();

@@ -89,6 +89,7 @@ class execution : public std::enable_shared_from_this<execution> {
   void announce_watchers();
   frame watchers_frame() const;
   void finish(const ssh::run_result& r);
+  void arm_audit();
   void flush_audit();
 
   net::any_io_executor executor_;
@@ -136,8 +137,9 @@ class execution : public std::enable_shared_from_this<execution> {
   bool progress_pending_ = false;
   net::steady_timer progress_timer_;
 
-  // The audit store gets the record and output about once a second while the command runs.
-  std::optional<output_audit> audit_;
+  // The audit store gets the record and output about once a second while the command runs,
+  // and again a second later while some of it is not written yet.
+  std::shared_ptr<output_audit> audit_;
   net::steady_timer audit_timer_;
   bool audit_armed_ = false;
 
