@@ -3,7 +3,9 @@
 // playwright-core. Paths come from the environment ctest sets (see tests/e2e/CMakeLists.txt).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -33,14 +35,24 @@ const sha256 = (text) => createHash("sha256").update(text).digest("hex");
 /// The sshd, and a cmdcast-server that can be killed and started again on the same port and
 /// audit database.
 export class Stack {
-  /// `extraToml` adds actions (benchmarks), `serverToml` [server] keys.
-  async start({ extraToml = "", serverToml = "" } = {}) {
+  /// `extraToml` adds actions (benchmarks), `serverToml` [server] keys; `tls` serves HTTPS and
+  /// WSS with a certificate made now (this.ca trusts it).
+  async start({ extraToml = "", serverToml = "", tls = false } = {}) {
     this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-"));
     chmodSync(this.dir, 0o755);  // the sshd reads the authorized keys below as cmdcast-test
     this.sshdDir = `${this.dir}/ssh`;
     const sshPort = execFileSync(`${root}/tools/lib/loopback-sshd`, ["start", this.sshdDir, "cmdcast-test"]).toString().trim();
     this.port = await freePort();
-    this.url = `http://127.0.0.1:${this.port}`;
+    this.tls = tls;
+    this.url = `${tls ? "https" : "http"}://127.0.0.1:${this.port}`;
+    if (tls) {
+      execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                               "-keyout", `${this.dir}/key.pem`, "-out", `${this.dir}/cert.pem`, "-days", "1",
+                               "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   { stdio: "ignore" });
+      this.ca = readFileSync(`${this.dir}/cert.pem`);
+      serverToml += `\ntls_cert = "${this.dir}/cert.pem"\ntls_key = "${this.dir}/key.pem"\n`;
+    }
     const user = "cmdcast-test";  // made by tools/setup: its /bin/sh runs no login script
     writeFileSync(`${this.dir}/cmdcast.toml`, `
 [server]
@@ -95,8 +107,8 @@ ${extraToml}
     this.server.stderr.on("data", (d) => { this.log += d; });
     for (let i = 0; i < 200; ++i) {
       try {
-        const r = await fetch(`${this.url}/healthz`);
-        if (r.ok) return;
+        const r = await this.request("/healthz");
+        if (r.status === 200) return;
       } catch {}
       await sleep(25);
     }
@@ -115,15 +127,29 @@ ${extraToml}
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /// One request to the server, trusting its own certificate on TLS: {status, body}.
+  request(target, { method = "GET", headers = {}, body } = {}) {
+    return new Promise((resolve, reject) => {
+      const req = (this.tls ? https : http).request(`${this.url}${target}`, { method, headers, ca: this.ca }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d) => { text += d; });
+        res.on("end", () => resolve({ status: res.statusCode, body: text }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
   /// POST /machines/box/commands as the operator: the execution id.
   async run(action, params = {}) {
-    const r = await fetch(`${this.url}/machines/box/commands`, {
+    const r = await this.request("/machines/box/commands", {
       method: "POST",
       headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
       body: JSON.stringify({ action_type: action, params }),
     });
-    if (r.status !== 202) throw new Error(`run ${action}: ${r.status} ${await r.text()}`);
-    return (await r.json()).execution_id;
+    if (r.status !== 202) throw new Error(`run ${action}: ${r.status} ${r.body}`);
+    return JSON.parse(r.body).execution_id;
   }
 }
 
@@ -138,7 +164,10 @@ export async function launchBrowser() {
 /// A page of the web client with the token already entered once (kept in localStorage).
 export async function openPage(browser, stack, route = "",
                                { token = operatorToken, noWebSocket = false, waitForMachines = true, scale = 1 } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: scale });
+  // A TLS stack's certificate is its own: the browser is told to take it, as a user who
+  // imported the private CA would.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: scale,
+                                             ignoreHTTPSErrors: Boolean(stack.tls) });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   await page.addInitScript(([t, noWs]) => {

@@ -190,6 +190,26 @@ test("a page evicted as too slow resumes where it was: nothing lost, nothing twi
   }
 });
 
+test("over HTTPS the page speaks WSS and streams as over plain HTTP", async () => {
+  const secure = await new Stack().start({ tls: true });
+  try {
+    const page = await openPage(browser, secure);
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    const id = await secure.run("lines", { count: "40" });
+    await page.goto(`${secure.url}/#/executions/${id}`);
+    const running = await waitForState(page, (s) => s.lines >= 1 && s.exit === null, "output while it runs");
+    assert.equal(running.transport, "websocket");
+    const done = await waitForState(page, (s) => s.exit !== null, "the exit over WSS");
+    assert.deepEqual(done.tail.filter((l) => l.startsWith("line ")).slice(-3), ["line 38", "line 39", "line 40"]);
+    assert.equal(done.exit.data, 0);
+    assert.ok(sockets.length > 0 && sockets.every((u) => u.startsWith(`wss://127.0.0.1:${secure.port}/`)), sockets.join(" "));
+    await screenshot(page, "web-https");
+  } finally {
+    await secure.stop();
+  }
+});
+
 test("the server killed and restarted mid-watch: the page says so and recovers", async () => {
   const id = await stack.run("ticks");
   const page = await openPage(browser, stack, `#/executions/${id}`);
