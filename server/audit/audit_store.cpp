@@ -12,7 +12,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -284,18 +283,6 @@ class audit_worker : public std::enable_shared_from_this<audit_worker> {
     });
   }
 
-  /// Runs query(db) on the audit thread and waits for its result (once the thread has
-  /// stopped, runs it here: the connection is free).
-  template <class Query>
-  auto wait_for(Query query) {
-    if (stopped()) return query(db_);
-    // Shared: the audit thread may still be leaving set_value() when the waiter has its result.
-    auto promise = std::make_shared<std::promise<decltype(query(db_))>>();
-    auto result = promise->get_future();
-    net::post(context_, [this, &query, promise] { promise->set_value(query(db_)); });
-    return result.get();
-  }
-
   void save(audit_save s, save_retry retry, net::any_io_executor executor, std::function<void(bool)> done) {
     stop_with(executor);
     {
@@ -478,26 +465,6 @@ net::awaitable<std::vector<stored_event>> audit_store::async_events_after(std::s
   return ask<std::vector<stored_event>>(*worker_, [id = std::move(id), after, max_bytes](sqlite3* db) {
     return read_events_after(db, id, after, max_bytes);
   });
-}
-
-std::size_t audit_store::prune(const std::string& cutoff) {
-  return worker_->wait_for([&](sqlite3* db) { return delete_before(db, cutoff); });
-}
-
-std::optional<common::execution_record> audit_store::record(std::string_view id) {
-  return worker_->wait_for([&](sqlite3* db) { return read_record(db, id); });
-}
-
-std::vector<common::execution_record> audit_store::list(std::string_view state, std::size_t limit) {
-  return worker_->wait_for([&](sqlite3* db) { return read_list(db, state, limit); });
-}
-
-common::seq_t audit_store::last_seq(std::string_view id) {
-  return worker_->wait_for([&](sqlite3* db) { return read_last_seq(db, id); });
-}
-
-std::vector<stored_event> audit_store::events_after(std::string_view id, common::seq_t after, std::size_t max_bytes) {
-  return worker_->wait_for([&](sqlite3* db) { return read_events_after(db, id, after, max_bytes); });
 }
 
 }  // namespace cmdcast::server

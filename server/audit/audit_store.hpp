@@ -87,14 +87,6 @@ class audit_store {
   net::awaitable<std::vector<stored_event>> async_events_after(std::string id, common::seq_t after,
                                                                std::size_t max_bytes);
 
-  // The same, waiting for the audit thread: only until the HTTP routes await the async ones.
-  // The I/O thread only (the one that destroys the store).
-  std::size_t prune(const std::string& cutoff);
-  std::optional<common::execution_record> record(std::string_view id);
-  std::vector<common::execution_record> list(std::string_view state, std::size_t limit);
-  common::seq_t last_seq(std::string_view id);
-  std::vector<stored_event> events_after(std::string_view id, common::seq_t after, std::size_t max_bytes);
-
  private:
   audit_store(std::shared_ptr<audit_worker> worker, std::size_t lost) : worker_(std::move(worker)), lost_at_open_(lost) {}
 

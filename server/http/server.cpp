@@ -249,19 +249,20 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::unique_ptr<audit_store> audit;
   std::unique_ptr<net::steady_timer> prune_timer;
 
-  /// Deletes audit records past audit_retention_days, now and then every hour.
-  void prune_audit() {
+  /// Deletes audit records past audit_retention_days, now and then every hour, until shutdown.
+  net::awaitable<void> prune_audit() {
     const int days = cfg.server.audit_retention_days;
-    if (!audit || days <= 0 || stopping) return;
-    const auto cutoff = rfc3339(std::chrono::system_clock::now() - std::chrono::hours(24 * days));
-    if (const auto removed = audit->prune(cutoff)) {
-      log_event("audit_pruned", {{"executions", std::to_string(removed)}, {"before", cutoff}});
+    if (!audit || days <= 0) co_return;
+    prune_timer = std::make_unique<net::steady_timer>(io);
+    while (!stopping) {
+      const auto cutoff = rfc3339(std::chrono::system_clock::now() - std::chrono::hours(24 * days));
+      if (const auto removed = co_await audit->async_prune(cutoff)) {
+        log_event("audit_pruned", {{"executions", std::to_string(removed)}, {"before", cutoff}});
+      }
+      prune_timer->expires_after(std::chrono::hours(1));
+      auto [ec] = co_await prune_timer->async_wait(use_tuple);
+      if (ec) co_return;
     }
-    if (!prune_timer) prune_timer = std::make_unique<net::steady_timer>(io);
-    prune_timer->expires_after(std::chrono::hours(1));
-    prune_timer->async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec) self->prune_audit();
-    });
   }
 
   // Metrics.
@@ -362,11 +363,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   }
 
   /// The audit's records (it has every execution) with the live ones' current state on top.
-  std::vector<common::execution_record> execution_list(const std::string& state, std::size_t limit) {
+  net::awaitable<std::vector<common::execution_record>> execution_list(std::string state, std::size_t limit) {
     std::vector<common::execution_record> list;
     std::set<std::string> seen;
     if (audit) {
-      for (auto& r : audit->list(state, limit)) {
+      for (auto& r : co_await audit->async_list(state, limit)) {
         const auto it = executions.find(r.execution_id);
         if (it != executions.end()) r = it->second->record();
         seen.insert(r.execution_id);
@@ -380,7 +381,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     }
     std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
     if (list.size() > limit) list.resize(limit);
-    return list;
+    co_return list;
   }
 
   /// A run request (the first WebSocket message or a POST body) checked and started.
@@ -404,65 +405,69 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     return start_execution(r, req->params, who);
   }
 
-  response handle_http(const request& req, const target& t, const std::optional<principal>& who) {
+  /// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
+  /// on a thread of its own.)
+  net::awaitable<response> handle_http(const request& req, const target& t, std::optional<principal> who) {
     const auto& p = t.parts;
     const bool get = req.method() == http::verb::get;
     if (get && p.size() == 1 && p[0] == "healthz") {
-      return text_response(req, http::status::ok, "ok");
+      co_return text_response(req, http::status::ok, "ok");
     }
     const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me");
     if (!api) {
-      if (auto file = serve_static(req, t)) return *file;
+      if (auto file = serve_static(req, t)) co_return *file;
       if (cfg.server.web_root && (get || req.method() == http::verb::head)) {
-        return text_response(req, http::status::not_found, "not found");
+        co_return text_response(req, http::status::not_found, "not found");
       }
-      return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
+      co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
     }
-    if (!who) return error_response(req, error_code::unauthorized, "a valid token is required");
+    if (!who) co_return error_response(req, error_code::unauthorized, "a valid token is required");
     if (get && p.size() == 1 && p[0] == "metrics") {
-      return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
+      co_return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
     }
     if (get && p.size() == 1 && p[0] == "me") {
       std::string body = "{\"user\":";
       common::append_json_string(body, who->name);
       body += who->granted == role::operator_ ? ",\"role\":\"operator\"}" : ",\"role\":\"viewer\"}";
-      return json_response(req, http::status::ok, std::move(body));
+      co_return json_response(req, http::status::ok, std::move(body));
     }
-    if (get && p.size() == 1 && p[0] == "machines") return json_response(req, http::status::ok, common::encode(machine_list()));
+    if (get && p.size() == 1 && p[0] == "machines") co_return json_response(req, http::status::ok, common::encode(machine_list()));
     if (get && p.size() == 1 && p[0] == "executions") {
       const auto state = t.query.count("state") ? t.query.at("state") : "all";
       const auto limit = query_number(t, "limit", 100, 1);
-      if (!limit) return error_response(req, error_code::bad_request, "limit must be a positive number");
+      if (!limit) co_return error_response(req, error_code::bad_request, "limit must be a positive number");
       if (state != "all" && state != "running" && !common::parse_exit_state(state)) {
-        return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
+        co_return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
       }
       // A bounded answer, however much the audit holds.
       const auto capped = static_cast<std::size_t>(std::min(*limit, max_list_limit));
-      return json_response(req, http::status::ok, common::encode(execution_list(state, capped)));
+      const auto list = co_await execution_list(state, capped);
+      co_return json_response(req, http::status::ok, common::encode(list));
     }
     if (req.method() == http::verb::post && p.size() == 3 && p[0] == "machines" && p[2] == "commands") {
       auto started = begin_run(p[1], req.body(), *who);
-      if (auto* err = std::get_if<request_error>(&started)) return error_response(req, err->code, err->message);
+      if (auto* err = std::get_if<request_error>(&started)) co_return error_response(req, err->code, err->message);
       const auto& e = std::get<std::shared_ptr<execution>>(started);
-      return json_response(req, http::status::accepted, common::encode(common::run_accepted{e->id()}));
+      co_return json_response(req, http::status::accepted, common::encode(common::run_accepted{e->id()}));
     }
     if (p.size() >= 2 && p[0] == "executions") {
-      const auto it = executions.find(p[1]);
+      const std::string id = p[1];
       std::optional<common::execution_record> stored;
-      if (it == executions.end() && audit) stored = audit->record(p[1]);
+      if (!executions.count(id) && audit) stored = co_await audit->async_record(id);
+      const auto it = executions.find(id);  // (after the wait: the map may have changed)
       if (it == executions.end() && !stored) {
-        return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+        co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
       }
       const auto rec = [&] { return it != executions.end() ? it->second->record() : *stored; };
-      if (get && p.size() == 2) return json_response(req, http::status::ok, common::encode(rec()));
+      if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(rec()));
       if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
-        if (who->granted != role::operator_) return error_response(req, error_code::forbidden, "cancel needs the operator role");
+        if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
         log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}});
         if (it != executions.end()) it->second->cancel();  // one that is only in the audit has ended
-        return json_response(req, http::status::accepted, common::encode(rec()));
+        co_return json_response(req, http::status::accepted, common::encode(rec()));
       }
     }
-    return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +
+    co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +
                                                             std::string(req.target()));
   }
 
@@ -523,10 +528,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (!wait) co_return error_response(req, error_code::bad_request, "wait must be a number of seconds >= 0");
     const auto it = executions.find(id);
     if (it == executions.end() || (it->second->finished() && !it->second->holds_after(*after))) {
-      if (!audit || !audit->record(id)) co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + id + "\"");
+      if (!audit || !co_await audit->async_record(id)) {
+        co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + id + "\"");
+      }
       // Finished, and served from the audit store.
-      const auto page = audit->events_after(id, *after, poll_answer_bytes);
-      const common::seq_t last = audit->last_seq(id);
+      const auto page = co_await audit->async_events_after(id, *after, poll_answer_bytes);
+      const common::seq_t last = co_await audit->async_last_seq(id);
       if (*after > last) co_return error_response(req, error_code::bad_request, past_the_end(*after, last));
       std::string body = "{\"events\":[";
       common::seq_t next = *after;
@@ -560,7 +567,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// then 1000.
   net::awaitable<void> send_stored(ws_connection& ws, const std::string& id, common::seq_t after) {
     for (;;) {
-      const auto page = audit->events_after(id, after, stored_page_bytes);
+      const auto page = co_await audit->async_events_after(id, after, stored_page_bytes);
       if (page.empty() || ws.closing()) break;
       for (const auto& e : page) {
         ws.send(std::make_shared<const std::string>(e.frame), e.seq);
@@ -603,8 +610,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         co_await refuse(ws, error_code::bad_request, past_the_end(*after, it->second->last_seq()));
       } else if (it != executions.end() && (!it->second->finished() || it->second->holds_after(*after))) {
         co_await watch(ws, it->second, *after, who);
-      } else if (audit && audit->record(p[1])) {
-        const auto last = audit->last_seq(p[1]);
+      } else if (audit && co_await audit->async_record(p[1])) {
+        const auto last = co_await audit->async_last_seq(p[1]);
         if (*after > last) {
           co_await refuse(ws, error_code::bad_request, past_the_end(*after, last));
         } else {
@@ -789,7 +796,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).
         res = co_await long_poll(req, *t, *who);
       } else {
-        res = handle_http(req, *t, who);
+        res = co_await handle_http(req, *t, who);
       }
       std::ostringstream out;
       out << res;
@@ -871,7 +878,7 @@ void server::start() {
     auto store = audit_store::open(s.audit_db);
     if (!store) throw std::runtime_error(store.error());
     impl_->audit = std::move(*store);
-    impl_->prune_audit();
+    net::co_spawn(impl_->io, [i = impl_] { return i->prune_audit(); }, net::detached);
   }
   const tcp::endpoint ep(net::ip::make_address(s.listen_host), s.listen_port);
   impl_->acceptor.open(ep.protocol());
