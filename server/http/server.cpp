@@ -30,6 +30,7 @@
 #include "cmdcast/common/codec.hpp"
 #include "audit/audit_store.hpp"
 #include "exec/execution.hpp"
+#include "exec/registry.hpp"
 #include "http/request_policy.hpp"
 #include "http/static_files.hpp"
 #include "http/transport.hpp"
@@ -50,10 +51,6 @@ using common::error_code;
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 
-// Finished executions stay in memory (replay buffer and all) for fast attaches, within these
-// bounds; older ones are served from the audit store.
-constexpr std::size_t max_finished_kept = 1000;
-constexpr std::size_t max_finished_replay_bytes = 64u << 20;
 constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the audit per page
 constexpr std::size_t poll_answer_bytes = 1u << 20;    // a long-poll answer's bound
 constexpr std::int64_t max_poll_wait_s = 30;
@@ -229,22 +226,19 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
 };
 
 struct server::impl : std::enable_shared_from_this<server::impl> {
-  impl(net::io_context& io_, config c) : io(io_), cfg(std::move(c)), policy(cfg.server, cfg.tokens), acceptor(io_) {}
+  impl(net::io_context& io_, config c)
+      : io(io_), cfg(std::move(c)), policy(cfg.server, cfg.tokens), registry(io_.get_executor(), cfg.server), acceptor(io_) {}
 
   net::io_context& io;
   config cfg;
   request_policy policy;
+  execution_registry registry;
   std::shared_ptr<tls_context> tls;  // null: plaintext
   tcp::acceptor acceptor;
   bool stopping = false;
   std::function<void()> on_stopped;
   std::unique_ptr<net::steady_timer> drain_deadline;
 
-  std::map<std::string, std::shared_ptr<ssh::machine_connection>> connections;  // by machine id
-  std::map<std::string, std::shared_ptr<execution>> executions;                 // by id
-  std::deque<std::string> finished_order;
-  std::size_t finished_replay_bytes = 0;
-  std::map<std::string, std::size_t> running_per_machine;
   std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
   std::unique_ptr<audit_store> audit;
   std::unique_ptr<net::steady_timer> prune_timer;
@@ -269,17 +263,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::uint64_t connections_open = 0, connections_total = 0, connections_refused = 0, accept_errors = 0;
   ws_connection::traffic ws_traffic;
   std::uint64_t requests_rejected = 0;
-  std::uint64_t ssh_bytes_in_ended = 0;  // output bytes of executions that have ended
-
-  std::shared_ptr<ssh::machine_connection> connection_for(const machine_entry& m) {
-    auto& c = connections[m.id];
-    if (!c) {
-      ssh::connection_options options;
-      options.max_channels = cfg.server.max_executions_per_machine;
-      c = std::make_shared<ssh::machine_connection>(io.get_executor(), m.endpoint, options);
-    }
-    return c;
-  }
 
   // --- HTTP -----------------------------------------------------------------------------------
 
@@ -319,11 +302,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::size_t subscribers = 0;
     std::map<std::string, std::size_t> by_state;
     std::uint64_t exec_evictions = 0;
-    std::uint64_t ssh_bytes_in = ssh_bytes_in_ended;
-    for (const auto& [id, e] : executions) {
+    const std::uint64_t ssh_bytes_in = registry.ssh_bytes_in();
+    for (const auto& [id, e] : registry.all()) {
       const auto r = e->record();
       ++by_state[r.state];
-      if (!e->finished()) ssh_bytes_in += static_cast<std::uint64_t>(r.bytes_stdout + r.bytes_stderr);
       subscribers += e->watchers();
       exec_evictions += e->evictions();
     }
@@ -368,13 +350,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::set<std::string> seen;
     if (audit) {
       for (auto& r : co_await audit->async_list(state, limit)) {
-        const auto it = executions.find(r.execution_id);
-        if (it != executions.end()) r = it->second->record();
+        if (const auto e = registry.find(r.execution_id)) r = e->record();
         seen.insert(r.execution_id);
         if (state == "all" || r.state == state) list.push_back(std::move(r));
       }
     }
-    for (const auto& [id, e] : executions) {
+    for (const auto& [id, e] : registry.all()) {
       if (seen.count(id)) continue;
       auto r = e->record();
       if (state == "all" || r.state == state) list.push_back(std::move(r));
@@ -397,12 +378,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       return *err;
     }
     auto& r = std::get<resolved_command>(resolved);
-    const auto running = running_per_machine[r.machine->id];
+    const auto running = registry.running_on(r.machine->id);
     if (running >= cfg.server.max_executions_per_machine) {
       return request_error{error_code::busy,
                            "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands"};
     }
-    return start_execution(r, req->params, who);
+    return registry.start(r, req->params, who.name, audit.get(), [self = shared_from_this()] { self->maybe_stopped(); });
   }
 
   /// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
@@ -453,17 +434,17 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (p.size() >= 2 && p[0] == "executions") {
       const std::string id = p[1];
       std::optional<common::execution_record> stored;
-      if (!executions.count(id) && audit) stored = co_await audit->async_record(id);
-      const auto it = executions.find(id);  // (after the wait: the map may have changed)
-      if (it == executions.end() && !stored) {
+      if (!registry.find(id) && audit) stored = co_await audit->async_record(id);
+      const auto live = registry.find(id);  // (after the wait: it may have changed)
+      if (!live && !stored) {
         co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
       }
-      const auto rec = [&] { return it != executions.end() ? it->second->record() : *stored; };
+      const auto rec = [&] { return live ? live->record() : *stored; };
       if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(rec()));
       if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
         if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
         log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}});
-        if (it != executions.end()) it->second->cancel();  // one that is only in the audit has ended
+        if (live) live->cancel();  // one that is only in the audit has ended
         co_return json_response(req, http::status::accepted, common::encode(rec()));
       }
     }
@@ -526,8 +507,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     if (!after) co_return error_response(req, error_code::bad_request, "after must be a number >= -1");
     const auto wait = query_number(t, "wait", 0, 0);
     if (!wait) co_return error_response(req, error_code::bad_request, "wait must be a number of seconds >= 0");
-    const auto it = executions.find(id);
-    if (it == executions.end() || (it->second->finished() && !it->second->holds_after(*after))) {
+    const auto held = registry.find(id);
+    if (!held || (held->finished() && !held->holds_after(*after))) {
       if (!audit || !co_await audit->async_record(id)) {
         co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + id + "\"");
       }
@@ -545,7 +526,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       body += "],\"next\":" + std::to_string(next) + ",\"done\":" + (next == last ? "true" : "false") + "}";
       co_return json_response(req, http::status::ok, std::move(body));
     }
-    const auto& e = it->second;
+    const auto& e = held;
     if (*after > e->last_seq()) co_return error_response(req, error_code::bad_request, past_the_end(*after, e->last_seq()));
     auto collector = std::make_shared<poll_collector>(io.get_executor(), *after);
     if (!e->subscribe(collector, *after)) {
@@ -605,11 +586,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         co_await refuse(ws, error_code::bad_request, "after must be a number >= -1");
         co_return;
       }
-      const auto it = executions.find(p[1]);
-      if (it != executions.end() && *after > it->second->last_seq()) {
-        co_await refuse(ws, error_code::bad_request, past_the_end(*after, it->second->last_seq()));
-      } else if (it != executions.end() && (!it->second->finished() || it->second->holds_after(*after))) {
-        co_await watch(ws, it->second, *after, who);
+      const auto held = registry.find(p[1]);
+      if (held && *after > held->last_seq()) {
+        co_await refuse(ws, error_code::bad_request, past_the_end(*after, held->last_seq()));
+      } else if (held && (!held->finished() || held->holds_after(*after))) {
+        co_await watch(ws, held, *after, who);
       } else if (audit && co_await audit->async_record(p[1])) {
         const auto last = co_await audit->async_last_seq(p[1]);
         if (*after > last) {
@@ -623,37 +604,6 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
       co_return;
     }
     co_await refuse(ws, error_code::bad_request, "no such WebSocket endpoint");
-  }
-
-  std::shared_ptr<execution> start_execution(const resolved_command& r, const std::map<std::string, std::string>& params,
-                                             const principal& who) {
-    const std::string id = random_uuid();
-    auto e = std::make_shared<execution>(io.get_executor(), id, *r.machine, *r.action, r.command, params, who.name,
-                                         cfg.server, audit.get());
-    executions.emplace(id, e);
-    ++running_per_machine[r.machine->id];
-    log_event("run", {{"execution_id", id}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", who.name}});
-    const std::string machine = r.machine->id;
-    e->start(connection_for(*r.machine), command_line(*r.action, r.command),
-             [self = shared_from_this(), e, machine] {
-               --self->running_per_machine[machine];
-               const auto rec = e->record();
-               self->ssh_bytes_in_ended += static_cast<std::uint64_t>(rec.bytes_stdout + rec.bytes_stderr);
-               log_event("exit", {{"execution_id", e->id()}, {"state", rec.state},
-                                  {"exit_code", rec.exit_code ? std::to_string(*rec.exit_code) : ""},
-                                  {"signal", rec.signal.value_or("")}});
-               self->finished_order.push_back(e->id());
-               self->finished_replay_bytes += e->replay_bytes();
-               while (self->finished_order.size() > max_finished_kept ||
-                      (self->finished_replay_bytes > max_finished_replay_bytes && self->finished_order.size() > 1)) {
-                 const auto oldest = self->executions.find(self->finished_order.front());
-                 self->finished_replay_bytes -= oldest->second->replay_bytes();
-                 self->executions.erase(oldest);
-                 self->finished_order.pop_front();
-               }
-               self->maybe_stopped();
-             });
-    return e;
   }
 
   // --- Connections ----------------------------------------------------------------------------
@@ -842,9 +792,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   void maybe_stopped(bool force = false) {
     if (!stopping || !on_stopped) return;
     if (!force) {
-      for (const auto& [id, e] : executions) {
-        if (!e->finished()) return;
-      }
+      if (!registry.all_finished()) return;
       if (!watchers.empty()) {
         for (auto* w : watchers) w->shut_down();
         if (!drain_deadline) {
@@ -856,7 +804,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
         return;
       }
     }
-    for (auto& [id, c] : connections) c->disconnect();
+    registry.disconnect_all();
     if (drain_deadline) drain_deadline->cancel();
     auto done = std::move(on_stopped);
     on_stopped = nullptr;
@@ -901,7 +849,7 @@ void server::shut_down(std::function<void()> done) {
   if (i.prune_timer) i.prune_timer->cancel();
   i.on_stopped = std::move(done);
   // Running commands are cancelled: their watchers get the exit event, then 1000.
-  for (auto& [id, e] : i.executions) e->cancel();
+  i.registry.cancel_all();
   i.maybe_stopped();
 }
 

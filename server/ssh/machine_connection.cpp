@@ -326,19 +326,28 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
     co_return result;
   }
 
-  co_await s->call([&] { return libssh2_channel_close(channel); });
-  if (!state->abandoned) co_await s->call([&] { return libssh2_channel_wait_closed(channel); });
-  char* signal_name = nullptr;
-  std::size_t signal_length = 0;
-  libssh2_channel_get_exit_signal(channel, &signal_name, &signal_length, nullptr, nullptr, nullptr,
-                                  nullptr);
-  if (signal_name && signal_length > 0) {
-    result.signal = std::string(signal_name, signal_length);
-    libssh2_free(s->raw(), signal_name);
-  } else if (!state->abandoned) {
-    result.exit_code = libssh2_channel_get_exit_status(channel);
+  if (state->abandoned) {
+    // sshd answers the close of a channel whose command still runs only once it ends, and
+    // libssh2's close waits for the next packet of any kind (a keepalive's answer at the
+    // latest): the channel is closed and freed in the background, the result does not wait.
+    net::co_spawn(executor_, [s, channel]() -> net::awaitable<void> {
+      co_await s->call([&] { return libssh2_channel_close(channel); });
+      co_await s->call([&] { return libssh2_channel_free(channel); });
+    }, net::detached);
+  } else {
+    co_await s->call([&] { return libssh2_channel_close(channel); });
+    co_await s->call([&] { return libssh2_channel_wait_closed(channel); });
+    char* signal_name = nullptr;
+    std::size_t signal_length = 0;
+    libssh2_channel_get_exit_signal(channel, &signal_name, &signal_length, nullptr, nullptr, nullptr, nullptr);
+    if (signal_name && signal_length > 0) {
+      result.signal = std::string(signal_name, signal_length);
+      libssh2_free(s->raw(), signal_name);
+    } else {
+      result.exit_code = libssh2_channel_get_exit_status(channel);
+    }
+    co_await s->call([&] { return libssh2_channel_free(channel); });
   }
-  co_await s->call([&] { return libssh2_channel_free(channel); });
 
   if (state->kill_unreached && state->abandoned) {
     // Not cancelled: the command may well go on running there, and the record must say so.
@@ -375,11 +384,27 @@ net::awaitable<void> machine_connection::stop_remote(std::shared_ptr<ssh_session
   }
   if (state->process_group > 0) {
     const std::string group = std::to_string(state->process_group);
-    // POSIX kill syntax: the login shell may be dash, whose kill takes no "-TERM --".
-    const auto term = co_await run_helper(s, "kill -s TERM -- -" + group + " 2>/dev/null");
+    // Sends a signal on a channel of its own, waiting at most `grace` for it to be sent: a
+    // channel that does not open in time (sshd's MaxSessions reached) is not waited for, and
+    // the send goes on by itself should it open later. The reason when it was not sent.
+    auto signal = [&](const char* name) -> net::awaitable<std::optional<std::string>> {
+      auto outcome = std::make_shared<std::optional<std::optional<std::string>>>();
+      auto sent = std::make_shared<net::steady_timer>(forever_timer(executor_));
+      // POSIX kill syntax: the login shell may be dash, whose kill takes no "-TERM --".
+      const std::string command = std::string("kill -s ") + name + " -- -" + group + " 2>/dev/null";
+      net::co_spawn(executor_, [s, command, outcome, sent]() -> net::awaitable<void> {
+        *outcome = co_await run_helper(s, command);
+        sent->cancel();
+      }, net::detached);
+      timer.expires_after(grace);
+      co_await (timer.async_wait(use_tuple) || sent->async_wait(use_tuple));
+      if (!*outcome) co_return "no SSH channel opened for the kill within " + std::to_string(grace.count()) + " ms";
+      co_return **outcome;
+    };
+    const auto term = co_await signal("TERM");
     co_await wait_for_end(grace);
     if (state->finished) co_return;
-    const auto kill = co_await run_helper(s, "kill -s KILL -- -" + group + " 2>/dev/null");
+    const auto kill = co_await signal("KILL");
     if (term && kill) state->kill_unreached = *kill;
     co_await wait_for_end(grace);
     if (state->finished) co_return;
