@@ -124,6 +124,7 @@ ssize_t transport::write_some_now(const iovec* parts, std::size_t count) {
     }
     if (stage.empty()) break;
     std::size_t written = 0;
+    ERR_clear_error();
     // Memory buffers take everything: a failure here is OpenSSL's own.
     if (SSL_write_ex(ssl_, stage.data(), stage.size(), &written) != 1) {
       ERR_clear_error();
@@ -139,6 +140,9 @@ ssize_t transport::write_some_now(const iovec* parts, std::size_t count) {
 ssize_t transport::read_now(char* data, std::size_t size) {
   if (!ssl_) return ::recv(socket_.native_handle(), data, size, MSG_DONTWAIT);
   for (;;) {
+    // OpenSSL's error queue is the thread's: what libssh2's crypto or another connection left
+    // there would make SSL_get_error report a failure of this one.
+    ERR_clear_error();
     std::size_t n = 0;
     const int ok = SSL_read_ex(ssl_, data, size, &n);
     if (ok == 1) {
@@ -162,6 +166,7 @@ ssize_t transport::read_now(char* data, std::size_t size) {
 net::awaitable<bool> transport::handshake() {
   if (!ssl_) co_return true;
   for (;;) {
+    ERR_clear_error();
     const int r = SSL_do_handshake(ssl_);
     const int error = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
     if (!co_await write_all({})) co_return false;  // what the handshake produced
@@ -209,6 +214,7 @@ void transport::close() {
   if (ssl_ && SSL_is_init_finished(ssl_)) {
     // What is still to go, then close_notify, as far as the socket takes them now; the peer's
     // answer is not awaited.
+    ERR_clear_error();
     SSL_shutdown(ssl_);
     flush_cipher();
   }

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "server_harness.hpp"
+#include "tls_fixture.hpp"
 
 extern char** environ;
 
@@ -301,6 +302,29 @@ TEST_F(Desktop, FollowsARunningExecutionLiveAndClosesWhileItStreams) {
   EXPECT_EQ(describe(desktop.terminate(20s)), "exit 0") << desktop.log();
 }
 
+TEST_F(Desktop, OverHttpsWithAPrivateCaItFollowsAnExecution) {
+  tls_fixture pki;
+  loopback_sshd sshd;
+  server_process server(sshd, tls_fixture::server_config(pki.loopback()));
+  const auto accepted =
+      https_request(server.port(), pki.ca(), "POST", "/machines/box/commands", operator_token, run_request("lines"));
+  ASSERT_EQ(accepted.status, 202u) << accepted.body;
+  const auto started = common::decode_run_accepted(accepted.body);
+  ASSERT_TRUE(started.ok()) << accepted.body;
+  auto& desktop = start_desktop({"--server", "https://localhost:" + std::to_string(server.port()), "--cacert", pki.ca(),
+                                 "--token", operator_token, "--open", "#/executions/" + started->execution_id});
+
+  // HTTPS (the user, the machines) and WSS (the output) both went through.
+  const auto state = wait_for_state(
+      [](const json::object& s) { return s.contains("exit") && !s.at("exit").is_null(); }, "the exit", 60s);
+  ASSERT_FALSE(state.empty());
+  EXPECT_EQ(text_at(state, "transport"), "websocket");
+  EXPECT_EQ(text_at(state, "user"), "olivia");
+  const std::vector<std::string> expected_tail = {"line 1", "line 2", "line 3", "done"};
+  EXPECT_EQ(json::value_to<std::vector<std::string>>(state.at("tail")), expected_tail);
+  EXPECT_EQ(describe(desktop.terminate(20s)), "exit 0") << desktop.log();
+}
+
 TEST_F(Desktop, WithNoServerItSaysSoAndKeepsRunning) {
   auto& desktop = start_desktop({"--server", "http://127.0.0.1:" + std::to_string(free_loopback_port()), "--open",
                                  "#/executions/somewhere"});
@@ -318,7 +342,7 @@ TEST_F(Desktop, WithNoServerItSaysSoAndKeepsRunning) {
 TEST(DesktopArguments, BadArgumentsGetAUsageError) {
   char pattern[] = "/tmp/cmdcast-desktop-args-XXXXXX";
   const std::string dir = ::mkdtemp(pattern);
-  for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"--server", "https://example.com"},
+  for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"--server", "ftp://example.com"},
                                               {"--server", "http://127.0.0.1:port"}, {"--open"}, {"--bogus"}}) {
     std::vector<std::string> argv = args;
     argv.insert(argv.begin(), CMDCAST_DESKTOP_BINARY);
@@ -326,7 +350,7 @@ TEST(DesktopArguments, BadArgumentsGetAUsageError) {
     EXPECT_EQ(describe(desktop.wait(20s)), "exit 2") << desktop.log();
   }
   const std::string all = read_file(dir + "/usage.log");
-  EXPECT_NE(all.find("usage: cmdcast-desktop --server http://HOST:PORT"), std::string::npos) << all;
+  EXPECT_NE(all.find("usage: cmdcast-desktop --server URL"), std::string::npos) << all;
   EXPECT_NE(all.find("unknown argument \"--bogus\""), std::string::npos) << all;
   std::error_code ignored;
   fs::remove_all(dir, ignored);

@@ -1,52 +1,59 @@
 // cmdcast: the terminal client.
 //   cmdcast run SERVER MACHINE ACTION [name=value ...]   run an action and stream its output
 //   cmdcast watch SERVER EXECUTION_ID                    attach to a running (or finished) one
-// SERVER is host:port (or http://host:port). The token comes from $CMDCAST_TOKEN or --token.
+// SERVER is https://host[:port] (TLS), or http://host[:port] or host[:port] (plain). Over TLS the
+// server's certificate must verify against the system's CAs, or those of --cacert FILE. The
+// token comes from $CMDCAST_TOKEN or --token.
 // stdout and stderr go to stdout and stderr as they arrive; on a terminal a progress line is
 // kept on stderr. Exits with the remote exit code (128+N for a signal, 1 when cancelled or
-// failed, 2 for a usage or request error). Ctrl-C while running cancels the command (a second
-// Ctrl-C leaves it running and detaches).
+// failed, 2 for a usage or request error or a refused certificate). Ctrl-C while running
+// cancels the command (a second Ctrl-C leaves it running and detaches).
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "cmdcast/client_net/connection.hpp"
 #include "cmdcast/common/codec.hpp"
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-using tcp = net::ip::tcp;
 using namespace cmdcast::common;
+using cmdcast::client_net::connector;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr auto connect_timeout = std::chrono::seconds(10);
 
 namespace {
 
-int usage() {
-  std::fprintf(stderr,
+int usage(std::FILE* to = stderr, int status = 2) {
+  std::fprintf(to,
                "usage: cmdcast run SERVER MACHINE ACTION [name=value ...]\n"
                "       cmdcast watch SERVER EXECUTION_ID\n"
-               "options: --token TOKEN (default $CMDCAST_TOKEN)\n");
-  return 2;
+               "SERVER: https://HOST[:PORT] (TLS; port 443 unless given), or plain http://HOST[:PORT]\n"
+               "        (port 80) or HOST[:PORT] (port 8080)\n"
+               "options: --token TOKEN   the bearer token (default $CMDCAST_TOKEN)\n"
+               "         --cacert FILE   verify the server's certificate with the CA certificates in\n"
+               "                         FILE (PEM) instead of the system's: for a private CA\n"
+               "         --help          this text\n");
+  return status;
 }
 
 struct session_state {
-  std::string host, port, token;
+  std::string token;
+  bool certificate_rejected = false;  // no retry helps: exit 2
   bool progress_shown = false;
   bool tty = ::isatty(2) != 0;
   seq_t last_seq = -1;
@@ -105,35 +112,15 @@ void show(session_state& s, const event& e) {
 }
 
 /// Streams one WebSocket connection. Returns the close code (0 when the connection failed).
-net::awaitable<unsigned> stream_once(session_state& s, std::string target, std::optional<std::string> first_message,
-                                     net::signal_set& interrupts) {
-  auto ex = co_await net::this_coro::executor;
-  tcp::resolver resolver(ex);
-  auto [rec, results] = co_await resolver.async_resolve(s.host, s.port, use_tuple);
-  if (rec) {
-    std::fprintf(stderr, "cmdcast: cannot resolve %s: %s\n", s.host.c_str(), rec.message().c_str());
+net::awaitable<unsigned> stream_once(session_state& s, const connector& server, std::string target,
+                                     std::optional<std::string> first_message, net::signal_set& interrupts) {
+  cmdcast::client_net::websocket_client ws(co_await net::this_coro::executor, server);
+  if (auto failed = co_await ws.connect(std::move(target), s.token, connect_timeout)) {
+    std::fprintf(stderr, "cmdcast: %s\n", failed->message.c_str());
+    s.certificate_rejected = failed->certificate_rejected;
     co_return 0;
   }
-  websocket::stream<beast::tcp_stream> ws(ex);
-  beast::get_lowest_layer(ws).expires_after(std::chrono::seconds(10));
-  auto [cec, ep] = co_await beast::get_lowest_layer(ws).async_connect(results, use_tuple);
-  if (cec) {
-    std::fprintf(stderr, "cmdcast: cannot connect to %s:%s: %s\n", s.host.c_str(), s.port.c_str(), cec.message().c_str());
-    co_return 0;
-  }
-  beast::get_lowest_layer(ws).expires_never();
-  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
-  ws.read_message_max(64u << 20);
-  const std::string token = s.token;
-  ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
-    if (!token.empty()) req.set(beast::http::field::authorization, "Bearer " + token);
-  }));
-  auto [hec] = co_await ws.async_handshake(s.host + ":" + s.port, target, use_tuple);
-  if (hec) {
-    std::fprintf(stderr, "cmdcast: WebSocket handshake failed: %s\n", hec.message().c_str());
-    co_return 0;
-  }
-  if (first_message) co_await ws.async_write(net::buffer(*first_message), use_tuple);
+  if (first_message) co_await ws.write(*first_message);
 
   // Ctrl-C: the first asks the server to cancel, the second detaches.
   bool detached = false;
@@ -143,23 +130,20 @@ net::awaitable<unsigned> stream_once(session_state& s, std::string target, std::
       if (ec) return;
       if (++s.cancels == 1) {
         std::fputs("\ncmdcast: cancelling (Ctrl-C again to leave it running and detach)\n", stderr);
-        net::co_spawn(ws.get_executor(), [&]() -> net::awaitable<void> {
-          co_await ws.async_write(net::buffer(std::string(R"({"type":"cancel"})")), use_tuple);
+        net::co_spawn(interrupts.get_executor(), [&]() -> net::awaitable<void> {
+          co_await ws.write(R"({"type":"cancel"})");
         }, net::detached);
         arm();
       } else {
         detached = true;
-        beast::get_lowest_layer(ws).cancel();
+        ws.cancel();
       }
     });
   };
   arm();
-  beast::flat_buffer buffer;
-  for (;;) {
-    auto [ec, n] = co_await ws.async_read(buffer, use_tuple);
-    if (ec) break;
-    auto e = decode_event(beast::buffers_to_string(buffer.data()));
-    buffer.consume(buffer.size());
+  std::string message;
+  while (!co_await ws.read(message)) {
+    auto e = decode_event(message);
     if (!e) {
       std::fprintf(stderr, "cmdcast: bad event from the server: %s\n", e.error().c_str());
       continue;
@@ -168,7 +152,7 @@ net::awaitable<unsigned> stream_once(session_state& s, std::string target, std::
   }
   interrupts.cancel();
   if (detached) co_return 1000;
-  co_return static_cast<unsigned>(ws.reason().code);
+  co_return ws.close_code();
 }
 
 }  // namespace
@@ -176,22 +160,30 @@ net::awaitable<unsigned> stream_once(session_state& s, std::string target, std::
 int main(int argc, char** argv) {
   std::vector<std::string> args;
   session_state s;
+  std::string ca_file;
   if (const char* t = std::getenv("CMDCAST_TOKEN")) s.token = t;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") return usage(stdout, 0);
+    if (arg == "--token" && i + 1 < argc) {
       s.token = argv[++i];
+    } else if (arg == "--cacert" && i + 1 < argc) {
+      ca_file = argv[++i];
     } else {
-      args.emplace_back(argv[i]);
+      args.emplace_back(arg);
     }
   }
   if (args.size() < 3) return usage();
-  std::string server = args[1];
-  if (server.starts_with("http://")) server = server.substr(7);
-  if (server.starts_with("ws://")) server = server.substr(5);
-  while (server.ends_with("/")) server.pop_back();
-  const auto colon = server.rfind(':');
-  s.host = colon == std::string::npos ? server : server.substr(0, colon);
-  s.port = colon == std::string::npos ? "8080" : server.substr(colon + 1);
+  auto url = cmdcast::client_net::parse_server_url(args[1]);
+  if (!url) {
+    std::fprintf(stderr, "cmdcast: %s\n", url.error().c_str());
+    return usage();
+  }
+  auto server = connector::make(std::move(*url), ca_file);
+  if (!server) {
+    std::fprintf(stderr, "cmdcast: %s\n", server.error().c_str());
+    return 2;
+  }
 
   std::string target;
   std::optional<std::string> request;
@@ -216,17 +208,20 @@ int main(int argc, char** argv) {
   net::signal_set interrupts(io, SIGINT);
   int status = 1;
   net::co_spawn(io, [&]() -> net::awaitable<void> {
-    unsigned code = co_await stream_once(s, target, request, interrupts);
+    unsigned code = co_await stream_once(s, *server, target, request, interrupts);
     // Evicted as too slow (1013) or dropped: resume where the stream stopped.
-    for (int attempt = 0; attempt < 5 && !s.exit && !s.error && s.cancels < 2 && (code == 1013 || code == 0 || code == 1006);
+    for (int attempt = 0; attempt < 5 && !s.exit && !s.error && !s.certificate_rejected && s.cancels < 2 &&
+                          (code == 1013 || code == 0 || code == 1006);
          ++attempt) {
       if (s.execution_id.empty()) break;  // a run that never started has nothing to resume
       net::steady_timer pause(io, std::chrono::milliseconds(200 << attempt));
       co_await pause.async_wait(use_tuple);
       const std::string resume = "/executions/" + s.execution_id + "/stream?after=" + std::to_string(s.last_seq);
-      code = co_await stream_once(s, resume, std::nullopt, interrupts);
+      code = co_await stream_once(s, *server, resume, std::nullopt, interrupts);
     }
-    if (s.error) {
+    if (s.certificate_rejected) {
+      status = 2;  // stream_once said why
+    } else if (s.error) {
       std::fprintf(stderr, "cmdcast: %s: %s\n", std::string(to_string(s.error->code)).c_str(), s.error->message.c_str());
       status = 2;
     } else if (s.exit) {

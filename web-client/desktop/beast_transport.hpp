@@ -1,6 +1,7 @@
-// The desktop's transport: HTTP/1.1 and WebSockets with Beast on one network thread, the token
-// as an Authorization header on both (a desktop app is no browser: no subprotocol, no Origin).
-// Results and socket events are queued for the UI thread, which runs them in pump().
+// The desktop's transport: HTTP/1.1 and WebSockets, plain or TLS (client_net), on one network
+// thread, the token as an Authorization header on both (a desktop app is no browser: no
+// subprotocol, no Origin). Results and socket events are queued for the UI thread, which runs
+// them in pump().
 #pragma once
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -8,11 +9,13 @@
 
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "app/transport.hpp"
+#include "cmdcast/client_net/connection.hpp"
 
 namespace cmdcast::client {
 
@@ -20,7 +23,7 @@ class beast_transport : public transport {
  public:
   /// `wake` is called on the network thread whenever something is queued for pump(), so that a
   /// UI sleeping until its next event wakes up (the desktop passes glfwPostEmptyEvent).
-  beast_transport(std::string host, std::string port, std::function<void()> wake);
+  beast_transport(client_net::connector server, std::function<void()> wake);
   /// Stops the network thread; no callback runs afterwards. Sockets must be gone by then.
   ~beast_transport() override;
   beast_transport(const beast_transport&) = delete;
@@ -33,9 +36,14 @@ class beast_transport : public transport {
 
   /// Queues `f` for the next pump() (called on the network thread).
   void post_to_ui(std::function<void()> f);
+  /// Says on stderr, once, why a connection failed when the server's certificate was refused
+  /// (called on the network thread; the UI only sees the server unreachable).
+  void report(const std::optional<client_net::connect_error>& failure);
 
  private:
-  std::string host_, port_, token_;
+  client_net::connector server_;
+  std::string token_;
+  bool certificate_reported_ = false;  // network thread
   std::function<void()> wake_;
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;

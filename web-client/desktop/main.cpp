@@ -1,6 +1,9 @@
 // cmdcast-desktop: the cmdcast UI in a native window (GLFW + OpenGL 3), the same client_app and
 // ui as the web shell, over Beast on a network thread.
-//   cmdcast-desktop --server http://HOST:PORT [--token TOKEN] [--open ROUTE] [--state-file PATH]
+//   cmdcast-desktop --server URL [--cacert FILE] [--token TOKEN] [--open ROUTE] [--state-file PATH]
+// URL is https://HOST[:PORT] (TLS), or http://HOST[:PORT] or HOST[:PORT] (plain). Over TLS the
+// server's certificate must verify against the system's CAs, or those of --cacert FILE: it is
+// checked before the window opens, and a refused certificate is one line and exit code 2.
 // The token comes from --token or $CMDCAST_TOKEN. --open takes a deep link ("#/executions/ID",
 // "#/machines/ID"). --state-file keeps PATH holding what the user sees (the JSON of the web's
 // window.cmdcast.state()), replaced about every 250 ms and at exit, for tests and scripts.
@@ -10,6 +13,7 @@
 #include <imgui_impl_glfw.h>
 #include <imgui_impl_opengl3.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -19,51 +23,43 @@
 
 #include "app/client_app.hpp"
 #include "app/ui.hpp"
+#include "cmdcast/client_net/connection.hpp"
 #include "cmdcast/common/result.hpp"
 #include "desktop/beast_transport.hpp"
 
 namespace {
 
+using cmdcast::client_net::connector;
 using cmdcast::common::failure;
 using cmdcast::common::result;
 
 constexpr double frame_wait_s = 0.1;        // redraw at least this often (timers, elapsed times)
 constexpr double state_interval_s = 0.25;   // how often --state-file is replaced
 constexpr int window_width = 1200, window_height = 760;  // at scale 1
+constexpr auto tls_check_timeout = std::chrono::seconds(10);
 
 volatile std::sig_atomic_t quit_requested = 0;
 
 void request_quit(int) { quit_requested = 1; }
 
 struct options {
-  std::string host, port, token, route, state_file;
+  cmdcast::client_net::server_url server;
+  std::string ca_file, token, route, state_file;
 };
 
 int usage(const std::string& problem) {
   std::fprintf(stderr,
                "cmdcast-desktop: %s\n"
-               "usage: cmdcast-desktop --server http://HOST:PORT [--token TOKEN] [--open ROUTE] [--state-file PATH]\n"
+               "usage: cmdcast-desktop --server URL [--cacert FILE] [--token TOKEN] [--open ROUTE] [--state-file PATH]\n"
+               "  --server URL       https://HOST[:PORT] (TLS; port 443 unless given), or plain\n"
+               "                     http://HOST[:PORT] (port 80) or HOST[:PORT] (port 8080)\n"
+               "  --cacert FILE      verify the server's certificate with the CA certificates in FILE\n"
+               "                     (PEM) instead of the system's: for a private CA\n"
                "  --token TOKEN      the bearer token (default $CMDCAST_TOKEN)\n"
                "  --open ROUTE       open a deep link at start: \"#/executions/ID\" or \"#/machines/ID\"\n"
                "  --state-file PATH  keep PATH holding what the window shows, as JSON\n",
                problem.c_str());
   return 2;
-}
-
-/// Fills in o's host and port from "http://HOST:PORT" ("http://HOST": port 80; a trailing "/" is fine).
-result<options> parse_server(std::string url, options o) {
-  constexpr std::string_view scheme = "http://";
-  if (!url.starts_with(scheme)) return failure{"--server needs an http:// URL, not \"" + url + "\""};
-  url.erase(0, scheme.size());
-  while (url.ends_with("/")) url.pop_back();
-  const auto colon = url.rfind(':');
-  o.host = url.substr(0, colon);
-  o.port = colon == std::string::npos ? "80" : url.substr(colon + 1);
-  if (o.host.empty() || url.find('/') != std::string::npos) return failure{"--server wants http://HOST:PORT only"};
-  if (o.port.empty() || o.port.size() > 5 || o.port.find_first_not_of("0123456789") != std::string::npos) {
-    return failure{"bad port \"" + o.port + "\" in --server"};
-  }
-  return o;
 }
 
 result<options> parse_options(int argc, char** argv) {
@@ -73,6 +69,7 @@ result<options> parse_options(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     std::string* value = arg == "--server"       ? &server
+                         : arg == "--cacert"     ? &o.ca_file
                          : arg == "--token"      ? &o.token
                          : arg == "--open"       ? &o.route
                          : arg == "--state-file" ? &o.state_file
@@ -82,7 +79,10 @@ result<options> parse_options(int argc, char** argv) {
     *value = argv[++i];
   }
   if (server.empty()) return failure{"--server is required"};
-  return parse_server(server, std::move(o));
+  auto url = cmdcast::client_net::parse_server_url(server);
+  if (!url) return failure{"--server: " + url.error()};
+  o.server = std::move(*url);
+  return o;
 }
 
 /// Replaces `path` with `text` in one step, so that a reader never sees half a file.
@@ -117,8 +117,8 @@ void report_glfw_error(int code, const char* description) {
 }
 
 /// The window's life: events, the network's callbacks, timers, a frame; until it is closed.
-void run_window(GLFWwindow* window, const options& o, float scale) {
-  cmdcast::client::beast_transport transport(o.host, o.port, [] { glfwPostEmptyEvent(); });
+void run_window(GLFWwindow* window, const connector& server, const options& o, float scale) {
+  cmdcast::client::beast_transport transport(server, [] { glfwPostEmptyEvent(); });
   cmdcast::client::client_app app(transport);
   cmdcast::client::ui view(app);
   view.scale = scale;
@@ -160,13 +160,24 @@ int main(int argc, char** argv) {
   const auto parsed = parse_options(argc, argv);
   if (!parsed) return usage(parsed.error());
   const options& o = *parsed;
+  const auto server = connector::make(o.server, o.ca_file);
+  if (!server) {
+    std::fprintf(stderr, "cmdcast-desktop: %s\n", server.error().c_str());
+    return 2;
+  }
+  // A refused certificate stays refused: say so now rather than open a window that cannot work.
+  // Anything else (the server down, say) the window shows, and it keeps trying.
+  if (const auto failed = server->check_tls(tls_check_timeout); failed && failed->certificate_rejected) {
+    std::fprintf(stderr, "cmdcast-desktop: %s\n", failed->message.c_str());
+    return 2;
+  }
 
   glfwSetErrorCallback(report_glfw_error);
   if (!glfwInit()) return 1;
   glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
   glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
   glfwWindowHint(GLFW_SCALE_TO_MONITOR, GLFW_TRUE);  // HiDPI: a window of the same apparent size
-  const std::string title = "cmdcast: " + o.host + ":" + o.port;
+  const std::string title = "cmdcast: " + o.server.authority();
   GLFWwindow* window = glfwCreateWindow(window_width, window_height, title.c_str(), nullptr, nullptr);
   if (!window) {
     glfwTerminate();
@@ -191,7 +202,7 @@ int main(int argc, char** argv) {
 
   std::signal(SIGINT, request_quit);
   std::signal(SIGTERM, request_quit);
-  run_window(window, o, scale);
+  run_window(window, *server, o, scale);
 
   ImGui_ImplOpenGL3_Shutdown();
   ImGui_ImplGlfw_Shutdown();
