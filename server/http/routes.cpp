@@ -1,0 +1,330 @@
+// The JSON routes (machines, executions, runs, cancel, /me, /metrics, the web client's files)
+// and the long-poll.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <limits>
+#include <sstream>
+
+#include "cmdcast/common/codec.hpp"
+#include "http/server_impl.hpp"
+#include "http/static_files.hpp"
+#include "support/log.hpp"
+
+namespace cmdcast::server {
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t poll_answer_bytes = 1u << 20;  // a long-poll answer's bound
+constexpr std::int64_t max_poll_wait_s = 30;
+constexpr std::int64_t max_list_limit = 1000;
+
+/// A long-poll waiting for its answer: it collects the frames of one answer (up to a bound;
+/// the next poll starts after the last one it took) and is woken by the first sequenced event,
+/// once the events that arrive with it have been added too.
+class poll_collector : public live_subscriber, public std::enable_shared_from_this<poll_collector> {
+ public:
+  poll_collector(net::any_io_executor ex, common::seq_t after)
+      : next_(after), wake_(ex, net::steady_timer::time_point::max()) {}
+
+  std::size_t room() const override {
+    return frames_.empty() ? std::numeric_limits<std::size_t>::max() : poll_answer_bytes - std::min(poll_answer_bytes, bytes_);
+  }
+  void wants_more() override {  // the answer is full: the next poll gets the rest
+    full_ = true;
+    wake_soon();
+  }
+  bool push(const frame& f, common::seq_t seq) override {
+    if (full_ || answered_) return true;
+    if (bytes_ + f->size() > poll_answer_bytes && !frames_.empty()) {
+      full_ = true;
+      wake_soon();
+      return true;
+    }
+    frames_.push_back(f);
+    bytes_ += f->size();
+    if (seq >= 0) {
+      next_ = seq;
+      wake_soon();
+    }
+    return true;
+  }
+  void ended() override {
+    done_ = !full_;
+    wake_soon();
+  }
+  void evicted() override { wake_soon(); }
+  void shut_down() override { wake_soon(); }
+
+  /// Waits until there is something to answer or `wait` has passed.
+  net::awaitable<void> wait(std::chrono::seconds wait) {
+    if (!woken_) {
+      wake_.expires_after(wait);
+      co_await wake_.async_wait(use_tuple);
+    }
+    answered_ = true;
+  }
+
+  /// {"events": [...], "next": SEQ, "done": bool}, from the frames as they are.
+  std::string answer() const {
+    std::string body = "{\"events\":[";
+    for (std::size_t i = 0; i < frames_.size(); ++i) {
+      if (i) body += ',';
+      body += *frames_[i];
+    }
+    body += "],\"next\":" + std::to_string(next_) + ",\"done\":" + (done_ ? "true" : "false") + "}";
+    return body;
+  }
+
+ private:
+  void wake_soon() {
+    if (woken_) return;
+    woken_ = true;
+    net::post(wake_.get_executor(), [self = shared_from_this()] { self->wake_.cancel(); });
+  }
+
+  std::vector<frame> frames_;
+  std::size_t bytes_ = 0;
+  common::seq_t next_;
+  bool full_ = false, done_ = false, woken_ = false, answered_ = false;
+  net::steady_timer wake_;
+};
+
+}  // namespace
+
+response server::impl::json_response(const request& req, http::status status, std::string body) {
+  auto res = text_response(req, status, std::move(body), "application/json");
+  res.set(http::field::cache_control, "no-store");
+  return res;
+}
+
+/// An answer with a body (named for what it mostly carries; the type says what it is).
+response server::impl::text_response(const request& req, http::status status, std::string body,
+                       std::string_view type) {
+  response res{status, req.version()};
+  res.set(http::field::content_type, type);
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+response server::impl::error_response(const request& req, error_code code, std::string_view message) {
+  ++requests_rejected;
+  return json_response(req, static_cast<http::status>(common::http_status(code)), error_json(code, message));
+}
+
+std::vector<common::machine_info> server::impl::machine_list() const {
+  std::vector<common::machine_info> out;
+  for (const auto& m : cfg.machines) {
+    common::machine_info info{m.id, m.name, {}};
+    for (const auto* a : cfg.actions_for(m)) info.actions.push_back({a->name, a->params, a->progress});
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::string server::impl::metrics_text() const {
+  std::size_t subscribers = 0;
+  std::map<std::string, std::size_t> by_state;
+  std::uint64_t exec_evictions = 0;
+  const std::uint64_t ssh_bytes_in = registry.ssh_bytes_in();
+  for (const auto& [id, e] : registry.all()) {
+    const auto r = e->record();
+    ++by_state[r.state];
+    subscribers += e->watchers();
+    exec_evictions += e->evictions();
+  }
+  std::ostringstream m;
+  m << "# TYPE cmdcast_connections gauge\ncmdcast_connections " << connections_open << "\n"
+    << "# TYPE cmdcast_connections_total counter\ncmdcast_connections_total " << connections_total << "\n"
+    << "# TYPE cmdcast_connections_refused_total counter\ncmdcast_connections_refused_total " << connections_refused << "\n"
+    << "# TYPE cmdcast_accept_errors_total counter\ncmdcast_accept_errors_total " << accept_errors << "\n"
+    << "# TYPE cmdcast_executions gauge\n";
+  for (const char* state : {"running", "exited", "cancelled", "timed_out", "failed", "lost"}) {
+    m << "cmdcast_executions{state=\"" << state << "\"} " << (by_state.count(state) ? by_state.at(state) : 0) << "\n";
+  }
+  m << "# TYPE cmdcast_subscribers gauge\ncmdcast_subscribers " << subscribers << "\n"
+    << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << ws_traffic.out << "\n"
+    << "# TYPE cmdcast_ws_bytes_in_total counter\ncmdcast_ws_bytes_in_total " << ws_traffic.in << "\n"
+    << "# TYPE cmdcast_ssh_bytes_in_total counter\ncmdcast_ssh_bytes_in_total " << ssh_bytes_in << "\n"
+    << "# TYPE cmdcast_evictions_total counter\ncmdcast_evictions_total " << exec_evictions << "\n"
+    << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
+  return m.str();
+}
+
+/// A file of the web client under web_root (GET or HEAD), gzip-compressed when the build left
+/// a FILE.gz beside it and the browser takes gzip.
+std::optional<response> server::impl::serve_static(const request& req, const target& t) {
+  const bool head = req.method() == http::verb::head;
+  if (!cfg.server.web_root || (req.method() != http::verb::get && !head)) return std::nullopt;
+  const bool gzip = req[http::field::accept_encoding].find("gzip") != std::string_view::npos;
+  auto file = read_static_file(*cfg.server.web_root, t.parts, gzip);
+  if (!file) return std::nullopt;
+  auto res = text_response(req, http::status::ok, std::move(file->body), file->content_type);
+  // The page always asks whether it changed (a new build is picked up at once).
+  res.set(http::field::cache_control, "no-cache");
+  res.set(http::field::vary, "Accept-Encoding");
+  if (file->gzip) res.set(http::field::content_encoding, "gzip");
+  if (head) res.body().clear();  // Content-Length still says what a GET would get
+  return res;
+}
+
+/// The audit's records (it has every execution) with the live ones' current state on top.
+net::awaitable<std::vector<common::execution_record>> server::impl::execution_list(std::string state, std::size_t limit) {
+  std::vector<common::execution_record> list;
+  std::set<std::string> seen;
+  if (audit) {
+    for (auto& r : co_await audit->async_list(state, limit)) {
+      if (const auto e = registry.find(r.execution_id)) r = e->record();
+      seen.insert(r.execution_id);
+      if (state == "all" || r.state == state) list.push_back(std::move(r));
+    }
+  }
+  for (const auto& [id, e] : registry.all()) {
+    if (seen.count(id)) continue;
+    auto r = e->record();
+    if (state == "all" || r.state == state) list.push_back(std::move(r));
+  }
+  std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
+  if (list.size() > limit) list.resize(limit);
+  co_return list;
+}
+
+/// A run request (the first WebSocket message or a POST body) checked and started.
+std::variant<std::shared_ptr<execution>, request_error> server::impl::begin_run(const std::string& machine_id,
+                                                                   std::string_view body, const principal& who) {
+  auto req = common::decode_run_request(body);
+  if (!req) return request_error{error_code::bad_request, req.error()};
+  if (who.granted != role::operator_) return request_error{error_code::forbidden, "running a command needs the operator role"};
+  if (stopping) return request_error{error_code::busy, "the server is shutting down"};
+  auto resolved = resolve(cfg, machine_id, *req);
+  if (auto* err = std::get_if<request_error>(&resolved)) {
+    log_event("rejected", {{"machine", machine_id}, {"action", req->action_type}, {"user", who.name}, {"error", err->message}});
+    return *err;
+  }
+  auto& r = std::get<resolved_command>(resolved);
+  const auto running = registry.running_on(r.machine->id);
+  if (running >= cfg.server.max_executions_per_machine) {
+    return request_error{error_code::busy,
+                         "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands"};
+  }
+  return registry.start(r, req->params, who.name, audit.get(), [self = shared_from_this()] { self->maybe_stopped(); });
+}
+
+/// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
+/// on a thread of its own.)
+net::awaitable<response> server::impl::handle_http(const request& req, const target& t, std::optional<principal> who) {
+  const auto& p = t.parts;
+  const bool get = req.method() == http::verb::get;
+  if (get && p.size() == 1 && p[0] == "healthz") {
+    co_return text_response(req, http::status::ok, "ok");
+  }
+  const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me");
+  if (!api) {
+    if (auto file = serve_static(req, t)) co_return *file;
+    if (cfg.server.web_root && (get || req.method() == http::verb::head)) {
+      co_return text_response(req, http::status::not_found, "not found");
+    }
+    co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
+  }
+  if (!who) co_return error_response(req, error_code::unauthorized, "a valid token is required");
+  if (get && p.size() == 1 && p[0] == "metrics") {
+    co_return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
+  }
+  if (get && p.size() == 1 && p[0] == "me") {
+    std::string body = "{\"user\":";
+    common::append_json_string(body, who->name);
+    body += who->granted == role::operator_ ? ",\"role\":\"operator\"}" : ",\"role\":\"viewer\"}";
+    co_return json_response(req, http::status::ok, std::move(body));
+  }
+  if (get && p.size() == 1 && p[0] == "machines") co_return json_response(req, http::status::ok, common::encode(machine_list()));
+  if (get && p.size() == 1 && p[0] == "executions") {
+    const auto state = t.query.count("state") ? t.query.at("state") : "all";
+    const auto limit = query_number(t, "limit", 100, 1);
+    if (!limit) co_return error_response(req, error_code::bad_request, "limit must be a positive number");
+    if (state != "all" && state != "running" && !common::parse_exit_state(state)) {
+      co_return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
+    }
+    // A bounded answer, however much the audit holds.
+    const auto capped = static_cast<std::size_t>(std::min(*limit, max_list_limit));
+    const auto list = co_await execution_list(state, capped);
+    co_return json_response(req, http::status::ok, common::encode(list));
+  }
+  if (req.method() == http::verb::post && p.size() == 3 && p[0] == "machines" && p[2] == "commands") {
+    auto started = begin_run(p[1], req.body(), *who);
+    if (auto* err = std::get_if<request_error>(&started)) co_return error_response(req, err->code, err->message);
+    const auto& e = std::get<std::shared_ptr<execution>>(started);
+    co_return json_response(req, http::status::accepted, common::encode(common::run_accepted{e->id()}));
+  }
+  if (p.size() >= 2 && p[0] == "executions") {
+    const std::string id = p[1];
+    std::optional<common::execution_record> stored;
+    if (!registry.find(id) && audit) stored = co_await audit->async_record(id);
+    const auto live = registry.find(id);  // (after the wait: it may have changed)
+    if (!live && !stored) {
+      co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+    }
+    const auto rec = [&] { return live ? live->record() : *stored; };
+    if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(rec()));
+    if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
+      if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
+      log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}});
+      if (live) live->cancel();  // one that is only in the audit has ended
+      co_return json_response(req, http::status::accepted, common::encode(rec()));
+    }
+  }
+  co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +
+                                                          std::string(req.target()));
+}
+
+/// GET /executions/{id}/events?after=SEQ&wait=S: what is there after SEQ at once, or the
+/// first new events within S seconds. The poller is a watcher while it waits.
+net::awaitable<response> server::impl::long_poll(const request& req, const target& t, const principal& who) {
+  (void)who;  // every role may poll
+  const std::string& id = t.parts[1];
+  const auto after = query_number(t, "after", -1, -1);
+  if (!after) co_return error_response(req, error_code::bad_request, "after must be a number >= -1");
+  const auto wait = query_number(t, "wait", 0, 0);
+  if (!wait) co_return error_response(req, error_code::bad_request, "wait must be a number of seconds >= 0");
+  const auto held = registry.find(id);
+  if (!held || (held->finished() && !held->holds_after(*after))) {
+    if (!audit || !co_await audit->async_record(id)) {
+      co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + id + "\"");
+    }
+    // Finished, and served from the audit store.
+    const auto page = co_await audit->async_events_after(id, *after, poll_answer_bytes);
+    const common::seq_t last = co_await audit->async_last_seq(id);
+    if (*after > last) co_return error_response(req, error_code::bad_request, past_the_end(*after, last));
+    std::string body = "{\"events\":[";
+    common::seq_t next = *after;
+    for (const auto& e : page) {
+      if (next != *after) body += ',';
+      body += e.frame;
+      next = e.seq;
+    }
+    body += "],\"next\":" + std::to_string(next) + ",\"done\":" + (next == last ? "true" : "false") + "}";
+    co_return json_response(req, http::status::ok, std::move(body));
+  }
+  const auto& e = held;
+  if (*after > e->last_seq()) co_return error_response(req, error_code::bad_request, past_the_end(*after, e->last_seq()));
+  auto collector = std::make_shared<poll_collector>(io.get_executor(), *after);
+  if (!e->subscribe(collector, *after)) {
+    co_return error_response(req, error_code::busy, "this execution has its maximum of watchers");
+  }
+  watchers.insert(collector.get());
+  co_await collector->wait(std::chrono::seconds(std::min(*wait, max_poll_wait_s)));
+  e->unsubscribe(collector.get());
+  watchers.erase(collector.get());
+  maybe_stopped();
+  co_return json_response(req, http::status::ok, collector->answer());
+}
+
+std::string server::impl::past_the_end(common::seq_t after, common::seq_t last) {
+  return "after=" + std::to_string(after) + " is past the last event (" + std::to_string(last) + ")";
+}
+
+}  // namespace cmdcast::server

@@ -1,0 +1,134 @@
+// cmdcast-server's shared state, for the files that make up its front: server.cpp (the
+// listener and connections: TLS handshake, requests, upgrades, accepting, shutdown),
+// routes.cpp (the JSON routes and the long-poll), websocket_routes.cpp (runs and attaches
+// over WebSocket). The request policy, the static files, the executions registry and the
+// TLS transport have files of their own. Used on the server's thread only.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "audit/audit_store.hpp"
+#include "exec/registry.hpp"
+#include "http/request_policy.hpp"
+#include "http/server.hpp"
+#include "http/transport.hpp"
+#include "http/ws_connection.hpp"
+
+namespace cmdcast::server {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using common::error_code;
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+
+/// Path and query of a request target, decoded.
+struct target {
+  std::vector<std::string> parts;  // path segments
+  std::map<std::string, std::string> query;
+};
+
+/// An error event's JSON, as HTTP answers and WebSocket refusals carry it.
+std::string error_json(error_code code, std::string_view message);
+/// A query number such as `after`: absent gives `fallback`, anything but a decimal >= `min` fails.
+std::optional<std::int64_t> query_number(const target& t, const std::string& key, std::int64_t fallback, std::int64_t min);
+
+/// A subscriber on a connection of ours: told when the server shuts down.
+class live_subscriber : public subscriber {
+ public:
+  virtual void shut_down() = 0;
+};
+
+struct server::impl : std::enable_shared_from_this<server::impl> {
+  impl(net::io_context& io_, config c)
+      : io(io_), cfg(std::move(c)), policy(cfg.server, cfg.tokens), registry(io_.get_executor(), cfg.server), acceptor(io_) {}
+
+  net::io_context& io;
+  config cfg;
+  request_policy policy;
+  execution_registry registry;
+  std::shared_ptr<tls_context> tls;  // null: plaintext
+  tcp::acceptor acceptor;
+  bool stopping = false;
+  std::function<void()> on_stopped;
+  std::unique_ptr<net::steady_timer> drain_deadline;
+
+  std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
+  std::unique_ptr<audit_store> audit;
+  std::unique_ptr<net::steady_timer> prune_timer;
+
+  // Metrics.
+  std::uint64_t connections_open = 0, connections_total = 0, connections_refused = 0, accept_errors = 0;
+  ws_connection::traffic ws_traffic;
+  std::uint64_t requests_rejected = 0;
+
+  // Connections (server.cpp): TLS handshake, requests, upgrades, accepting, shutdown.
+  /// Deletes audit records past audit_retention_days, now and then every hour, until shutdown.
+  net::awaitable<void> prune_audit();
+  /// The answer to a WebSocket upgrade, or an HTTP error for an upgrade that is not one.
+  std::variant<std::string, response> upgrade_answer(const request& req);
+  /// Reads one request into `parser`, from `pending` (bytes already read) and then the
+  /// connection. An error, or end_of_stream when the peer left (or the deadline closed it).
+  static net::awaitable<beast::error_code> read_request(transport& conn, std::string& pending,
+                                                        http::request_parser<http::string_body>& parser);
+  /// One connection: TLS handshake, then requests until it closes or upgrades to a WebSocket.
+  net::awaitable<void> session(tcp::socket socket);
+  net::awaitable<void> accept_loop();
+  /// During shutdown: once every execution has ended and every watcher has been sent what it
+  /// had queued and closed (or a few seconds have passed), report the server stopped.
+  void maybe_stopped(bool force = false);
+
+  // The JSON routes and the long-poll (routes.cpp).
+  response json_response(const request& req, http::status status, std::string body);
+  /// An answer with a body (named for what it mostly carries; the type says what it is).
+  response text_response(const request& req, http::status status, std::string body,
+                         std::string_view type = "text/plain");
+  response error_response(const request& req, error_code code, std::string_view message);
+  std::vector<common::machine_info> machine_list() const;
+  std::string metrics_text() const;
+  /// A file of the web client under web_root (GET or HEAD), gzip-compressed when the build left
+  /// a FILE.gz beside it and the browser takes gzip.
+  std::optional<response> serve_static(const request& req, const target& t);
+  /// The audit's records (it has every execution) with the live ones' current state on top.
+  net::awaitable<std::vector<common::execution_record>> execution_list(std::string state, std::size_t limit);
+  /// A run request (the first WebSocket message or a POST body) checked and started.
+  std::variant<std::shared_ptr<execution>, request_error> begin_run(const std::string& machine_id,
+                                                                     std::string_view body, const principal& who);
+  /// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
+  /// on a thread of its own.)
+  net::awaitable<response> handle_http(const request& req, const target& t, std::optional<principal> who);
+  /// GET /executions/{id}/events?after=SEQ&wait=S: what is there after SEQ at once, or the
+  /// first new events within S seconds. The poller is a watcher while it waits.
+  net::awaitable<response> long_poll(const request& req, const target& t, const principal& who);
+  static std::string past_the_end(common::seq_t after, common::seq_t last);
+
+  // Runs and attaches over WebSocket (websocket_routes.cpp).
+  /// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.
+  net::awaitable<void> refuse(ws_connection& ws, error_code code, std::string message);
+  /// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
+  /// execution ends, the client leaves or the watcher is evicted.
+  net::awaitable<void> watch(ws_connection& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who);
+  /// A finished execution from the audit store: its stored events after `after`, page by page,
+  /// then 1000.
+  net::awaitable<void> send_stored(ws_connection& ws, const std::string& id, common::seq_t after);
+  net::awaitable<void> run_websocket(ws_connection& ws, const target& t, const principal& who);
+};
+
+}  // namespace cmdcast::server

@@ -1,0 +1,170 @@
+// Runs and attaches over WebSocket: the request as the first message, then the events as
+// they come (or from the audit store for an execution no longer held), and cancel requests.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <limits>
+
+#include "cmdcast/common/codec.hpp"
+#include "http/server_impl.hpp"
+#include "support/log.hpp"
+
+namespace cmdcast::server {
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the audit per page
+
+/// A WebSocket watching an execution. Frames go to the connection's queue, written as the
+/// socket takes them (ws_connection); past the queue bound the watcher is evicted (1013).
+class ws_watcher : public live_subscriber, public std::enable_shared_from_this<ws_watcher> {
+ public:
+  ws_watcher(std::shared_ptr<ws_connection> connection, std::size_t limit)
+      : connection_(std::move(connection)), limit_(limit) {}
+
+  bool push(const frame& f, common::seq_t seq) override {
+    if (connection_->closing()) return true;
+    if (connection_->queued_bytes() + f->size() > limit_ && connection_->writing()) return false;
+    connection_->send(f, seq);
+    return true;
+  }
+  std::size_t room() const override {
+    const auto queued = connection_->queued_bytes();
+    return queued == 0 ? std::numeric_limits<std::size_t>::max() : limit_ - std::min(limit_, queued);
+  }
+  void wants_more() override {
+    connection_->when_drained([w = weak_from_this()] {
+      const auto self = w.lock();
+      if (self && !self->connection_->closing()) self->more_();
+    });
+  }
+  /// Called when it wants more while catching up (execution::feed).
+  void on_more(std::function<void()> f) { more_ = std::move(f); }
+  void ended() override { connection_->close(ws::normal, "execution finished"); }
+  void evicted() override {
+    const auto last = std::to_string(connection_->last_seq());
+    connection_->close(ws::try_again_later, "too slow: evicted after seq " + last + "; resume with after=" + last, true);
+  }
+  void shut_down() override { connection_->close(ws::going_away, "server shutting down"); }
+  /// Answers a message of the client's (an error), within the same bound as the events: a
+  /// client that sends without reading gets no more answers once that much is queued.
+  void say(std::string text) {
+    if (connection_->queued_bytes() + text.size() <= limit_) connection_->send(std::make_shared<const std::string>(std::move(text)));
+  }
+
+ private:
+  std::shared_ptr<ws_connection> connection_;
+  std::size_t limit_;
+  std::function<void()> more_;
+};
+
+}  // namespace
+
+/// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.
+net::awaitable<void> server::impl::refuse(ws_connection& ws, error_code code, std::string message) {
+  ++requests_rejected;
+  ws.send(std::make_shared<const std::string>(error_json(code, message)));
+  ws.close(ws::policy_error, message);
+  for (;;) {  // until the close handshake is over (not in a while condition: GCC 12)
+    const auto incoming = co_await ws.read();
+    if (!incoming) break;
+  }
+}
+
+/// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
+/// execution ends, the client leaves or the watcher is evicted.
+net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
+  auto watcher = std::make_shared<ws_watcher>(ws.shared_from_this(), cfg.server.subscriber_queue_bytes);
+  watcher->on_more([e, w = watcher.get()] { e->feed(w); });
+  watchers.insert(watcher.get());
+  if (!e->subscribe(watcher, after)) {
+    watchers.erase(watcher.get());
+    co_await refuse(ws, error_code::busy, "this execution has its maximum of watchers");
+    co_return;
+  }
+  // Until the close handshake is over (the execution ended, the watcher was evicted, the
+  // server is going) or the client has gone.
+  for (;;) {
+    const auto text = co_await ws.read();
+    if (!text) break;
+    auto m = common::decode_client_message(*text);
+    if (!m) {
+      watcher->say(error_json(error_code::bad_request, m.error()));
+    } else if (!std::holds_alternative<common::cancel_request>(*m)) {
+      watcher->say(error_json(error_code::bad_request, "only {\"type\":\"cancel\"} is accepted while streaming"));
+    } else if (who.granted != role::operator_) {
+      watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
+    } else {
+      log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}});
+      e->cancel();
+    }
+  }
+  e->unsubscribe(watcher.get());
+  watchers.erase(watcher.get());
+  maybe_stopped();
+}
+
+/// A finished execution from the audit store: its stored events after `after`, page by page,
+/// then 1000.
+net::awaitable<void> server::impl::send_stored(ws_connection& ws, const std::string& id, common::seq_t after) {
+  for (;;) {
+    const auto page = co_await audit->async_events_after(id, after, stored_page_bytes);
+    if (page.empty() || ws.closing()) break;
+    for (const auto& e : page) {
+      ws.send(std::make_shared<const std::string>(e.frame), e.seq);
+      after = e.seq;
+    }
+    // One page at a time: the next is read once this one is written.
+    net::steady_timer drained(io, net::steady_timer::time_point::max());
+    ws.when_drained([&drained] { drained.cancel(); });
+    co_await drained.async_wait(use_tuple);
+  }
+  ws.close(ws::normal, "execution finished");
+  for (;;) {  // until the close handshake is over (not in a while condition: GCC 12)
+    const auto incoming = co_await ws.read();
+    if (!incoming) break;
+  }
+}
+
+net::awaitable<void> server::impl::run_websocket(ws_connection& ws, const target& t, const principal& who) {
+  const auto& p = t.parts;
+  if (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") {
+    // The first message is the request (one over max_message_bytes is closed with 1009).
+    const auto request = co_await ws.read();
+    if (!request) co_return;
+    auto started = begin_run(p[1], *request, who);
+    if (auto* err = std::get_if<request_error>(&started)) {
+      co_await refuse(ws, err->code, err->message);
+      co_return;
+    }
+    co_await watch(ws, std::get<std::shared_ptr<execution>>(started), -1, who);
+    co_return;
+  }
+  if (p.size() == 3 && p[0] == "executions" && p[2] == "stream") {
+    const auto after = query_number(t, "after", -1, -1);
+    if (!after) {
+      co_await refuse(ws, error_code::bad_request, "after must be a number >= -1");
+      co_return;
+    }
+    const auto held = registry.find(p[1]);
+    if (held && *after > held->last_seq()) {
+      co_await refuse(ws, error_code::bad_request, past_the_end(*after, held->last_seq()));
+    } else if (held && (!held->finished() || held->holds_after(*after))) {
+      co_await watch(ws, held, *after, who);
+    } else if (audit && co_await audit->async_record(p[1])) {
+      const auto last = co_await audit->async_last_seq(p[1]);
+      if (*after > last) {
+        co_await refuse(ws, error_code::bad_request, past_the_end(*after, last));
+      } else {
+        co_await send_stored(ws, p[1], *after);
+      }
+    } else {
+      co_await refuse(ws, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
+    }
+    co_return;
+  }
+  co_await refuse(ws, error_code::bad_request, "no such WebSocket endpoint");
+}
+
+}  // namespace cmdcast::server
