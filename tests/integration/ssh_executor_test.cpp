@@ -443,11 +443,10 @@ TEST_F(SshExecutorCrashes, RsaKeyRefusedByADefaultServerSaysWhy) {
 }
 
 TEST_F(SshExecutorCrashes, StartupFilesPrintingToStderrDoNotHideTheProcessGroup) {
-  // A login shell whose startup files write to stderr before the command runs, as a noisy
-  // .bashrc does: that text reaches the watcher, and cancel still finds the process group.
-  const std::string rc = own_->dir() + "/noisy_rc";
-  shell("printf 'echo rc noise >&2\\n' > " + rc);
-  loopback_sshd noisy(false, "SetEnv BASH_ENV=" + rc + " ENV=" + rc + "\n");
+  // A login that writes to stderr before the command runs, as a noisy .bashrc does (here the
+  // test user's /bin/sh reads no rc file, so sshd's ForceCommand plays it): that text reaches
+  // the watcher, and cancel still finds the process group.
+  loopback_sshd noisy(false, "ForceCommand echo rc noise >&2; exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n");
   auto conn = connection(noisy.endpoint());
   const auto plain = run(conn, "echo out; echo err >&2");
   EXPECT_EQ(plain.out, "out\n");
