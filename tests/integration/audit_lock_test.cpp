@@ -261,14 +261,6 @@ class lock_holder {
   std::thread thread_;
 };
 
-common::execution_record record_of(std::uint16_t port, const std::string& id) {
-  const auto answer = http_request(port, http::verb::get, "/executions/" + id, viewer_token);
-  EXPECT_EQ(answer.status, 200u) << answer.body;
-  auto r = common::decode_execution_record(answer.body);
-  EXPECT_TRUE(r.ok()) << answer.body;
-  return r.ok() ? *r : common::execution_record{};
-}
-
 void expect_numbered_from_0(const std::vector<event>& events) {
   const auto seqs = sequenced(events);
   for (std::size_t i = 0; i < seqs.size(); ++i) {

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -35,6 +36,19 @@ std::string shell(const std::string& command) {
   const int status = ::pclose(p);
   if (status != 0) throw std::runtime_error("command failed (" + std::to_string(status) + "): " + command);
   return out;
+}
+
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int i = 3; i < 14; ++i) fields >> skip;  // state .. cmajflt
+  double utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 std::uint16_t free_loopback_port() {

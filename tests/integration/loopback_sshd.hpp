@@ -51,6 +51,9 @@ std::string shell(const std::string& command);
 /// login script, so nothing of the machine's own shell set-up can slow or hang a login.
 const std::string& test_user();
 
+/// User plus system CPU seconds a process has used so far (from /proc).
+double process_cpu_seconds(pid_t pid);
+
 /// A loopback TCP port nothing listens on.
 std::uint16_t free_loopback_port();
 

@@ -41,14 +41,6 @@ std::vector<event> poll_to_the_end(std::uint16_t port, const std::string& id) {
   return all;
 }
 
-common::execution_record record_of(std::uint16_t port, const std::string& id) {
-  const auto answer = http_request(port, http::verb::get, "/executions/" + id, viewer_token);
-  EXPECT_EQ(answer.status, 200u) << answer.body;
-  auto r = common::decode_execution_record(answer.body);
-  EXPECT_TRUE(r.ok()) << answer.body;
-  return r.ok() ? *r : common::execution_record{};
-}
-
 void wait_until_finished(std::uint16_t port, const std::string& id) {
   const auto deadline = clock_type::now() + std::chrono::seconds(60);
   while (record_of(port, id).state == "running" && clock_type::now() < deadline) {

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <fstream>
@@ -150,6 +151,32 @@ http_answer http_request(std::uint16_t port, http::verb verb, const std::string&
   parser.body_limit(64 << 20);
   http::read(stream, buffer, parser);
   return {parser.get().result_int(), parser.get().body()};
+}
+
+common::execution_record record_of(std::uint16_t port, const std::string& id) {
+  const auto answer = http_request(port, http::verb::get, "/executions/" + id, viewer_token);
+  EXPECT_EQ(answer.status, 200u) << answer.body;
+  auto r = common::decode_execution_record(answer.body);
+  EXPECT_TRUE(r.ok()) << answer.body;
+  return r.ok() ? *r : common::execution_record{};
+}
+
+program_result run_program(const std::string& command_line) {
+  char err_path[] = "/tmp/cmdcast-program-err-XXXXXX";
+  const int fd = ::mkstemp(err_path);
+  ::close(fd);
+  const std::string command = "CMDCAST_TOKEN=" + operator_token + " " + command_line + " 2>" + err_path;
+  std::FILE* p = ::popen(command.c_str(), "r");
+  program_result r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_path);
+  r.err.assign(std::istreambuf_iterator<char>(in), {});
+  ::unlink(err_path);
+  return r;
 }
 
 std::string post_run(std::uint16_t port, const std::string& request) {

@@ -80,6 +80,18 @@ http_answer http_request(std::uint16_t port, http::verb verb, const std::string&
                          const std::string& body = "",
                          const std::vector<std::pair<std::string, std::string>>& headers = {});
 
+/// GET /executions/{id} as a viewer, decoded (a failed expectation when it is not there).
+common::execution_record record_of(std::uint16_t port, const std::string& id);
+
+struct program_result {
+  int status = -1;  // the exit code, -1 when killed by a signal
+  std::string out, err;
+};
+
+/// Runs a command line in a shell as a user would, with the operator's token in
+/// $CMDCAST_TOKEN: its exit code, stdout and stderr.
+program_result run_program(const std::string& command_line);
+
 /// POST /machines/box/commands as the operator: the execution id.
 std::string post_run(std::uint16_t port, const std::string& request);
 

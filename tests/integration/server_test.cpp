@@ -517,29 +517,8 @@ TEST_F(Server, ListsMachinesAndExecutions) {
   EXPECT_EQ(log.find(viewer_token), std::string::npos);
 }
 
-struct cli_result {
-  int status = -1;
-  std::string out, err;
-};
-
 /// Runs the cmdcast CLI with the operator token, as a user would in a shell.
-cli_result cmdcast_cli(const std::string& args) {
-  char err_path[] = "/tmp/cmdcast-cli-err-XXXXXX";
-  const int fd = ::mkstemp(err_path);
-  ::close(fd);
-  const std::string command = "CMDCAST_TOKEN=" + operator_token + " " + CMDCAST_CLI_BINARY + " " + args + " 2>" + err_path;
-  std::FILE* p = ::popen(command.c_str(), "r");
-  cli_result r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  ::unlink(err_path);
-  return r;
-}
+program_result cmdcast_cli(const std::string& args) { return run_program(std::string(CMDCAST_CLI_BINARY) + " " + args); }
 
 TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
   const std::string server = "127.0.0.1:" + std::to_string(port());

@@ -20,30 +20,6 @@
 namespace cmdcast::testing {
 namespace {
 
-struct program_result {
-  int status = -1;
-  std::string out, err;
-};
-
-/// Runs a command line in a shell as a user would, with the operator's token in the environment.
-program_result run_program(const std::string& command_line) {
-  char err_path[] = "/tmp/cmdcast-tls-err-XXXXXX";
-  const int fd = ::mkstemp(err_path);
-  ::close(fd);
-  const std::string command = "CMDCAST_TOKEN=" + operator_token + " " + command_line + " 2>" + err_path;
-  std::FILE* p = ::popen(command.c_str(), "r");
-  program_result r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  ::unlink(err_path);
-  return r;
-}
-
 program_result cmdcast_cli(const std::string& args) { return run_program(std::string(CMDCAST_CLI_BINARY) + " " + args); }
 
 std::size_t lines_in(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }

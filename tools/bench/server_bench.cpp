@@ -6,10 +6,12 @@
 //  4. the latency of a line to 1000 subscribers (the line carries its remote send time);
 //  5. the audit store's cost: the stream to 1 subscriber with and without it, alternately;
 //  6. long-polling: a line's latency to 1 and to 100 pollers, and the server's CPU time for
-//     100 pollers against 100 WebSocket subscribers of the same command.
+//     100 pollers against 100 WebSocket subscribers of the same command;
+//  7. TLS against plaintext: the stream to 1 and to 100 subscribers, a TLS server and a
+//     plaintext one alternately, both read by the clients' own client_net (--tls runs 7 alone).
 // The subscribers' queue bound is raised to 4 GiB so that the fan-out figures measure delivery
 // to every subscriber (frames are shared, so that is one copy of the stream at most).
-// Usage: server_bench [BYTES] [--latency-only]  (the second runs 4. alone, to iterate on it)
+// Usage: server_bench [BYTES] [--latency-only | --tls]  (4. or 7. alone, to iterate on it)
 #include <sys/resource.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -38,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "cmdcast/client_net/connection.hpp"
 #include "loopback_sshd.hpp"
 #include "ssh/machine_connection.hpp"
 
@@ -159,6 +162,53 @@ std::vector<subscriber_stats> fan_out(net::io_context& io, std::uint16_t port, c
   return stats;
 }
 
+/// A subscriber through the clients' own connection code (plain or TLS as the URL says): the
+/// TLS rows and their plaintext references read alike.
+net::awaitable<void> client_subscriber(cmdcast::client_net::connector server, std::string target, std::string request,
+                                       subscriber_stats& st, int& done) {
+  cmdcast::client_net::websocket_client ws(co_await net::this_coro::executor, server);
+  if (!co_await ws.connect(target, "", std::chrono::seconds(30))) {
+    if (!request.empty()) co_await ws.write(request);
+    std::string text;
+    while (!co_await ws.read(text)) {
+      st.bytes += text.size();
+      if (text.starts_with(R"({"type":"stdout")")) {
+        if (st.first_output == 0) st.first_output = now_seconds();
+      } else if (text.starts_with(R"({"type":"exit")")) {
+        st.exit = now_seconds();
+      } else if (text.starts_with(R"({"type":"started")")) {
+        const auto at = text.find(R"("execution_id":")") + 16;
+        st.execution_id = text.substr(at, text.find('"', at) - at);
+      }
+    }
+  }
+  ++done;
+}
+
+/// The stream to `n` client_net subscribers: MB/s each (median) and aggregate.
+std::pair<double, double> client_fan_out(net::io_context& io, const cmdcast::client_net::connector& server, int n) {
+  std::vector<subscriber_stats> stats(static_cast<std::size_t>(n));
+  int done = 0;
+  net::co_spawn(io, client_subscriber(server, "/machines/box/commands/stream", R"({"action_type":"stream"})", stats[0], done),
+                net::detached);
+  while (stats[0].execution_id.empty() && done == 0) io.run_one();
+  for (int i = 1; i < n; ++i) {
+    net::co_spawn(io, client_subscriber(server, "/executions/" + stats[0].execution_id + "/stream", "", stats[i], done),
+                  net::detached);
+  }
+  run_until(io, done, n);
+  double slowest = 0;
+  std::uint64_t total = 0;
+  std::vector<double> each;
+  for (const auto& s : stats) {
+    const double d = s.exit - s.first_output;
+    slowest = std::max(slowest, d);
+    total += s.bytes;
+    if (d > 0) each.push_back(static_cast<double>(s.bytes) / d / 1e6);
+  }
+  return {percentile(each, 0.5), slowest > 0 ? static_cast<double>(total) / slowest / 1e6 : 0};
+}
+
 /// A long-poller following an execution to its end over one keep-alive connection.
 net::awaitable<void> poller(std::uint16_t port, std::string id, subscriber_stats& st, int& done) {
   auto ex = co_await net::this_coro::executor;
@@ -183,18 +233,6 @@ net::awaitable<void> poller(std::uint16_t port, std::string id, subscriber_stats
   ++done;
 }
 
-/// User plus system CPU seconds the process has used so far.
-double cpu_seconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  std::istringstream fields(line.substr(line.rfind(')') + 2));
-  std::string skip;
-  for (int i = 3; i < 14; ++i) fields >> skip;  // state .. cmajflt
-  double utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 struct server_process {
   pid_t pid = 0;
@@ -242,9 +280,47 @@ double one_subscriber_rate(net::io_context& io, std::uint16_t port) {
 
 }  // namespace
 
+/// 7. TLS against plaintext, two servers alternately: 1 subscriber (BYTES, median of 3 rounds)
+/// and 100 subscribers (BYTES / 5, median of 2 rounds).
+void tls_against_plaintext(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd, const std::string& bytes) {
+  const std::string dir = sshd.dir();
+  const std::string make_cert = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
+                                dir + "/key.pem -out " + dir + "/cert.pem -days 1 -subj /CN=127.0.0.1 -addext "
+                                "subjectAltName=IP:127.0.0.1 2>/dev/null";
+  if (std::system(make_cert.c_str()) != 0) {
+    std::fprintf(stderr, "openssl could not make a certificate\n");
+    return;
+  }
+  const std::string fifth = std::to_string(std::stoull(bytes) / 5);
+  for (const auto& [n, size, rounds] : {std::tuple{1, bytes, 3}, std::tuple{100, fifth, 2}}) {
+    const std::string tls_keys = "tls_cert = \"" + dir + "/cert.pem\"\ntls_key = \"" + dir + "/key.pem\"\n";
+    auto plain = start_server(sshd, "plain" + std::to_string(n), size, "audit = false\n");
+    auto secure = start_server(sshd, "tls" + std::to_string(n), size, "audit = false\n" + tls_keys);
+    auto plain_url = cmdcast::client_net::connector::make(
+        *cmdcast::client_net::parse_server_url("http://127.0.0.1:" + std::to_string(plain.port)), "");
+    auto tls_url = cmdcast::client_net::connector::make(
+        *cmdcast::client_net::parse_server_url("https://127.0.0.1:" + std::to_string(secure.port)), dir + "/cert.pem");
+    std::vector<double> each_plain, each_tls, all_plain, all_tls;
+    for (int round = 0; round < rounds; ++round) {
+      const auto [pe, pa] = client_fan_out(io, *plain_url, n);
+      const auto [te, ta] = client_fan_out(io, *tls_url, n);
+      each_plain.push_back(pe);
+      all_plain.push_back(pa);
+      each_tls.push_back(te);
+      all_tls.push_back(ta);
+    }
+    const double p = percentile(n == 1 ? each_plain : all_plain, 0.5), t = percentile(n == 1 ? each_tls : all_tls, 0.5);
+    std::printf("%s bytes to %d subscriber%s, %s, median of %d: plaintext %.0f MB/s, TLS %.0f MB/s (%.2fx)\n", size.c_str(),
+                n, n == 1 ? "" : "s", n == 1 ? "each" : "aggregate", rounds, p, t, t / p);
+    stop_server(plain);
+    stop_server(secure);
+  }
+}
+
 int main(int argc, char** argv) {
   const std::string bytes = argc > 1 ? argv[1] : "1000000000";
   const bool latency_only = argc > 2 && std::string_view(argv[2]) == "--latency-only";
+  const bool tls_only = argc > 2 && std::string_view(argv[2]) == "--tls";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -252,6 +328,12 @@ int main(int argc, char** argv) {
 
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
   const auto e = sshd.endpoint();
+  if (tls_only) {
+    net::io_context io;
+    auto work = net::make_work_guard(io);
+    tls_against_plaintext(io, sshd, bytes);
+    return 0;
+  }
   auto main_server = start_server(sshd, "main", bytes, "");
   const std::uint16_t port = main_server.port;
 
@@ -359,7 +441,7 @@ int main(int argc, char** argv) {
     std::printf("\n%-28s %10s %10s %14s\n", "ticks (100 lines, 20/s) to", "p50 ms", "p99 ms", "server CPU s");
     for (const auto& [label, n, polling] : {std::tuple{"1 poller", 1, true}, std::tuple{"100 pollers", 100, true},
                                             std::tuple{"100 WebSocket subscribers", 100, false}}) {
-      const double cpu0 = cpu_seconds(srv.pid);
+      const double cpu0 = cmdcast::testing::process_cpu_seconds(srv.pid);
       std::vector<subscriber_stats> stats(static_cast<std::size_t>(n) + 1);
       int done = 0;
       // The runner's own WebSocket is not measured; the others attach as pollers or sockets.
@@ -381,9 +463,13 @@ int main(int argc, char** argv) {
         all.insert(all.end(), stats[i].latencies_ms.begin(), stats[i].latencies_ms.end());
       }
       std::printf("%-28s %10.2f %10.2f %14.2f\n", label, percentile(all, 0.5), percentile(all, 0.99),
-                  cpu_seconds(srv.pid) - cpu0);
+                  cmdcast::testing::process_cpu_seconds(srv.pid) - cpu0);
     }
     stop_server(srv);
   }
+
+  // 7. TLS against plaintext.
+  std::printf("\n");
+  tls_against_plaintext(io, sshd, bytes);
   return 0;
 }
