@@ -162,17 +162,21 @@ void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool
   queued_bytes_ += o.size();
   queue_.push_back(std::move(o));
   if (queue_.size() > 1 || in_batch_ || waiting_writable_) return;  // behind what is being written
-  // TLS state is the connection's own and read on this thread: its writes stay here too.
-  auto* batch = transport_->secure() ? nullptr : send_batch::open();
-  if (batch) {
+  if (auto* batch = send_batch::open()) {
     const auto& front = queue_.front();
     const iovec parts[2] = {{const_cast<std::uint8_t*>(front.header.bytes.data()), front.header.size},
                             {const_cast<char*>(front.payload->data()), front.payload->size()}};
     in_batch_ = true;
-    batch->add(shared_from_this(), socket_.native_handle(), parts, 2);
+    batch->add(shared_from_this(), parts, 2);
     return;
   }
   write_now();
+}
+
+ssize_t ws_connection::write_some(const iovec* parts, std::size_t count) {
+  // (On a helper thread of the batch: the transport's state is this connection's alone, and
+  // the server's thread, the only other user, waits for the batch.)
+  return transport_->write_some_now(parts, count);
 }
 
 void ws_connection::sent(std::size_t written, int error) {

@@ -2,7 +2,7 @@
 // writes its own messages: a server frame is unmasked, so an event's shared frame goes to
 // every watcher as it is, behind a header of a few bytes, in one non-blocking sendmsg made
 // straight from the fan-out (send_batch) when the socket has room (on TLS, encrypted for this
-// connection alone by its transport, on the server's thread). Only a socket that is
+// connection alone by its transport, in the same batch). Only a socket that is
 // full waits, for writability, and then gets all it has queued in one writev. Reading takes
 // the client's text messages, answers pings, keeps the close handshake, and closes peers
 // that break the protocol, exceed the message limit or stay silent past the idle timeout.
@@ -69,7 +69,8 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   void close(std::uint16_t code, std::string reason, bool drop_queued = false);
   bool closing() const { return close_sent_ || close_queued_ || dead_; }
 
-  /// A batched send is done (send_batch::writer).
+  /// A batched send (send_batch::writer).
+  ssize_t write_some(const iovec* parts, std::size_t count) override;
   void sent(std::size_t written, int error) override;
 
  private:

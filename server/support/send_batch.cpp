@@ -1,6 +1,5 @@
 #include "support/send_batch.hpp"
 
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,10 +18,7 @@ thread_local send_batch* current = nullptr;
 
 void make(send_batch::job* begin, send_batch::job* end) {
   for (auto* j = begin; j != end; ++j) {
-    msghdr m{};
-    m.msg_iov = j->parts;
-    m.msg_iovlen = j->count;
-    j->result = ::sendmsg(j->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    j->result = j->owner->write_some(j->parts, j->count);
     j->error = j->result < 0 ? errno : 0;
   }
 }
@@ -106,10 +102,9 @@ send_batch::send_batch() : outer_(current) { current = this; }
 
 send_batch* send_batch::open() { return current; }
 
-void send_batch::add(std::shared_ptr<writer> w, int fd, const iovec* parts, std::size_t count) {
+void send_batch::add(std::shared_ptr<writer> w, const iovec* parts, std::size_t count) {
   job j;
   j.owner = std::move(w);
-  j.fd = fd;
   j.count = std::min<std::size_t>(count, 2);
   std::copy_n(parts, j.count, j.parts);
   jobs_.push_back(std::move(j));

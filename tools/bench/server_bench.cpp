@@ -301,17 +301,26 @@ void tls_against_plaintext(net::io_context& io, const cmdcast::testing::loopback
     auto tls_url = cmdcast::client_net::connector::make(
         *cmdcast::client_net::parse_server_url("https://127.0.0.1:" + std::to_string(secure.port)), dir + "/cert.pem");
     std::vector<double> each_plain, each_tls, all_plain, all_tls;
+    double cpu_plain = 0, cpu_tls = 0;  // the servers' CPU seconds over all rounds
     for (int round = 0; round < rounds; ++round) {
+      double cpu0 = cmdcast::testing::process_cpu_seconds(plain.pid);
       const auto [pe, pa] = client_fan_out(io, *plain_url, n);
+      cpu_plain += cmdcast::testing::process_cpu_seconds(plain.pid) - cpu0;
+      cpu0 = cmdcast::testing::process_cpu_seconds(secure.pid);
       const auto [te, ta] = client_fan_out(io, *tls_url, n);
+      cpu_tls += cmdcast::testing::process_cpu_seconds(secure.pid) - cpu0;
       each_plain.push_back(pe);
       all_plain.push_back(pa);
       each_tls.push_back(te);
       all_tls.push_back(ta);
     }
     const double p = percentile(n == 1 ? each_plain : all_plain, 0.5), t = percentile(n == 1 ? each_tls : all_tls, 0.5);
-    std::printf("%s bytes to %d subscriber%s, %s, median of %d: plaintext %.0f MB/s, TLS %.0f MB/s (%.2fx)\n", size.c_str(),
-                n, n == 1 ? "" : "s", n == 1 ? "each" : "aggregate", rounds, p, t, t / p);
+    // Server CPU seconds per GB delivered to the subscribers, all of them together.
+    const double delivered_gb = static_cast<double>(rounds) * n * std::stod(size) / 1e9;
+    std::printf("%s bytes to %d subscriber%s, %s, median of %d: plaintext %.0f MB/s, TLS %.0f MB/s (%.2fx); "
+                "server CPU per GB delivered: plaintext %.2f s, TLS %.2f s\n",
+                size.c_str(), n, n == 1 ? "" : "s", n == 1 ? "each" : "aggregate", rounds, p, t, t / p,
+                cpu_plain / delivered_gb, cpu_tls / delivered_gb);
     stop_server(plain);
     stop_server(secure);
   }
