@@ -247,7 +247,7 @@ server_process start_server(const cmdcast::testing::loopback_sshd& sshd, const s
   const std::string config = sshd.dir() + "/" + name + ".toml";
   std::ofstream(config) << "[server]\nlisten = \"127.0.0.1:" << p.port << "\"\n"
                         << "audit_db = \"" << sshd.dir() << "/" << name << ".db\"\nanonymous = \"operator\"\n" << extra
-                        << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\n"
+                        << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\nmax_connections = 20000\n"
                         << sshd.machine_toml("box")
                         // Printable bytes: NUL would be sent as \u0000, six bytes each.
                         << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
