@@ -414,7 +414,8 @@ std::variant<resolved_command, request_error> resolve(const config& c, std::stri
   // An SSH exec request carries at most about 32 KiB (libssh2's packet); quoting can make a
   // long value several times longer.
   constexpr std::size_t max_command_line = 30000;
-  if (const auto size = ssh::wrap_for_process_group(command_line(a, command)).size(); size > max_command_line) {
+  std::string run_line = command_line(a, command);
+  if (const auto size = ssh::wrap_for_process_group(run_line).size(); size > max_command_line) {
     return request_error{error_code::bad_params, "the params make a command line of " + std::to_string(size) +
                                                      " bytes once quoted; SSH takes at most " +
                                                      std::to_string(max_command_line)};
@@ -422,7 +423,7 @@ std::variant<resolved_command, request_error> resolve(const config& c, std::stri
   if (request.command && *request.command != command) {
     return request_error{error_code::not_whitelisted, "Command not whitelisted"};
   }
-  return resolved_command{m, &a, std::move(command)};
+  return resolved_command{m, &a, std::move(command), std::move(run_line)};
 }
 
 std::string command_line(const action_entry& action, const std::string& resolved) {

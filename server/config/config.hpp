@@ -96,7 +96,8 @@ common::result<config> parse_config(std::string_view text, const std::string& or
 struct resolved_command {
   const machine_entry* machine = nullptr;
   const action_entry* action = nullptr;
-  std::string command;  // params substituted, each shell-quoted
+  std::string command;   // params substituted, each shell-quoted
+  std::string run_line;  // what runs: command_line(action, command)
 };
 
 struct request_error {

@@ -54,7 +54,7 @@ std::shared_ptr<execution> execution_registry::start(const resolved_command& r,
   log_event("run", {{"execution_id", id}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", user}});
   const std::string machine = r.machine->id;
   // (on_end holds the server, and so this registry, until the end.)
-  e->start(connection_for(*r.machine), command_line(*r.action, r.command), [this, e, machine, on_end = std::move(on_end)] {
+  e->start(connection_for(*r.machine), r.run_line, [this, e, machine, on_end = std::move(on_end)] {
     --running_per_machine_[machine];
     const auto rec = e->record();
     ssh_bytes_in_ended_ += static_cast<std::uint64_t>(rec.bytes_stdout + rec.bytes_stderr);
