@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -39,6 +40,11 @@ common::result<std::shared_ptr<tls_context>> tls_context::load(const std::string
     return common::failure{cert_file + ": not a usable PEM certificate chain: " + openssl_error()};
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    // OpenSSL checks the key against the certificate here already.
+    if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+      ERR_clear_error();
+      return common::failure{key_file + ": does not match the certificate in " + cert_file};
+    }
     return common::failure{key_file + ": not a usable PEM private key: " + openssl_error()};
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {

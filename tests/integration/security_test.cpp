@@ -420,6 +420,22 @@ TEST(SecurityConfig, ANonLoopbackListenNeedsTlsOrSaysAProxyHasIt) {
   EXPECT_NE(missing.error().find("t.toml:3: server.tls_cert: cannot read \"/nonexistent.pem\""), std::string::npos) << missing.error();
 }
 
+TEST(SecurityConfig, BrokenValuesOfTheNewServerKeysAreClearErrors) {
+  const auto error_of = [](const std::string& keys) {
+    const auto c = server::parse_config("[server]\nanonymous = \"viewer\"\n" + keys + "\n", "k.toml");
+    return c.ok() ? std::string("accepted") : c.error();
+  };
+  EXPECT_NE(error_of("max_connections = 0").find("k.toml:3: server.max_connections: must be between 1"), std::string::npos);
+  EXPECT_NE(error_of("insecure_plaintext = \"yes\"").find("k.toml:3: server.insecure_plaintext: must be true or false"),
+            std::string::npos);
+  EXPECT_NE(error_of("allowed_origins = [\"evil.example\"]").find("server.allowed_origins: \"evil.example\" is not an origin"),
+            std::string::npos);
+  EXPECT_NE(error_of("allowed_hosts = [1]").find("server.allowed_hosts: must be an array of strings"), std::string::npos);
+  const auto number = server::parse_config("[server]\nanonymous = 1\n", "k.toml");
+  ASSERT_FALSE(number.ok());
+  EXPECT_NE(number.error().find("k.toml:2: server.anonymous: must be a string"), std::string::npos) << number.error();
+}
+
 TEST(SecurityConfig, APatternRe2CannotCompileIsAConfigErrorNamingFileLineAndKey) {
   const auto c = server::parse_config(
       "[server]\nanonymous = \"operator\"\n[actions.a]\ncommand = \"echo {x}\"\nparams = { x = \"^(?<=a)b$\" }\n", "p.toml");

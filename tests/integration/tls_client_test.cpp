@@ -14,6 +14,7 @@
 #include <boost/asio/detached.hpp>
 
 #include "cmdcast/client_net/connection.hpp"
+#include "http/transport.hpp"
 #include "server_harness.hpp"
 #include "tls_fixture.hpp"
 
@@ -109,6 +110,18 @@ TEST_F(TlsClients, TheDesktopRefusesAnUnverifiedServerBeforeItOpensAWindow) {
     EXPECT_EQ(lines_in(refused.err), 1u) << refused.err;
     EXPECT_TRUE(contains(refused.err, "cmdcast-desktop: TLS: certificate verify failed for " + address())) << refused.err;
   }
+}
+
+// A certificate and key the server cannot use are refused when it starts, naming the file.
+TEST(TlsServer, AKeyThatDoesNotMatchItsCertificateOrIsNoPemIsRefused) {
+  tls_fixture pki;
+  const auto mismatch = server::tls_context::load(pki.loopback().cert, pki.other_name().key);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.error().find("does not match the certificate"), std::string::npos) << mismatch.error();
+  const auto not_pem = server::tls_context::load("/etc/hostname", pki.loopback().key);
+  ASSERT_FALSE(not_pem.ok());
+  EXPECT_NE(not_pem.error().find("/etc/hostname: not a usable PEM certificate chain"), std::string::npos) << not_pem.error();
+  EXPECT_TRUE(server::tls_context::load(pki.loopback().cert, pki.loopback().key).ok());
 }
 
 // On a fresh server the first run also opens the machine's SSH connection, whose crypto
