@@ -213,13 +213,20 @@ TEST(SecurityAnonymous, AnAnonymousViewerMayWatchButNotRun) {
 TEST(SecurityBounds, ACancelThatCannotReachTheCommandSaysSo) {
   loopback_sshd sshd(false, "MaxSessions 2\n");
   server_process srv(sshd, "max_executions_per_machine = 2\nkill_grace_ms = 300");
+  // Each runs until its command has printed: the wrapper says its process group before the
+  // command starts, so the kill has a group to go to and only lacks a channel.
+  const auto until_printed = [](ws_client& c) {
+    while (auto m = c.next()) {
+      if (m->find(R"("type":"stdout")") != std::string::npos) return true;
+    }
+    return false;
+  };
   ws_client first(srv.port(), "/machines/box/commands/stream");
   first.send(run_request("forever"));
-  ASSERT_TRUE(first.next());
+  ASSERT_TRUE(until_printed(first));
   ws_client second(srv.port(), "/machines/box/commands/stream");
   second.send(run_request("forever"));
-  ASSERT_TRUE(second.next());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // both have said their process group
+  ASSERT_TRUE(until_printed(second));
   first.send(R"({"type":"cancel"})");
   const auto events = first.all();
   const auto exits = of_type<common::exit_event>(events);
