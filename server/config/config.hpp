@@ -72,7 +72,7 @@ struct server_settings {
   std::size_t max_message_bytes = 64u << 10;          // inbound WebSocket message / HTTP body
   std::size_t max_executions_per_machine = 8;
   std::size_t max_subscribers_per_execution = 10000;
-  std::size_t subscriber_queue_bytes = 8u << 20;      // past this a slow subscriber is evicted
+  std::size_t subscriber_queue_bytes = 8u << 20;      // past this a watcher catches up from the replay buffer
   std::chrono::milliseconds kill_grace{5000};
 };
 

@@ -204,28 +204,42 @@ void execution::emit(common::event e) {
   replay_.push_back({seq, f});
   replay_size_ += f->size();
   // Keep the replay window bounded, but always the newest event.
-  while (replay_size_ > settings_.replay_bytes && replay_.size() > 1) {
+  const std::size_t bound = replay_bound();
+  while (replay_size_ > bound && replay_.size() > 1) {
     replay_size_ -= replay_.front().data->size();
     replay_.pop_front();
   }
   publish(f, seq);
 }
 
+std::size_t execution::replay_bound() const {
+  // A watcher that falls back is up to a queue's worth behind the fastest one, who may in
+  // turn have a queue's worth of the newest events waiting for it: while someone catches up
+  // the buffer keeps that queue's worth more than the replay window, so that watchers
+  // reading at about the same speed lose nothing.
+  return settings_.replay_bytes + (catching_up_.empty() ? 0 : settings_.subscriber_queue_bytes);
+}
+
 void execution::publish(const frame& f, common::seq_t seq) {
   const send_batch batch;  // the sends to subscribers with room are made together, at the end
-  bool dropped = false;
+  bool fell_back = false;
   for (auto& s : subscribers_) {
-    if (!s->push(f, seq)) {
-      ++evictions_;
-      s->evicted();
-      s.reset();
-      dropped = true;
-    }
+    if (s->push(f, seq) || seq < 0) continue;  // (a watchers count is only ever the newest)
+    // No room: it takes the rest from the replay buffer when it has (feed()).
+    catching_up_.push_back({std::move(s), seq - 1, true});
+    catching_up_.back().s->wants_more();
+    fell_back = true;
   }
-  if (dropped) {
+  if (fell_back) {
     std::erase(subscribers_, nullptr);
-    announce_watchers();
+    pace();
   }
+}
+
+void execution::pace() {
+  const bool hold = subscribers_.empty() && !catching_up_.empty() && !finished();
+  if (hold && !control_->held()) ++holds_;
+  control_->hold(hold);
 }
 
 frame execution::watchers_frame() const {
@@ -251,8 +265,9 @@ bool execution::holds_after(common::seq_t after) const {
 
 bool execution::subscribe(const std::shared_ptr<subscriber>& s, common::seq_t after) {
   if (watchers() >= settings_.max_subscribers_per_execution) return false;
-  catching_up_.push_back({s, after});
+  catching_up_.push_back({s, after, false});
   announce_watchers();
+  pace();
   feed(s.get());
   return true;
 }
@@ -265,29 +280,34 @@ void execution::feed(subscriber* s) {
   const common::seq_t first_held = replay_.empty() ? next_seq_ : replay_.front().seq;
   if (cursor + 1 < first_held) {
     common::gap_event gap{first_held - 1, cursor + 1, first_held - 1};
-    s->push(std::make_shared<const std::string>(common::encode(common::event{gap})), gap.seq);
+    if (!s->push(std::make_shared<const std::string>(common::encode(common::event{gap})), gap.seq)) {
+      s->wants_more();
+      return;
+    }
+    if (it->fell_behind) ++gaps_;
     cursor = gap.seq;
   }
   // The replay buffer holds consecutive seqs: the next one to send is at cursor + 1.
   for (auto i = static_cast<std::size_t>(cursor + 1 - first_held); i < replay_.size(); ++i) {
     const auto& h = replay_[i];
-    if (h.data->size() > s->room()) {
+    if (h.data->size() > s->room() || !s->push(h.data, h.seq)) {
       s->wants_more();  // it calls feed() again once it has written some of what it has
       return;
     }
-    s->push(h.data, h.seq);
     cursor = h.seq;
   }
   // Caught up: from now on it gets events as they come.
   auto caught_up = std::move(it->s);
+  const bool newcomer = !it->fell_behind;
   catching_up_.erase(it);
   if (finished()) {
     caught_up->ended();
     return;
   }
   subscribers_.push_back(caught_up);
+  pace();
   // The newcomer learns the count at once; the others when it has settled (subscribe()).
-  caught_up->push(watchers_frame(), -1);
+  if (newcomer) caught_up->push(watchers_frame(), -1);
 }
 
 void execution::unsubscribe(const subscriber* s) {
@@ -295,6 +315,7 @@ void execution::unsubscribe(const subscriber* s) {
   std::erase_if(catching_up_, [s](const auto& c) { return c.s.get() == s; });
   std::erase_if(subscribers_, [s](const auto& p) { return p.get() == s; });
   if (watchers() != before) announce_watchers();
+  pace();
 }
 
 common::execution_record execution::record() const {

@@ -1,7 +1,10 @@
 // One run of an action on a machine, and everyone watching it. The execution numbers its
 // events (seq), serialises each once into a shared frame, keeps the newest in a bounded replay
-// buffer for late joiners and resumes, and pushes every frame to its subscribers, none of
-// which can slow it down: a subscriber over its queue bound is evicted.
+// buffer for late joiners and resumes, and pushes every frame to its live subscribers. One
+// without room for the next frame falls back to catching up from the replay buffer at its own
+// pace (a gap event for what the buffer no longer holds), so a slow watcher slows nobody; when
+// no watcher has room, reading the command's output is held (run_control::hold), so the
+// fastest watcher paces the command and nobody who keeps reading loses a byte.
 // Used on the server's single-threaded executor only.
 #pragma once
 
@@ -32,8 +35,8 @@ using frame = std::shared_ptr<const std::string>;
 class subscriber {
  public:
   virtual ~subscriber() = default;
-  /// Queues one serialised event (seq -1: not sequenced). Returns false when the subscriber
-  /// is over its bound: the execution then drops it and calls evicted().
+  /// Queues one serialised event (seq -1: not sequenced). Returns false, queueing nothing,
+  /// when the subscriber is over its bound: it then catches up from the replay buffer.
   virtual bool push(const frame& f, common::seq_t seq) = 0;
   /// Bytes it can still queue (catching up from the replay buffer is paced by this).
   virtual std::size_t room() const = 0;
@@ -41,8 +44,6 @@ class subscriber {
   virtual void wants_more() = 0;
   /// Every event has been pushed: the execution is over.
   virtual void ended() = 0;
-  /// Dropped for falling behind; it may come back with after = the last seq it received.
-  virtual void evicted() = 0;
 };
 
 class execution : public std::enable_shared_from_this<execution> {
@@ -74,13 +75,20 @@ class execution : public std::enable_shared_from_this<execution> {
   bool holds_after(common::seq_t after) const;
   std::size_t watchers() const { return subscribers_.size() + catching_up_.size(); }
   common::seq_t last_seq() const { return next_seq_ - 1; }
-  std::uint64_t evictions() const { return evictions_; }
+  /// Times a watcher was sent a gap because it fell behind (not for asking what was gone).
+  std::uint64_t gaps() const { return gaps_; }
+  /// Times reading the command's output was held because no watcher had room.
+  std::uint64_t holds() const { return holds_; }
   /// Bytes of frames the replay buffer holds.
   std::size_t replay_bytes() const { return replay_size_; }
 
  private:
   void emit(common::event e);
   void publish(const frame& f, common::seq_t seq);
+  /// Holds reading the output while every watcher is behind (none live), resumes otherwise.
+  void pace();
+  /// The bytes the replay buffer keeps: more while a watcher catches up (see emit()).
+  std::size_t replay_bound() const;
   void on_output(common::output_stream stream, std::string_view bytes);
   void flush_output();
   void report_progress(bool force);
@@ -116,9 +124,10 @@ class execution : public std::enable_shared_from_this<execution> {
   struct catching_up {
     std::shared_ptr<subscriber> s;
     common::seq_t after;  // the last seq it was given
+    bool fell_behind;     // (not a newcomer): a gap for it counts in gaps()
   };
-  std::vector<catching_up> catching_up_;  // still reading the replay buffer
-  std::uint64_t evictions_ = 0;
+  std::vector<catching_up> catching_up_;  // reading the replay buffer at their own pace
+  std::uint64_t gaps_ = 0, holds_ = 0;
   net::steady_timer watchers_timer_;
   bool watchers_armed_ = false;
   std::size_t watchers_announced_ = 0;

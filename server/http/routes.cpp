@@ -24,7 +24,9 @@ constexpr std::int64_t max_list_limit = 1000;
 
 /// A long-poll waiting for its answer: it collects the frames of one answer (up to a bound;
 /// the next poll starts after the last one it took) and is woken by the first sequenced event,
-/// once the events that arrive with it have been added too.
+/// once the events that arrive with it have been added too. Answered, it stays subscribed,
+/// parked, until the next poll takes its place (or the idle timeout): a poller between two
+/// polls is a watcher that has not read yet, so it paces the command as a WebSocket does.
 class poll_collector : public live_subscriber, public std::enable_shared_from_this<poll_collector> {
  public:
   poll_collector(net::any_io_executor ex, common::seq_t after)
@@ -38,11 +40,11 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
     wake_soon();
   }
   bool push(const frame& f, common::seq_t seq) override {
-    if (full_ || answered_) return true;
+    if (full_ || answered_) return false;
     if (bytes_ + f->size() > poll_answer_bytes && !frames_.empty()) {
       full_ = true;
       wake_soon();
-      return true;
+      return false;
     }
     frames_.push_back(f);
     bytes_ += f->size();
@@ -56,7 +58,6 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
     done_ = !full_;
     wake_soon();
   }
-  void evicted() override { wake_soon(); }
   void shut_down() override { wake_soon(); }
 
   /// Waits until there is something to answer or `wait` has passed.
@@ -67,6 +68,9 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
     }
     answered_ = true;
   }
+
+  common::seq_t next() const { return next_; }
+  bool done() const { return done_; }
 
   /// {"events": [...], "next": SEQ, "done": bool}, from the frames as they are.
   std::string answer() const {
@@ -130,13 +134,14 @@ std::vector<common::machine_info> server::impl::machine_list() const {
 std::string server::impl::metrics_text() const {
   std::size_t subscribers = 0;
   std::map<std::string, std::size_t> by_state;
-  std::uint64_t exec_evictions = 0;
+  std::uint64_t gaps = 0, holds = 0;
   const std::uint64_t ssh_bytes_in = registry.ssh_bytes_in();
   for (const auto& [id, e] : registry.all()) {
     const auto r = e->record();
     ++by_state[r.state];
     subscribers += e->watchers();
-    exec_evictions += e->evictions();
+    gaps += e->gaps();
+    holds += e->holds();
   }
   std::ostringstream m;
   m << "# TYPE cmdcast_connections gauge\ncmdcast_connections " << connections_open << "\n"
@@ -151,7 +156,8 @@ std::string server::impl::metrics_text() const {
     << "# TYPE cmdcast_bytes_out_total counter\ncmdcast_bytes_out_total " << ws_traffic.out << "\n"
     << "# TYPE cmdcast_ws_bytes_in_total counter\ncmdcast_ws_bytes_in_total " << ws_traffic.in << "\n"
     << "# TYPE cmdcast_ssh_bytes_in_total counter\ncmdcast_ssh_bytes_in_total " << ssh_bytes_in << "\n"
-    << "# TYPE cmdcast_evictions_total counter\ncmdcast_evictions_total " << exec_evictions << "\n"
+    << "# TYPE cmdcast_watcher_gaps_total counter\ncmdcast_watcher_gaps_total " << gaps << "\n"
+    << "# TYPE cmdcast_output_holds_total counter\ncmdcast_output_holds_total " << holds << "\n"
     << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
   return m.str();
 }
@@ -312,15 +318,56 @@ net::awaitable<response> server::impl::long_poll(const request& req, const targe
   const auto& e = held;
   if (*after > e->last_seq()) co_return error_response(req, error_code::bad_request, past_the_end(*after, e->last_seq()));
   auto collector = std::make_shared<poll_collector>(io.get_executor(), *after);
+  // This poll takes the place of its previous one (nothing can be trimmed in between: no wait).
+  unpark_poll(id, *after);
   if (!e->subscribe(collector, *after)) {
     co_return error_response(req, error_code::busy, "this execution has its maximum of watchers");
   }
   watchers.insert(collector.get());
   co_await collector->wait(std::chrono::seconds(std::min(*wait, max_poll_wait_s)));
-  e->unsubscribe(collector.get());
   watchers.erase(collector.get());
+  if (collector->done() || e->finished() || stopping) {
+    e->unsubscribe(collector.get());
+  } else {
+    park_poll(e, collector, collector->next());
+  }
   maybe_stopped();
   co_return json_response(req, http::status::ok, collector->answer());
+}
+
+void server::impl::park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next) {
+  const std::string id = e->id();
+  auto p = std::make_shared<parked_poll>(parked_poll{std::move(e), std::move(collector), next, net::steady_timer(io)});
+  p->expiry.expires_after(cfg.server.idle_timeout);
+  p->expiry.async_wait([self = shared_from_this(), p](boost::system::error_code ec) {
+    if (ec) return;  // taken by the next poll
+    p->e->unsubscribe(p->collector.get());
+    for (auto [it, end] = self->parked_polls.equal_range(p->e->id()); it != end; ++it) {
+      if (it->second == p) {
+        self->parked_polls.erase(it);
+        break;
+      }
+    }
+  });
+  parked_polls.emplace(id, std::move(p));
+}
+
+void server::impl::unpark_poll(const std::string& id, common::seq_t next) {
+  for (auto [it, end] = parked_polls.equal_range(id); it != end; ++it) {
+    if (it->second->next != next) continue;
+    it->second->expiry.cancel();
+    it->second->e->unsubscribe(it->second->collector.get());
+    parked_polls.erase(it);
+    return;
+  }
+}
+
+void server::impl::unpark_all() {
+  for (auto& [id, p] : parked_polls) {
+    p->expiry.cancel();
+    p->e->unsubscribe(p->collector.get());
+  }
+  parked_polls.clear();
 }
 
 std::string server::impl::past_the_end(common::seq_t after, common::seq_t last) {

@@ -323,6 +323,7 @@ void server::shut_down(std::function<void()> done) {
   i.acceptor.close(ignored);
   if (i.prune_timer) i.prune_timer->cancel();
   i.on_stopped = std::move(done);
+  i.unpark_all();
   // Running commands are cancelled: their watchers get the exit event, then 1000.
   i.registry.cancel_all();
   i.maybe_stopped();

@@ -71,6 +71,19 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::unique_ptr<net::steady_timer> drain_deadline;
 
   std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
+  /// A long-poller between two polls: still subscribed where its answer ended, until its next
+  /// poll (with after = next) takes its place or the idle timeout passes.
+  struct parked_poll {
+    std::shared_ptr<execution> e;
+    std::shared_ptr<subscriber> collector;
+    common::seq_t next;
+    net::steady_timer expiry;
+  };
+  std::multimap<std::string, std::shared_ptr<parked_poll>> parked_polls;  // by execution id
+  void park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next);
+  /// Ends the parking of a poller of `id` that had its answer up to `next`, if there is one.
+  void unpark_poll(const std::string& id, common::seq_t next);
+  void unpark_all();
   std::unique_ptr<audit_store> audit;
   std::unique_ptr<net::steady_timer> prune_timer;
 
@@ -123,7 +136,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.
   net::awaitable<void> refuse(ws_connection& ws, error_code code, std::string message);
   /// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
-  /// execution ends, the client leaves or the watcher is evicted.
+  /// execution ends or the client leaves (or is closed for reading nothing).
   net::awaitable<void> watch(ws_connection& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who);
   /// A finished execution from the audit store: its stored events after `after`, page by page,
   /// then 1000.

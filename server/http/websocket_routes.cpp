@@ -17,7 +17,8 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the audit per page
 
 /// A WebSocket watching an execution. Frames go to the connection's queue, written as the
-/// socket takes them (ws_connection); past the queue bound the watcher is evicted (1013).
+/// socket takes them (ws_connection); past the queue bound the watcher catches up from the
+/// replay buffer once the queue has drained.
 class ws_watcher : public live_subscriber, public std::enable_shared_from_this<ws_watcher> {
  public:
   ws_watcher(std::shared_ptr<ws_connection> connection, std::size_t limit)
@@ -42,10 +43,6 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
   /// Called when it wants more while catching up (execution::feed).
   void on_more(std::function<void()> f) { more_ = std::move(f); }
   void ended() override { connection_->close(ws::normal, "execution finished"); }
-  void evicted() override {
-    const auto last = std::to_string(connection_->last_seq());
-    connection_->close(ws::try_again_later, "too slow: evicted after seq " + last + "; resume with after=" + last, true);
-  }
   void shut_down() override { connection_->close(ws::going_away, "server shutting down"); }
   /// Answers a message of the client's (an error), within the same bound as the events: a
   /// client that sends without reading gets no more answers once that much is queued.
@@ -73,7 +70,7 @@ net::awaitable<void> server::impl::refuse(ws_connection& ws, error_code code, st
 }
 
 /// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
-/// execution ends, the client leaves or the watcher is evicted.
+/// execution ends or the client leaves (or is closed for reading nothing).
 net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
   auto watcher = std::make_shared<ws_watcher>(ws.shared_from_this(), cfg.server.subscriber_queue_bytes);
   watcher->on_more([e, w = watcher.get()] { e->feed(w); });
@@ -83,8 +80,8 @@ net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<exec
     co_await refuse(ws, error_code::busy, "this execution has its maximum of watchers");
     co_return;
   }
-  // Until the close handshake is over (the execution ended, the watcher was evicted, the
-  // server is going) or the client has gone.
+  // Until the close handshake is over (the execution ended, the watcher read nothing for the
+  // idle timeout, the server is going) or the client has gone.
   for (;;) {
     const auto text = co_await ws.read();
     if (!text) break;
@@ -131,9 +128,9 @@ net::awaitable<void> server::impl::run_websocket(ws_connection& ws, const target
   const auto& p = t.parts;
   if (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") {
     // The first message is the request (one over max_message_bytes is closed with 1009).
-    const auto request = co_await ws.read();
-    if (!request) co_return;
-    auto started = begin_run(p[1], *request, who);
+    const auto first = co_await ws.read();
+    if (!first) co_return;
+    auto started = begin_run(p[1], *first, who);
     if (auto* err = std::get_if<request_error>(&started)) {
       co_await refuse(ws, err->code, err->message);
       co_return;

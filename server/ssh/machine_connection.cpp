@@ -63,6 +63,12 @@ void run_control::cancel() {
   if (wake_) wake_();
 }
 
+void run_control::hold(bool held) {
+  if (held == held_) return;
+  held_ = held;
+  if (!held && wake_) wake_();
+}
+
 /// What a run and the coroutine stopping it share.
 struct machine_connection::run_state {
   explicit run_state(const net::any_io_executor& ex) : ended(forever_timer(ex)), group_known(forever_timer(ex)) {}
@@ -277,6 +283,12 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
 
   bool lost = false;
   while (!state->abandoned) {
+    if (control.held_ && !state->stopping && !control.cancel_requested_ && !state->timed_out && s->alive()) {
+      // Nobody watching has room for more: read nothing until someone has (hold(false) wakes
+      // this), or the run is to stop, which must read on to see the end.
+      co_await s->wait_wake();
+      continue;
+    }
     const auto seen = s->receive_generation();
     bool got_data = false;
     // One read per stream per round, so that a stream that always has data cannot starve

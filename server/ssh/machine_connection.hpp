@@ -20,15 +20,21 @@ namespace cmdcast::server::ssh {
 namespace net = boost::asio;
 class ssh_session;
 
-/// Lets one run be cancelled from elsewhere. Use on the connection's executor.
+/// Lets one run be cancelled, and its reading held, from elsewhere. Use on the connection's
+/// executor.
 class run_control {
  public:
   void cancel();
   bool cancel_requested() const { return cancel_requested_; }
+  /// Holds (or resumes) reading the command's output: while held, SSH's channel window fills
+  /// and then blocks the remote command on its writes. A stop (cancel, timeout) reads on.
+  void hold(bool held);
+  bool held() const { return held_; }
 
  private:
   friend class machine_connection;
   bool cancel_requested_ = false;
+  bool held_ = false;
   std::function<void()> wake_;  // set while the run is active
 };
 

@@ -168,6 +168,12 @@ net::awaitable<void> ssh_session::wait_io(std::uint64_t seen) {
   }
 }
 
+net::awaitable<void> ssh_session::wait_wake() {
+  if (!socket_.is_open()) co_return;
+  const auto wake = wake_;  // keep the timer this wait uses alive
+  co_await wake->async_wait(use_tuple);
+}
+
 int ssh_session::attempt(const void* owner, const std::function<int()>& fn) {
   // libssh2 refuses a new packet while another call's packet is half-sent.
   if (half_sent_owner_ && half_sent_owner_ != owner) return LIBSSH2_ERROR_EAGAIN;

@@ -51,8 +51,10 @@ class ssh_session : public std::enable_shared_from_this<ssh_session> {
   /// Waits until the socket is ready in the direction libssh2 is blocked on, or until another
   /// coroutine on this session received data (which may be for the caller's channel).
   net::awaitable<void> wait_io(std::uint64_t seen);
-  /// Wakes every coroutine in wait_io (used to deliver cancel and timeouts).
+  /// Wakes every coroutine in wait_io or wait_wake (used to deliver cancel, timeouts, resumes).
   void wake_all();
+  /// Waits for the next wake_all() only (which comes, among others, whenever data arrives).
+  net::awaitable<void> wait_wake();
 
   /// Counts receive calls that returned data; compare before and after a call.
   std::uint64_t receive_generation() const { return receive_generation_; }

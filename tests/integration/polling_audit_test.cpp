@@ -16,31 +16,6 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using common::error_code;
 
-common::poll_response poll(std::uint16_t port, const std::string& id, common::seq_t after, int wait_s) {
-  const auto answer = http_request(port, http::verb::get,
-                                   "/executions/" + id + "/events?after=" + std::to_string(after) +
-                                       "&wait=" + std::to_string(wait_s),
-                                   viewer_token);
-  EXPECT_EQ(answer.status, 200u) << answer.body;
-  auto p = common::decode_poll_response(answer.body);
-  EXPECT_TRUE(p.ok()) << p.error() << ": " << answer.body.substr(0, 200);
-  return p.ok() ? *p : common::poll_response{{}, after, true};
-}
-
-/// Polls from the start until done, as a client without WebSocket would.
-std::vector<event> poll_to_the_end(std::uint16_t port, const std::string& id) {
-  std::vector<event> all;
-  common::seq_t after = -1;
-  for (int i = 0; i < 10000; ++i) {
-    auto p = poll(port, id, after, 5);
-    all.insert(all.end(), p.events.begin(), p.events.end());
-    after = p.next;
-    if (p.done) return all;
-  }
-  ADD_FAILURE() << "the poll never said done";
-  return all;
-}
-
 void wait_until_finished(std::uint16_t port, const std::string& id) {
   const auto deadline = clock_type::now() + std::chrono::seconds(60);
   while (record_of(port, id).state == "running" && clock_type::now() < deadline) {

@@ -54,6 +54,9 @@ command = "for i in $(seq 100); do echo tick $i; sleep 0.2; done"
 command = "python3 -c \"import time; print('first'); time.sleep(1.5); print('second')\""
 [actions.flood]
 command = "for i in $(seq 300); do head -c 100000 /dev/zero | tr '\\0' a; sleep 0.005; done"
+[actions.burst]
+command = "while [ ! -e {go} ]; do sleep 0.05; done; yes 'cmdcast burst: every watcher who keeps reading gets every line' | head -c {bytes}"
+params = { go = "^/tmp/cmdcast-go-[A-Za-z0-9]{1,32}$", bytes = "^[0-9]{1,10}$" }
 [actions.echo_value]
 command = "printf '%s' {value}"
 params = { value = "^(?s:.+)$" }
@@ -225,6 +228,30 @@ std::vector<event> ws_client::all() {
 
 std::string run_request(const std::string& action, const std::string& params) {
   return R"({"action_type":")" + action + R"(","params":)" + params + "}";
+}
+
+common::poll_response poll(std::uint16_t port, const std::string& id, common::seq_t after, int wait_s) {
+  const auto answer = http_request(port, http::verb::get,
+                                   "/executions/" + id + "/events?after=" + std::to_string(after) +
+                                       "&wait=" + std::to_string(wait_s),
+                                   viewer_token);
+  EXPECT_EQ(answer.status, 200u) << answer.body;
+  auto p = common::decode_poll_response(answer.body);
+  EXPECT_TRUE(p.ok()) << p.error() << ": " << answer.body.substr(0, 200);
+  return p.ok() ? *p : common::poll_response{{}, after, true};
+}
+
+std::vector<event> poll_to_the_end(std::uint16_t port, const std::string& id) {
+  std::vector<event> all;
+  common::seq_t after = -1;
+  for (int i = 0; i < 100000; ++i) {
+    auto p = poll(port, id, after, 5);
+    all.insert(all.end(), p.events.begin(), p.events.end());
+    after = p.next;
+    if (p.done) return all;
+  }
+  ADD_FAILURE() << "the poll never said done";
+  return all;
 }
 
 std::string text_of(const std::vector<event>& events, common::output_stream stream) {

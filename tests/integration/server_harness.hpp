@@ -127,6 +127,12 @@ class ws_client {
 
 std::string run_request(const std::string& action, const std::string& params = "{}");
 
+/// GET /executions/{id}/events?after=AFTER&wait=WAIT_S as the viewer, decoded (a failed
+/// expectation, and a done answer, when it is not 200 and a poll answer).
+common::poll_response poll(std::uint16_t port, const std::string& id, common::seq_t after, int wait_s);
+/// Polls from the start until done, as a client without WebSocket would.
+std::vector<event> poll_to_the_end(std::uint16_t port, const std::string& id);
+
 /// A WebSocket opened by hand on `s` (connected by the caller, who may set options first), for
 /// frames and silences no client library would produce: the 101 answer's head, and what came
 /// after it.

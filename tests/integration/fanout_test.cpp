@@ -1,0 +1,370 @@
+// Fan-out without loss, with the default config, against cmdcast-server as a process and a
+// loopback sshd: every watcher who keeps reading gets every byte (checked by SHA-256 against
+// the source), a watcher alone paces the command instead of being cut off, a stalled one
+// slows nobody and is told what it missed, and long-pollers follow the same rules.
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "server_harness.hpp"
+
+namespace cmdcast::testing {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr std::string_view burst_line = "cmdcast burst: every watcher who keeps reading gets every line\n";
+
+class sha256 {
+ public:
+  sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~sha256() { EVP_MD_CTX_free(ctx_); }
+  sha256(const sha256&) = delete;
+  sha256& operator=(const sha256&) = delete;
+  void add(std::string_view data) { EVP_DigestUpdate(ctx_, data.data(), data.size()); }
+  std::string hex() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned length = 0;
+    EVP_DigestFinal_ex(ctx_, digest, &length);
+    std::string out;
+    char byte[3];
+    for (unsigned i = 0; i < length; ++i) {
+      std::snprintf(byte, sizeof byte, "%02x", digest[i]);
+      out += byte;
+    }
+    return out;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+/// SHA-256 of the first `bytes` bytes of the burst action's output (`yes LINE | head -c`).
+std::string burst_digest(std::size_t bytes) {
+  std::string block;
+  while (block.size() < (1u << 20)) block += burst_line;
+  sha256 h;
+  for (std::size_t done = 0; done < bytes;) {
+    const std::size_t take = std::min(bytes - done, block.size());
+    h.add(std::string_view(block).substr(0, take));
+    done += take;
+  }
+  return h.hex();
+}
+
+/// The burst command waits for this file, so that every watcher is attached from the start.
+class go_file {
+ public:
+  go_file() : path_("/tmp/cmdcast-go-" + std::to_string(::getpid()) + "x" + std::to_string(counter_++)) {}
+  ~go_file() { std::filesystem::remove(path_); }
+  go_file(const go_file&) = delete;
+  go_file& operator=(const go_file&) = delete;
+  void go() { std::ofstream(path_) << "go"; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  static inline int counter_ = 0;
+};
+
+std::string burst_request(const go_file& go, std::size_t bytes) {
+  return run_request("burst", R"({"go":")" + go.path() + R"(","bytes":")" + std::to_string(bytes) + R"("})");
+}
+
+/// What one watcher saw of an execution.
+struct watched {
+  std::string stdout_sha256;
+  std::uint64_t stdout_bytes = 0;
+  std::vector<common::gap_event> gaps;
+  bool exited = false;
+  bool in_order = true;  // seq 0, 1, 2, ... with no hole a gap does not declare
+  unsigned close_code = 0;
+};
+
+/// Takes the output of a stdout frame without a general JSON decoder when it can (the burst
+/// escapes nothing but newlines), so that 100 readers in this process keep up with the server.
+bool append_plain_stdout(std::string_view frame, std::string& out) {
+  constexpr std::string_view head = R"({"type":"stdout","seq":)";
+  if (!frame.starts_with(head) || !frame.ends_with("\"}")) return false;
+  const auto data = frame.find(R"(,"data":")");
+  if (data == std::string_view::npos) return false;
+  std::string_view rest = frame.substr(data + 9, frame.size() - data - 9 - 2);
+  for (auto at = rest.find('\\'); at != std::string_view::npos; at = rest.find('\\')) {
+    if (at + 1 >= rest.size() || rest[at + 1] != 'n') return false;
+    out.append(rest.substr(0, at));
+    out += '\n';
+    rest.remove_prefix(at + 2);
+  }
+  out.append(rest);
+  return true;
+}
+
+std::int64_t seq_of_frame(std::string_view frame) {
+  const auto at = frame.find(R"("seq":)");
+  return at == std::string_view::npos ? -1 : std::atoll(frame.data() + at + 6);
+}
+
+/// Reads an execution's stream to the end; `after_message` runs after each message (to read
+/// slowly) with its size.
+watched watch_to_the_end(std::uint16_t port, const std::string& id, ws_options o = {},
+                         const std::function<void(std::size_t)>& after_message = {}) {
+  watched w;
+  sha256 h;
+  std::int64_t expected = 0;
+  std::string text;
+  ws_client c(port, "/executions/" + id + "/stream?after=-1", std::move(o));
+  while (auto m = c.next()) {
+    text.clear();
+    if (append_plain_stdout(*m, text)) {
+      w.in_order = w.in_order && seq_of_frame(*m) == expected++;
+    } else {
+      auto e = common::decode_event(*m);
+      if (!e.ok()) {
+        ADD_FAILURE() << e.error();
+        break;
+      }
+      const auto seq = common::event_seq(*e);
+      if (auto* gap = std::get_if<common::gap_event>(&*e)) {
+        w.in_order = w.in_order && gap->missed_from == expected;
+        expected = gap->missed_to;  // the gap's own seq
+        w.gaps.push_back(*gap);
+      }
+      if (seq) w.in_order = w.in_order && *seq == expected++;
+      if (auto* o = std::get_if<common::output_event>(&*e); o && o->stream == common::output_stream::out) text = o->data;
+      w.exited = w.exited || std::holds_alternative<common::exit_event>(*e);
+    }
+    w.stdout_bytes += text.size();
+    h.add(text);
+    if (after_message) after_message(m->size());
+  }
+  w.stdout_sha256 = h.hex();
+  w.close_code = c.reason().code;
+  return w;
+}
+
+/// Waits until the execution's stdout count has not moved for a second (or it has ended);
+/// returns its record then.
+common::execution_record when_output_settles(std::uint16_t port, const std::string& id) {
+  auto r = record_of(port, id);
+  const auto deadline = clock_type::now() + std::chrono::seconds(60);
+  while (clock_type::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const auto now = record_of(port, id);
+    if (now.bytes_stdout == r.bytes_stdout || now.state != "running") return now;
+    r = now;
+  }
+  return r;
+}
+
+/// Sequenced events from `from` on, each seq once, in order: a gap declares what it skips.
+void expect_every_seq_accounted_for(const std::vector<event>& events, common::seq_t from) {
+  common::seq_t expected = from;
+  for (const auto& e : events) {
+    const auto seq = common::event_seq(e);
+    if (!seq) continue;
+    if (auto* g = std::get_if<common::gap_event>(&e)) {
+      EXPECT_EQ(g->missed_from, expected);
+      expected = g->missed_to;  // the gap's own seq
+    }
+    EXPECT_EQ(*seq, expected++);
+  }
+}
+
+std::uint64_t metric(std::uint16_t port, const std::string& name) {
+  const auto text = http_request(port, http::verb::get, "/metrics", viewer_token).body;
+  const auto at = text.find("\n" + name + " ");
+  return at == std::string::npos ? ~0ull : std::stoull(text.substr(at + name.size() + 2));
+}
+
+class Fanout : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { shared_.start(); }  // the default config
+  static void TearDownTestSuite() { shared_.stop(); }
+  static std::uint16_t port() { return shared_.port(); }
+  static inline shared_server shared_;
+};
+
+TEST_F(Fanout, AHundredWatchersOfA200MBBurstEachGetEveryByte) {
+  constexpr std::size_t bytes = 200'000'000;
+  constexpr int watchers = 100;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  std::vector<watched> seen(watchers);
+  std::vector<std::thread> threads;
+  std::atomic<int> attached{0};
+  for (int i = 0; i < watchers; ++i) {
+    threads.emplace_back([&, i] {
+      ++attached;
+      seen[static_cast<std::size_t>(i)] = watch_to_the_end(port(), id, {.token = viewer_token});
+    });
+  }
+  while (record_of(port(), id).watchers < watchers) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+  for (auto& t : threads) t.join();
+  const std::string expected = burst_digest(bytes);
+  for (int i = 0; i < watchers; ++i) {
+    const auto& w = seen[static_cast<std::size_t>(i)];
+    EXPECT_EQ(w.stdout_bytes, bytes) << "watcher " << i;
+    EXPECT_EQ(w.stdout_sha256, expected) << "watcher " << i;
+    EXPECT_TRUE(w.gaps.empty()) << "watcher " << i << " missed seq " << w.gaps.front().missed_from << "-"
+                                << w.gaps.front().missed_to;
+    EXPECT_TRUE(w.in_order) << "watcher " << i;
+    EXPECT_TRUE(w.exited) << "watcher " << i;
+    EXPECT_EQ(w.close_code, 1000u) << "watcher " << i;
+  }
+  EXPECT_EQ(metric(port(), "cmdcast_watcher_gaps_total"), 0u);
+}
+
+TEST_F(Fanout, AWatcherAloneWhoStopsReadingHoldsTheCommandAndThenGetsEverything) {
+  constexpr std::size_t bytes = 100'000'000;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  // Attached, then reading nothing (a small receive buffer: little hides in the kernel).
+  ws_client stalled(port(), "/executions/" + id + "/stream?after=-1", {.token = viewer_token, .receive_buffer = 65536});
+  while (record_of(port(), id).watchers < 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+  // The command is held: SSH's window fills and its output stops well short of the end.
+  const auto held = when_output_settles(port(), id);
+  EXPECT_EQ(held.state, "running");
+  EXPECT_LT(held.bytes_stdout, 60'000'000) << "the command was not held";
+  EXPECT_GT(metric(port(), "cmdcast_output_holds_total"), 0u);
+  // Reading again, the watcher gets every byte, with no gap.
+  sha256 h;
+  std::uint64_t got = 0;
+  bool exited = false;
+  while (auto m = stalled.next()) {
+    auto e = common::decode_event(*m);
+    ASSERT_TRUE(e.ok()) << e.error();
+    EXPECT_FALSE(std::holds_alternative<common::gap_event>(*e));
+    if (auto* o = std::get_if<common::output_event>(&*e)) {
+      h.add(o->data);
+      got += o->data.size();
+    }
+    exited = exited || std::holds_alternative<common::exit_event>(*e);
+  }
+  EXPECT_EQ(got, bytes);
+  EXPECT_EQ(h.hex(), burst_digest(bytes));
+  EXPECT_TRUE(exited);
+  EXPECT_EQ(stalled.reason().code, 1000u);
+}
+
+TEST_F(Fanout, AStalledWatcherSlowsNobodyAndIsToldWhatItMissed) {
+  constexpr std::size_t bytes = 100'000'000;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  ws_client stalled(port(), "/executions/" + id + "/stream?after=-1", {.token = viewer_token, .receive_buffer = 65536});
+  watched fast;
+  std::thread reader([&] { fast = watch_to_the_end(port(), id, {.token = viewer_token}); });
+  while (record_of(port(), id).watchers < 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+  // The fast watcher gets the whole run while the stalled one reads nothing at all.
+  reader.join();
+  EXPECT_EQ(fast.stdout_bytes, bytes);
+  EXPECT_EQ(fast.stdout_sha256, burst_digest(bytes));
+  EXPECT_TRUE(fast.gaps.empty());
+  EXPECT_TRUE(fast.exited);
+  // Now the stalled one reads: a prefix, a gap that declares what is gone, the rest, the exit.
+  std::vector<event> got;
+  std::uint64_t output = 0;
+  while (auto m = stalled.next()) {
+    auto e = common::decode_event(*m);
+    ASSERT_TRUE(e.ok()) << e.error();
+    if (auto* o = std::get_if<common::output_event>(&*e)) output += o->data.size();
+    if (common::event_seq(*e)) got.push_back(std::move(*e));
+  }
+  EXPECT_EQ(stalled.reason().code, 1000u) << "not cut off";
+  ASSERT_EQ(of_type<common::gap_event>(got).size(), 1u);
+  const auto gap = of_type<common::gap_event>(got).at(0);
+  expect_every_seq_accounted_for(got, 0);
+  EXPECT_FALSE(of_type<common::exit_event>(got).empty());
+  EXPECT_LT(output, bytes);
+  EXPECT_GT(gap.missed_to, gap.missed_from);
+  EXPECT_GT(metric(port(), "cmdcast_watcher_gaps_total"), 0u);
+}
+
+TEST_F(Fanout, AWatcherReadingSlowlyAloneGetsEveryByte) {
+  // About 20 MB/s, far slower than the command writes: the command is paced, nothing is lost.
+  constexpr std::size_t bytes = 60'000'000;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  watched slow;
+  std::thread reader([&] {
+    slow = watch_to_the_end(port(), id, {.token = viewer_token, .receive_buffer = 65536}, [](std::size_t size) {
+      std::this_thread::sleep_for(std::chrono::microseconds(size / 20));
+    });
+  });
+  while (record_of(port(), id).watchers < 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+  reader.join();
+  EXPECT_EQ(slow.stdout_bytes, bytes);
+  EXPECT_EQ(slow.stdout_sha256, burst_digest(bytes));
+  EXPECT_TRUE(slow.gaps.empty());
+  EXPECT_TRUE(slow.exited);
+  EXPECT_EQ(slow.close_code, 1000u);
+}
+
+TEST_F(Fanout, ALongPollerAloneHoldsTheCommandBetweenItsPollsAndGetsEveryByte) {
+  constexpr std::size_t bytes = 60'000'000;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  auto first = poll(port(), id, -1, 0);  // the started event: from now on a watcher
+  ASSERT_FALSE(first.events.empty());
+  go.go();
+  // Between two polls the poller is a watcher who has not read yet: the command waits for it.
+  const auto held = when_output_settles(port(), id);
+  EXPECT_EQ(held.state, "running");
+  EXPECT_LT(held.bytes_stdout, 60'000'000) << "the command was not held";
+  sha256 h;
+  std::uint64_t got = 0;
+  common::seq_t after = first.next;
+  for (bool done = false; !done;) {
+    auto p = poll(port(), id, after, 5);
+    for (const auto& e : p.events) {
+      EXPECT_FALSE(std::holds_alternative<common::gap_event>(e));
+      if (auto* o = std::get_if<common::output_event>(&e)) {
+        h.add(o->data);
+        got += o->data.size();
+      }
+    }
+    after = p.next;
+    done = p.done;
+  }
+  EXPECT_EQ(got, bytes);
+  EXPECT_EQ(h.hex(), burst_digest(bytes));
+  EXPECT_EQ(record_of(port(), id).state, "exited");
+}
+
+TEST_F(Fanout, ALongPollerWhoStopsPollingSlowsNobodyAndIsToldWhatItMissed) {
+  constexpr std::size_t bytes = 100'000'000;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  auto first = poll(port(), id, -1, 0);
+  watched fast;
+  std::thread reader([&] { fast = watch_to_the_end(port(), id, {.token = viewer_token}); });
+  while (record_of(port(), id).watchers < 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+  reader.join();
+  EXPECT_EQ(fast.stdout_bytes, bytes);
+  EXPECT_TRUE(fast.gaps.empty());
+  // The poller comes back: a gap for what is no longer held, then the rest.
+  std::vector<event> rest;
+  for (common::seq_t after = first.next;;) {
+    auto p = poll(port(), id, after, 5);
+    rest.insert(rest.end(), p.events.begin(), p.events.end());
+    after = p.next;
+    if (p.done) break;
+  }
+  EXPECT_EQ(of_type<common::gap_event>(rest).size(), 1u);
+  expect_every_seq_accounted_for(rest, first.next + 1);
+  EXPECT_FALSE(of_type<common::exit_event>(rest).empty());
+}
+
+}  // namespace
+}  // namespace cmdcast::testing
