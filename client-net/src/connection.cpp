@@ -212,6 +212,10 @@ struct websocket_impl final : websocket_client::impl {
     // From here on the WebSocket's own timeouts (and its pings) watch the connection.
     beast::get_lowest_layer(ws).expires_never();
     ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+    // Offer permessage-deflate: the server compresses each event once for every watcher.
+    websocket::permessage_deflate deflate;
+    deflate.client_enable = true;
+    ws.set_option(deflate);
     ws.set_option(websocket::stream_base::decorator([token = std::move(token)](websocket::request_type& req) {
       if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
     }));

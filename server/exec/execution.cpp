@@ -196,9 +196,9 @@ void execution::emit(common::event e) {
   }, e);
   const auto* output = std::get_if<common::output_event>(&e);
   const std::size_t output_bytes = output ? output->data.size() : 0;
-  auto f = std::make_shared<const std::string>(common::encode(e));
+  auto f = make_frame(common::encode(e));
   if (audit_) {
-    audit_->add(seq, f, output_bytes);
+    audit_->add(seq, f->text(), output_bytes);
     arm_audit();
   }
   replay_.push_back({seq, f});
@@ -243,8 +243,7 @@ void execution::pace() {
 }
 
 frame execution::watchers_frame() const {
-  return std::make_shared<const std::string>(
-      common::encode(common::event{common::watchers_event{static_cast<std::int64_t>(watchers())}}));
+  return make_frame(common::encode(common::event{common::watchers_event{static_cast<std::int64_t>(watchers())}}));
 }
 
 void execution::announce_watchers() {
@@ -280,7 +279,7 @@ void execution::feed(subscriber* s) {
   const common::seq_t first_held = replay_.empty() ? next_seq_ : replay_.front().seq;
   if (cursor + 1 < first_held) {
     common::gap_event gap{first_held - 1, cursor + 1, first_held - 1};
-    if (!s->push(std::make_shared<const std::string>(common::encode(common::event{gap})), gap.seq)) {
+    if (!s->push(make_frame(common::encode(common::event{gap})), gap.seq)) {
       s->wants_more();
       return;
     }

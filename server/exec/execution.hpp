@@ -24,12 +24,12 @@
 #include "cmdcast/common/utf8.hpp"
 #include "config/config.hpp"
 #include "exec/coalescer.hpp"
+#include "exec/event_frame.hpp"
 #include "ssh/machine_connection.hpp"
 
 namespace cmdcast::server {
 
 namespace net = boost::asio;
-using frame = std::shared_ptr<const std::string>;
 
 /// A watcher of an execution (a WebSocket, a long-poll).
 class subscriber {

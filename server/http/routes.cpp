@@ -77,7 +77,7 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
     std::string body = "{\"events\":[";
     for (std::size_t i = 0; i < frames_.size(); ++i) {
       if (i) body += ',';
-      body += *frames_[i];
+      body += *frames_[i]->text();
     }
     body += "],\"next\":" + std::to_string(next_) + ",\"done\":" + (done_ ? "true" : "false") + "}";
     return body;

@@ -17,6 +17,7 @@
 
 #include "cmdcast/common/codec.hpp"
 #include "http/server_impl.hpp"
+#include "support/deflate.hpp"
 #include "support/log.hpp"
 
 namespace cmdcast::server {
@@ -36,6 +37,16 @@ std::optional<target> parse_target(std::string_view t) {
   }
   for (const auto& param : url->params()) out.query[param.key] = param.value;
   return out;
+}
+
+/// Every Sec-WebSocket-Extensions offer of a request (the header may come more than once).
+std::string extension_offers(const request& req) {
+  std::string offers;
+  for (auto [it, end] = req.equal_range(http::field::sec_websocket_extensions); it != end; ++it) {
+    if (!offers.empty()) offers += ',';
+    offers += it->value();
+  }
+  return offers;
 }
 
 /// Sec-WebSocket-Accept for a client's key (RFC 6455 4.2.2), or nullopt for a key that is not
@@ -100,6 +111,9 @@ std::variant<std::string, response> server::impl::upgrade_answer(const request& 
                      "Server: cmdcast\r\nSec-WebSocket-Accept: " + *accept + "\r\n";
   if (req[http::field::sec_websocket_protocol].find("cmdcast.v1") != std::string_view::npos) {
     head += "Sec-WebSocket-Protocol: cmdcast.v1\r\n";
+  }
+  if (const auto deflate = negotiate_deflate(extension_offers(req)); !deflate.empty()) {
+    head += "Sec-WebSocket-Extensions: " + deflate + "\r\n";
   }
   return head + "\r\n";
 }
@@ -197,8 +211,9 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
       }
       if (!co_await conn->write_all(std::get<std::string>(answer))) co_return;
       // From here the connection is cmdcast's WebSocket (ws_connection).
+      const bool deflate = !negotiate_deflate(extension_offers(req)).empty();
       auto ws = std::make_shared<ws_connection>(std::move(conn), cfg.server.max_message_bytes,
-                                                cfg.server.idle_timeout, ws_traffic);
+                                                cfg.server.idle_timeout, ws_traffic, deflate);
       ws->start(pending);
       if (refusal) {
         co_await refuse(*ws, error_code::forbidden, *refusal);

@@ -22,12 +22,13 @@ constexpr std::size_t min_backlog = 64 * 1024;       // unacknowledged bytes a p
 }  // namespace
 
 ws_connection::ws_connection(std::unique_ptr<transport> connection, std::size_t max_message_bytes,
-                             std::chrono::seconds idle_timeout, traffic& counters)
+                             std::chrono::seconds idle_timeout, traffic& counters, bool deflate)
     : transport_(std::move(connection)),
       socket_(transport_->socket()),
       idle_timeout_(idle_timeout),
       traffic_(counters),
-      reader_(max_message_bytes),
+      deflate_(deflate),
+      reader_(max_message_bytes, deflate),
       idle_timer_(socket_.get_executor()),
       last_sign_of_life_(std::chrono::steady_clock::now()) {}
 
@@ -135,7 +136,9 @@ net::awaitable<std::optional<std::string>> ws_connection::read() {
   }
 }
 
-void ws_connection::send(const frame& text, std::int64_t seq) { enqueue(ws::opcode::text, text, seq, false); }
+void ws_connection::send(const frame& text, std::int64_t seq, bool compressed) {
+  enqueue(ws::opcode::text, text, seq, false, compressed && deflate_);
+}
 
 void ws_connection::answer_ping(std::string payload) {
   if (closing()) return;
@@ -155,9 +158,9 @@ void ws_connection::answer_ping(std::string payload) {
   }
 }
 
-void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close) {
+void ws_connection::enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close, bool compressed) {
   if (closing()) return;
-  outgoing o{ws::make_header(op, payload->size()), std::move(payload), seq};
+  outgoing o{ws::make_header(op, payload->size(), compressed), std::move(payload), seq};
   o.is_close = is_close;
   queued_bytes_ += o.size();
   queue_.push_back(std::move(o));

@@ -37,8 +37,9 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
     std::uint64_t in = 0, out = 0;
   };
 
+  /// `deflate`: permessage-deflate was negotiated (support/deflate.hpp) in the upgrade.
   ws_connection(std::unique_ptr<transport> connection, std::size_t max_message_bytes, std::chrono::seconds idle_timeout,
-                traffic& counters);
+                traffic& counters, bool deflate = false);
   ~ws_connection() override;
 
   /// Starts the idle check, with what was read already behind the upgrade request. A peer
@@ -52,8 +53,11 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   /// the idle timeout). Messages that arrive once a close is under way are dropped.
   net::awaitable<std::optional<std::string>> read();
 
-  /// Queues a text message; `seq` >= 0 marks an execution's event (last_seq()).
-  void send(const frame& text, std::int64_t seq = -1);
+  /// Queues a text message; `seq` >= 0 marks an execution's event (last_seq()). `compressed`:
+  /// the payload is already deflated (only where compresses()).
+  void send(const frame& text, std::int64_t seq = -1, bool compressed = false);
+  /// Whether permessage-deflate was negotiated: events go out compressed.
+  bool compresses() const { return deflate_; }
   /// Bytes of messages queued and not yet written.
   std::size_t queued_bytes() const { return queued_bytes_; }
   /// Whether anything is queued or being written.
@@ -82,7 +86,7 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
     bool is_close = false;
     std::size_t size() const { return header.size + payload->size(); }
   };
-  void enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close);
+  void enqueue(ws::opcode op, frame payload, std::int64_t seq, bool is_close, bool compressed = false);
   void answer_ping(std::string payload);
   /// Writes what is queued now, as far as the socket takes it; waits for room otherwise.
   void write_now();
@@ -99,6 +103,7 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   net::ip::tcp::socket& socket_;  // transport_'s
   std::chrono::seconds idle_timeout_;
   traffic& traffic_;
+  bool deflate_;
   ws::client_frame_reader reader_;
   std::deque<outgoing> queue_;
   std::size_t queued_bytes_ = 0;

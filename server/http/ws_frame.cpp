@@ -3,12 +3,13 @@
 #include <utility>
 
 #include "cmdcast/common/utf8.hpp"
+#include "support/deflate.hpp"
 
 namespace cmdcast::server::ws {
 
-frame_header make_header(opcode op, std::size_t n) {
+frame_header make_header(opcode op, std::size_t n, bool compressed) {
   frame_header h;
-  h.bytes[0] = static_cast<std::uint8_t>(0x80 | static_cast<std::uint8_t>(op));
+  h.bytes[0] = static_cast<std::uint8_t>(0x80 | (compressed ? 0x40 : 0) | static_cast<std::uint8_t>(op));
   if (n < 126) {
     h.bytes[1] = static_cast<std::uint8_t>(n);
     h.size = 2;
@@ -44,7 +45,9 @@ client_item client_frame_reader::next() {
     const auto b1 = static_cast<std::uint8_t>(in[1]);
     const bool fin = b0 & 0x80;
     const auto op = static_cast<opcode>(b0 & 0x0F);
-    if (b0 & 0x70) return violation{protocol_error, "reserved bits set"};
+    // RSV1 marks a compressed message, where negotiated, on its first frame only (RFC 7692 6).
+    const bool rsv1 = b0 & 0x40;
+    if ((b0 & 0x30) || (rsv1 && (!deflate_ || op != opcode::text))) return violation{protocol_error, "reserved bits set"};
     if (!(b1 & 0x80)) return violation{protocol_error, "client frames must be masked"};
     std::uint64_t length = b1 & 0x7F;
     std::size_t at = 2;
@@ -92,9 +95,17 @@ client_item client_frame_reader::next() {
       case opcode::text:
       case opcode::continuation:
         if ((op == opcode::text) == in_message_) return violation{protocol_error, "bad fragmentation"};
+        if (op == opcode::text) compressed_ = rsv1;
         message_ += payload;
         in_message_ = !fin;
         if (!fin) continue;
+        if (compressed_) {
+          std::string text;
+          const auto result = inflate_message(message_, max_message_, text);
+          if (result == inflated::too_long) return violation{too_big, "message too big"};
+          if (result == inflated::invalid) return violation{invalid_payload, "compressed message is not valid"};
+          message_ = std::move(text);
+        }
         if (!common::is_valid_utf8(message_)) return violation{invalid_payload, "text is not UTF-8"};
         return text_message{std::exchange(message_, std::string())};
       default:

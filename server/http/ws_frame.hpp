@@ -30,7 +30,8 @@ struct frame_header {
   std::array<std::uint8_t, 10> bytes{};
   std::uint8_t size = 0;
 };
-frame_header make_header(opcode op, std::size_t payload_size);
+/// `compressed`: RSV1, a permessage-deflate message.
+frame_header make_header(opcode op, std::size_t payload_size, bool compressed = false);
 
 /// A close frame's payload: the code, then the reason (cut to fit a control frame).
 std::string close_payload(std::uint16_t code, std::string_view reason);
@@ -56,7 +57,9 @@ using client_item = std::variant<need_more, text_message, ping, pong, close_rece
 
 class client_frame_reader {
  public:
-  explicit client_frame_reader(std::size_t max_message_bytes) : max_message_(max_message_bytes) {}
+  /// `deflate`: permessage-deflate was negotiated, so a message may come compressed (RSV1).
+  explicit client_frame_reader(std::size_t max_message_bytes, bool deflate = false)
+      : max_message_(max_message_bytes), deflate_(deflate) {}
   /// Adds bytes read from the socket.
   void feed(std::string_view bytes) { buffer_.append(bytes); }
   /// The next complete item, or need_more. After a violation or a close, stop reading.
@@ -64,6 +67,8 @@ class client_frame_reader {
 
  private:
   std::size_t max_message_;
+  bool deflate_;
+  bool compressed_ = false;  // the message being assembled
   std::string buffer_;
   std::size_t consumed_ = 0;  // of buffer_, already taken
   std::string message_;       // a fragmented text message being assembled

@@ -1,6 +1,7 @@
 // Fuzzes the server's reading of client WebSocket frames: any bytes, fed in chunks the input
-// chooses. Reading must never crash or overrun, a message never exceeds the limit and is
-// always UTF-8, and after a violation or a close nothing more is read.
+// chooses, with and without permessage-deflate. Reading must never crash or overrun, a
+// message never exceeds the limit and is always UTF-8, and after a violation or a close
+// nothing more is read.
 #include <cstdint>
 #include <string_view>
 
@@ -15,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size < 1) return 0;
   const std::size_t chunk = 1 + data[0] % 32;
   const std::size_t limit = 1 + static_cast<std::size_t>(data[0]) * 4;
-  client_frame_reader reader(limit);
+  client_frame_reader reader(limit, (data[0] & 0x80) != 0);  // half the inputs with compression negotiated
   const std::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
   for (std::size_t i = 0; i < bytes.size(); i += chunk) {
     reader.feed(bytes.substr(i, chunk));
