@@ -158,6 +158,7 @@ std::string server::impl::metrics_text() const {
     << "# TYPE cmdcast_ssh_bytes_in_total counter\ncmdcast_ssh_bytes_in_total " << ssh_bytes_in << "\n"
     << "# TYPE cmdcast_watcher_gaps_total counter\ncmdcast_watcher_gaps_total " << gaps << "\n"
     << "# TYPE cmdcast_output_holds_total counter\ncmdcast_output_holds_total " << holds << "\n"
+    << "# TYPE cmdcast_websockets_compressed_total counter\ncmdcast_websockets_compressed_total " << websockets_compressed << "\n"
     << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
   return m.str();
 }

@@ -212,6 +212,7 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
       if (!co_await conn->write_all(std::get<std::string>(answer))) co_return;
       // From here the connection is cmdcast's WebSocket (ws_connection).
       const bool deflate = !negotiate_deflate(extension_offers(req)).empty();
+      websockets_compressed += deflate;
       auto ws = std::make_shared<ws_connection>(std::move(conn), cfg.server.max_message_bytes,
                                                 cfg.server.idle_timeout, ws_traffic, deflate);
       ws->start(pending);

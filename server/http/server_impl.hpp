@@ -91,6 +91,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::uint64_t connections_open = 0, connections_total = 0, connections_refused = 0, accept_errors = 0;
   ws_connection::traffic ws_traffic;
   std::uint64_t requests_rejected = 0;
+  std::uint64_t websockets_compressed = 0;  // that negotiated permessage-deflate
 
   // Connections (server.cpp): TLS handshake, requests, upgrades, accepting, shutdown.
   /// Deletes audit records past audit_retention_days, now and then every hour, until shutdown.

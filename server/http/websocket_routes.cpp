@@ -26,12 +26,11 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
 
   bool push(const frame& f, common::seq_t seq) override {
     if (connection_->closing()) return true;
-    if (connection_->queued_bytes() + f->size() > limit_ && connection_->writing()) return false;
-    if (connection_->compresses()) {
-      connection_->send(f->deflated(), seq, true);
-    } else {
-      connection_->send(f->text(), seq);
-    }
+    // The bound counts bytes as sent: compressed, for a connection that compresses.
+    const bool compressed = connection_->compresses();
+    const auto& payload = compressed ? f->deflated() : f->text();
+    if (connection_->queued_bytes() + payload->size() > limit_ && connection_->writing()) return false;
+    connection_->send(payload, seq, compressed);
     return true;
   }
   std::size_t room() const override {

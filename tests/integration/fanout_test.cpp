@@ -1,10 +1,12 @@
 // Fan-out without loss, with the default config, against cmdcast-server as a process and a
 // loopback sshd: every watcher who keeps reading gets every byte (checked by SHA-256 against
 // the source), a watcher alone paces the command instead of being cut off, a stalled one
-// slows nobody and is told what it missed, and long-pollers follow the same rules.
+// slows nobody and is told what it missed, and long-pollers follow the same rules; watchers
+// that negotiate permessage-deflate get the same events, compressed.
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -137,7 +139,9 @@ watched watch_to_the_end(std::uint16_t port, const std::string& id, ws_options o
         w.gaps.push_back(*gap);
       }
       if (seq) w.in_order = w.in_order && *seq == expected++;
-      if (auto* o = std::get_if<common::output_event>(&*e); o && o->stream == common::output_stream::out) text = o->data;
+      if (auto* out = std::get_if<common::output_event>(&*e); out && out->stream == common::output_stream::out) {
+        text = out->data;
+      }
       w.exited = w.exited || std::holds_alternative<common::exit_event>(*e);
     }
     w.stdout_bytes += text.size();
@@ -364,6 +368,122 @@ TEST_F(Fanout, ALongPollerWhoStopsPollingSlowsNobodyAndIsToldWhatItMissed) {
   EXPECT_EQ(of_type<common::gap_event>(rest).size(), 1u);
   expect_every_seq_accounted_for(rest, first.next + 1);
   EXPECT_FALSE(of_type<common::exit_event>(rest).empty());
+}
+
+/// A frame of the server's, read off a raw socket: its first byte (FIN, RSV1, opcode) and payload.
+struct server_frame {
+  std::uint8_t first = 0;
+  std::string payload;
+};
+
+std::optional<server_frame> read_frame(tcp::socket& s, std::string& pending) {
+  auto need = [&](std::size_t n) {
+    char buf[65536];
+    boost::system::error_code ec;
+    while (pending.size() < n && !ec) pending.append(buf, s.read_some(net::buffer(buf), ec));
+    return pending.size() >= n;
+  };
+  if (!need(2)) return std::nullopt;
+  std::uint64_t length = static_cast<std::uint8_t>(pending[1]) & 0x7F;
+  std::size_t at = 2;
+  if (length >= 126) {
+    const std::size_t bytes = length == 126 ? 2 : 8;
+    if (!need(2 + bytes)) return std::nullopt;
+    length = 0;
+    for (std::size_t i = 0; i < bytes; ++i) length = (length << 8) | static_cast<std::uint8_t>(pending[2 + i]);
+    at += bytes;
+  }
+  if (!need(at + length)) return std::nullopt;
+  server_frame f{static_cast<std::uint8_t>(pending[0]), pending.substr(at, length)};
+  pending.erase(0, at + length);
+  return f;
+}
+
+/// Inflates one message of a connection without server context takeover.
+std::string inflate_message_as_a_client(std::string compressed) {
+  compressed.append("\x00\x00\xff\xff", 4);
+  z_stream z{};
+  inflateInit2(&z, -15);
+  std::string out;
+  z.next_in = reinterpret_cast<Bytef*>(compressed.data());
+  z.avail_in = static_cast<uInt>(compressed.size());
+  char chunk[65536];
+  do {
+    z.next_out = reinterpret_cast<Bytef*>(chunk);
+    z.avail_out = sizeof chunk;
+    if (inflate(&z, Z_SYNC_FLUSH) < 0) break;
+    out.append(chunk, sizeof chunk - z.avail_out);
+  } while (z.avail_in > 0 || z.avail_out == 0);
+  inflateEnd(&z);
+  return out;
+}
+
+TEST_F(Fanout, WatchersThatNegotiateCompressionGetTheSameEventsInFewerBytes) {
+  // Compressed, a burst fits in the sockets' buffers at once, so the compressed watchers take
+  // it as fast as the command writes it: the plain one must keep up or fall behind. 8 MB is
+  // less than the replay buffer keeps while someone catches up: it cannot miss anything.
+  constexpr std::size_t bytes = 8'000'000;
+  go_file go;
+  const std::string id = post_run(port(), burst_request(go, bytes));
+  const std::string target = "/executions/" + id + "/stream?after=-1";
+  ws_client plain(port(), target, {.token = viewer_token});
+  ws_client compressed(port(), target, {.token = viewer_token, .deflate = true});
+  EXPECT_EQ(plain.response()[http::field::sec_websocket_extensions], "");
+  EXPECT_EQ(compressed.response()[http::field::sec_websocket_extensions],
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+  // A third watcher offers compression as Chromium does, on a raw socket: the wire itself.
+  net::io_context io;
+  tcp::socket raw(io);
+  raw.connect({net::ip::make_address("127.0.0.1"), port()});
+  const auto upgrade = raw_upgrade(raw, target, viewer_token, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
+  EXPECT_NE(upgrade.head.find("\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; "
+                              "client_no_context_takeover\r\n"),
+            std::string::npos)
+      << upgrade.head;
+  while (record_of(port(), id).watchers < 3) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+  std::vector<event> plain_events, compressed_events;
+  std::thread plain_reader([&] { plain_events = plain.all(); });
+  std::thread compressed_reader([&] { compressed_events = compressed.all(); });
+  std::vector<event> raw_events;
+  std::uint64_t wire = 0, inflated = 0;
+  bool every_event_compressed = true;
+  std::string pending = upgrade.rest;
+  while (auto f = read_frame(raw, pending)) {
+    if ((f->first & 0x0F) == 0x8) break;  // close
+    if ((f->first & 0x0F) != 0x1) continue;
+    every_event_compressed = every_event_compressed && (f->first & 0x40);
+    const auto text = inflate_message_as_a_client(f->payload);
+    wire += f->payload.size();
+    inflated += text.size();
+    auto e = common::decode_event(text);
+    ASSERT_TRUE(e.ok()) << e.error() << ": " << text.substr(0, 100);
+    raw_events.push_back(*e);
+  }
+  plain_reader.join();
+  compressed_reader.join();
+  EXPECT_TRUE(every_event_compressed) << "RSV1 on every text frame";
+  EXPECT_FALSE(plain.error()) << plain.error().message();
+  EXPECT_FALSE(compressed.error()) << compressed.error().message();
+  EXPECT_EQ(text_of(plain_events, common::output_stream::out).size(), bytes);
+  // (Compared as booleans: a failure would print megabytes.)
+  EXPECT_TRUE(sequenced(compressed_events) == sequenced(plain_events));
+  EXPECT_TRUE(sequenced(raw_events) == sequenced(plain_events))
+      << raw_events.size() << " events against " << plain_events.size() << ", stdout "
+      << text_of(raw_events, common::output_stream::out).size() << ", gaps " << of_type<common::gap_event>(raw_events).size();
+  EXPECT_GT(inflated, wire * 3) << "compressed " << inflated << " to " << wire;
+  EXPECT_GE(metric(port(), "cmdcast_websockets_compressed_total"), 2u);
+}
+
+TEST_F(Fanout, ACompressedCancelIsUnderstood) {
+  // Beast, as browsers do, compresses what it sends once compression is negotiated.
+  ws_client c(port(), "/machines/box/commands/stream", {.deflate = true});
+  c.send(run_request("forever"));
+  ASSERT_TRUE(c.next());  // started
+  c.send(R"({"type":"cancel"})");
+  const auto exits = of_type<common::exit_event>(c.all());
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].state, common::exit_state::cancelled);
 }
 
 }  // namespace

@@ -20,10 +20,10 @@ server_process::server_process(const loopback_sshd& sshd, const std::string& ext
                                const std::vector<std::string>& launcher) {
   port_ = free_loopback_port();
   config_ = sshd.dir() + "/cmdcast.toml";
-  // The defaults, unless `extra_server` sets the key itself (TOML refuses a key twice).
+  // The tests' own defaults, unless `extra_server` sets the key itself (TOML refuses a key
+  // twice). The fan-out's bounds are the server's defaults: what a user runs.
   std::string server_keys = extra_server + "\n";
-  for (const std::string& line : std::vector<std::string>{"allowed_origins = [\"http://allowed.example\"]", "replay_bytes = 1048576",
-                                 "subscriber_queue_bytes = 262144", "kill_grace_ms = 1000",
+  for (const std::string& line : std::vector<std::string>{"allowed_origins = [\"http://allowed.example\"]", "kill_grace_ms = 1000",
                                  "audit_db = \"" + sshd.dir() + "/cmdcast.db\""}) {
     const std::string key = line.substr(0, line.find(' ') + 1);
     if (("\n" + extra_server).find("\n" + key) == std::string::npos) server_keys += line + "\n";
@@ -204,6 +204,11 @@ ws_client::ws_client(std::uint16_t port, const std::string& target, ws_options o
       req.set(http::field::authorization, "Bearer " + o.token);
     }
   }));
+  if (o.deflate) {
+    websocket::permessage_deflate deflate;
+    deflate.client_enable = true;
+    ws_.set_option(deflate);
+  }
   ws_.read_message_max(64 << 20);
   ws_.handshake(response_, o.host, target);
 }
@@ -212,7 +217,10 @@ std::optional<std::string> ws_client::next() {
   beast::flat_buffer buffer;
   beast::error_code ec;
   ws_.read(buffer, ec);
-  if (ec) return std::nullopt;
+  if (ec) {
+    if (ec != websocket::error::closed) error_ = ec;
+    return std::nullopt;
+  }
   return beast::buffers_to_string(buffer.data());
 }
 
@@ -270,10 +278,12 @@ std::vector<event> sequenced(const std::vector<event>& events) {
   return out;
 }
 
-raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token) {
+raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token,
+                               const std::string& extra_headers) {
   net::write(s, net::buffer("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                            "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " + token + "\r\n\r\n"));
+                            "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " + token + "\r\n" +
+                            extra_headers + "\r\n"));
   std::string received;
   char buf[4096];
   while (received.find("\r\n\r\n") == std::string::npos) received.append(buf, s.read_some(net::buffer(buf)));

@@ -101,6 +101,7 @@ struct ws_options {
   std::string origin;
   std::string host = "127.0.0.1";  // the Host header
   int receive_buffer = 0;  // SO_RCVBUF before connecting (0: the system's, which grows to MBs)
+  bool deflate = false;    // offer permessage-deflate, as browsers do
 };
 
 /// A WebSocket client that records everything it receives.
@@ -115,6 +116,8 @@ class ws_client {
   /// Reads to the end: every message, decoded.
   std::vector<event> all();
   websocket::close_reason reason() const { return ws_.reason(); }
+  /// Why reading ended, unless by a close handshake.
+  beast::error_code error() const { return error_; }
   const websocket::response_type& response() const { return response_; }
   /// The stream itself, for frames the helpers above do not send (pings, fragments, binary).
   websocket::stream<beast::tcp_stream>& stream() { return ws_; }
@@ -123,6 +126,7 @@ class ws_client {
   net::io_context io_;
   websocket::stream<beast::tcp_stream> ws_;
   websocket::response_type response_;
+  beast::error_code error_;
 };
 
 std::string run_request(const std::string& action, const std::string& params = "{}");
@@ -139,7 +143,8 @@ std::vector<event> poll_to_the_end(std::uint16_t port, const std::string& id);
 struct raw_upgrade_result {
   std::string head, rest;
 };
-raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token);
+raw_upgrade_result raw_upgrade(tcp::socket& s, const std::string& target, const std::string& token,
+                               const std::string& extra_headers = "");
 
 /// A client frame as the protocol wants it (masked, here with a zero mask): `first` is the
 /// FIN bit and opcode byte.

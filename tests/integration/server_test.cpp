@@ -254,8 +254,8 @@ TEST_F(Server, APeerThatPingsWithoutReadingCannotGrowTheQueue) {
 }
 
 TEST_F(Server, AClientThatSendsWithoutReadingCannotGrowTheQueueWithAnswers) {
-  // 200,000 malformed messages while watching a silent command, nothing read meanwhile: each
-  // would get an error answer (18 MB of them), but answers stop once the watcher's queue
+  // 400,000 malformed messages while watching a silent command, nothing read meanwhile: each
+  // would get an error answer (36 MB of them), but answers stop once the watcher's queue
   // bound is reached (and the socket buffers are full: the client keeps its receive buffer
   // small). A ping after the flood marks where the answers end: its pong comes behind them.
   const auto started = http_request(port(), http::verb::post, "/machines/box/commands", operator_token,
@@ -281,7 +281,7 @@ TEST_F(Server, AClientThatSendsWithoutReadingCannotGrowTheQueueWithAnswers) {
     counts += std::holds_alternative<common::watchers_event>(*e);
     line = line || std::holds_alternative<common::output_event>(*e);
   }
-  constexpr int messages = 200000;
+  constexpr int messages = 400000;
   const auto before = ws_bytes_in(port());
   for (int i = 0; i < messages; ++i) c.send("x");
   c.stream().ping("after the flood");
