@@ -181,12 +181,6 @@ void expect_every_seq_accounted_for(const std::vector<event>& events, common::se
   }
 }
 
-std::uint64_t metric(std::uint16_t port, const std::string& name) {
-  const auto text = http_request(port, http::verb::get, "/metrics", viewer_token).body;
-  const auto at = text.find("\n" + name + " ");
-  return at == std::string::npos ? ~0ull : std::stoull(text.substr(at + name.size() + 2));
-}
-
 class Fanout : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { shared_.start(); }  // the default config

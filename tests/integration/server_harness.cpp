@@ -238,6 +238,13 @@ std::string run_request(const std::string& action, const std::string& params) {
   return R"({"action_type":")" + action + R"(","params":)" + params + "}";
 }
 
+std::uint64_t metric(std::uint16_t port, const std::string& name) {
+  const auto text = http_request(port, http::verb::get, "/metrics", viewer_token).body;
+  const auto at = text.find("\n" + name + " ");
+  EXPECT_NE(at, std::string::npos) << name << " is not in /metrics";
+  return at == std::string::npos ? 0 : std::stoull(text.substr(at + name.size() + 2));
+}
+
 common::poll_response poll(std::uint16_t port, const std::string& id, common::seq_t after, int wait_s) {
   const auto answer = http_request(port, http::verb::get,
                                    "/executions/" + id + "/events?after=" + std::to_string(after) +

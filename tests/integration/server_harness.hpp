@@ -131,6 +131,9 @@ class ws_client {
 
 std::string run_request(const std::string& action, const std::string& params = "{}");
 
+/// A counter or gauge of /metrics (a failed expectation, and 0, when it is not there).
+std::uint64_t metric(std::uint16_t port, const std::string& name);
+
 /// GET /executions/{id}/events?after=AFTER&wait=WAIT_S as the viewer, decoded (a failed
 /// expectation, and a done answer, when it is not 200 and a poll answer).
 common::poll_response poll(std::uint16_t port, const std::string& id, common::seq_t after, int wait_s);

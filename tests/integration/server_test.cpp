@@ -43,12 +43,7 @@ class Server : public ::testing::Test {
 };
 
 /// What the server has read from WebSocket clients so far (its /metrics).
-std::uint64_t ws_bytes_in(std::uint16_t port) {
-  const auto metrics = http_request(port, http::verb::get, "/metrics", viewer_token).body;
-  const std::string key = "\ncmdcast_ws_bytes_in_total ";
-  const auto at = metrics.find(key);
-  return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + key.size()));
-}
+std::uint64_t ws_bytes_in(std::uint16_t port) { return metric(port, "cmdcast_ws_bytes_in_total"); }
 
 /// Waits until the server has read (and so handled) `bytes` more from WebSocket clients.
 void wait_until_read(std::uint16_t port, std::uint64_t from, std::uint64_t bytes) {
@@ -499,9 +494,11 @@ program_result cmdcast_cli(const std::string& args) { return run_program(std::st
 
 TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
   const std::string server = "127.0.0.1:" + std::to_string(port());
+  const auto compressed_before = metric(port(), "cmdcast_websockets_compressed_total");
   const auto ok = cmdcast_cli("run " + server + " box restart_service service=nginx");
   EXPECT_EQ(ok.status, 0) << ok.err;
   EXPECT_EQ(ok.out, "restarting nginx\n");
+  EXPECT_EQ(metric(port(), "cmdcast_websockets_compressed_total"), compressed_before + 1) << "the CLI offers compression";
   const auto failing = cmdcast_cli("run http://" + server + " box fail");
   EXPECT_EQ(failing.status, 3);
   EXPECT_EQ(failing.out, "");
