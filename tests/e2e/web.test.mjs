@@ -102,6 +102,28 @@ test("two pages watching one execution show the same lines", async () => {
   assert.equal(sb.can_run, false, "the viewer is not offered Run");
 });
 
+test("the page's WebSocket is compressed and shows what an uncompressed poller reads", async () => {
+  const page = await openPage(browser, stack);
+  // Chromium's own record of the handshake: the extension the server agreed to.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  const handshakes = [];
+  cdp.on("Network.webSocketHandshakeResponseReceived", (e) => handshakes.push(e.response.headers));
+  const id = await stack.run("lines", { count: "100" });
+  await page.evaluate((h) => { location.hash = h; }, `#/executions/${id}`);
+  const done = await waitForState(page, (s) => s.exit !== null && s.execution_id === id, "the exit");
+  assert.equal(done.transport, "websocket");
+  const extensions = handshakes.map((h) => h["Sec-WebSocket-Extensions"] ?? h["sec-websocket-extensions"]);
+  assert.ok(extensions.includes("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+            JSON.stringify(handshakes));
+  // The same text as the events served plain, over HTTP.
+  const polled = await (await fetch(`${stack.url}/executions/${id}/events?after=-1`,
+                                    { headers: { Authorization: `Bearer ${viewerToken}` } })).json();
+  const text = polled.events.filter((e) => e.type === "stdout").map((e) => e.data).join("");
+  assert.deepEqual(done.tail.slice(-31, -1), text.split("\n").slice(-31, -1));
+  assert.deepEqual(done.tail.slice(-31, -1), expectedLines(100).slice(-30));
+});
+
 test("on a HiDPI screen, and after the window is resized, the controls are where they are drawn", async () => {
   const page = await openPage(browser, stack, "", { scale: 2 });
   await page.setViewportSize({ width: 900, height: 600 });
