@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
   int status = 1;
   net::co_spawn(io, [&]() -> net::awaitable<void> {
     unsigned code = co_await stream_once(s, *server, target, request, interrupts);
-    // Evicted as too slow (1013) or dropped: resume where the stream stopped.
+    // Closed as idle (1013) or dropped: resume where the stream stopped.
     for (int attempt = 0; attempt < 5 && !s.exit && !s.error && !s.certificate_rejected && s.cancels < 2 &&
                           (code == 1013 || code == 0 || code == 1006);
          ++attempt) {

@@ -239,7 +239,7 @@ void client_app::on_socket_closed(int code, const std::string& reason) {
     // whether the execution is over (the server may have lost its last events in a crash).
     return end_from_record();
   }
-  if (code == 1013) return connect();  // evicted as too slow: resume from where it was
+  if (code == 1013) return connect();  // closed as idle (or by a proxy so): resume from where it was
   if (!opened) {
     // The upgrade failed (or the server is down): long-polling may still get through.
     degraded_ = true;

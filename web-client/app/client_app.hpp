@@ -1,7 +1,7 @@
 // The client's model and behaviour, shared by the web and desktop shells and drawn by ui.cpp:
 // the machines and their actions, the recent executions, and the one execution being watched,
 // kept live over a WebSocket, or by long-polling where there is no WebSocket or the upgrade
-// fails ("polling (degraded)"), reconnecting after blips and evictions with `after` so that
+// fails ("polling (degraded)"), reconnecting after blips and idle closes with `after` so that
 // nothing is lost or shown twice. Single-threaded: the UI thread calls everything.
 #pragma once
 
