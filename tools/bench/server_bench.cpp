@@ -8,10 +8,14 @@
 //  6. long-polling: a line's latency to 1 and to 100 pollers, and the server's CPU time for
 //     100 pollers against 100 WebSocket subscribers of the same command;
 //  7. TLS against plaintext: the stream to 1 and to 100 subscribers, a TLS server and a
-//     plaintext one alternately, both read by the clients' own client_net (--tls runs 7 alone).
-// The subscribers' queue bound is raised to 4 GiB so that the fan-out figures measure delivery
-// to every subscriber (frames are shared, so that is one copy of the stream at most).
-// Usage: server_bench [BYTES] [--latency-only | --tls]  (4. or 7. alone, to iterate on it)
+//     plaintext one alternately, both read by the clients' own client_net (--tls runs 7 alone);
+//  8. permessage-deflate: wire bytes of the recorded apt transcripts and of the mixed-ANSI
+//     corpus, compressed and not, and the server's CPU for 1 and 100 compressed subscribers
+//     (--deflate runs 8 alone).
+// The fan-out bounds are the server's defaults (a watcher that cannot keep up holds the
+// command or falls back to the replay buffer); only max_connections and
+// max_subscribers_per_execution are raised, for the 10,000-subscriber rows.
+// Usage: server_bench [BYTES] [--latency-only | --tls | --deflate]  (4., 7. or 8. alone)
 #include <sys/resource.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -33,7 +37,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <tuple>
 #include <string>
@@ -41,6 +47,7 @@
 #include <vector>
 
 #include "cmdcast/client_net/connection.hpp"
+#include "corpus.hpp"
 #include "loopback_sshd.hpp"
 #include "ssh/machine_connection.hpp"
 
@@ -62,6 +69,7 @@ struct subscriber_stats {
   std::uint64_t bytes = 0;
   double first_output = 0, exit = 0;
   unsigned close_code = 0;
+  int gaps = 0;
   std::vector<double> latencies_ms;
   std::string execution_id;
 };
@@ -89,9 +97,10 @@ void record_latencies(std::string_view text, subscriber_stats& st) {
 }
 
 /// One WebSocket subscriber: counts what it receives; with `timestamps`, each stdout line is a
-/// nanosecond wall-clock time from the remote side and its latency is recorded.
+/// nanosecond wall-clock time from the remote side and its latency is recorded. `deflate`:
+/// offers permessage-deflate, as browsers and cmdcast's clients do.
 net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::string request, subscriber_stats& st,
-                               bool timestamps, int& done) {
+                               bool timestamps, int& done, bool deflate = false) {
   auto ex = co_await net::this_coro::executor;
   // Over the plain socket (no per-operation timers): the bench's 1000 clients share the 2 cores
   // with the server, so the lighter they are, the more the figures measure the server.
@@ -99,6 +108,11 @@ net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::stri
   auto [cec] = co_await ws.next_layer().async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), use_tuple);
   if (!cec) {
     ws.read_message_max(64u << 20);
+    if (deflate) {
+      websocket::permessage_deflate offer;
+      offer.client_enable = true;
+      ws.set_option(offer);
+    }
     auto [hec] = co_await ws.async_handshake("127.0.0.1", target, use_tuple);
     if (!hec && !request.empty()) co_await ws.async_write(net::buffer(request), use_tuple);
     beast::flat_buffer buffer;
@@ -116,6 +130,8 @@ net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::stri
       } else if (text.starts_with(R"({"type":"started")")) {
         const auto at = text.find(R"("execution_id":")") + 16;
         st.execution_id = std::string(text.substr(at, text.find('"', at) - at));
+      } else if (text.starts_with(R"({"type":"gap")")) {
+        ++st.gaps;
       }
       buffer.consume(buffer.size());
     }
@@ -133,29 +149,49 @@ double percentile(std::vector<double> v, double p) {
   return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
 }
 
-long rss_kib(pid_t pid) {
+/// A line of /proc/PID/status in KiB: VmRSS (now) or VmHWM (the peak).
+long status_kib(pid_t pid, std::string_view key = "VmRSS:") {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+    if (line.starts_with(key)) return std::stol(line.substr(key.size()));
   }
   return 0;
+}
+long rss_kib(pid_t pid) { return status_kib(pid); }
+
+/// A counter of the server's /metrics (anonymous operator: no token), read synchronously.
+std::uint64_t metric(std::uint16_t port, const std::string& name) {
+  net::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::empty_body> req{http::verb::get, "/metrics", 11};
+  req.set(http::field::host, "127.0.0.1");
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  http::read(stream, buffer, res);
+  const auto at = res.body().find("\n" + name + " ");
+  return at == std::string::npos ? 0 : std::stoull(res.body().substr(at + name.size() + 2));
 }
 
 void run_until(net::io_context& io, const int& done, int count) {
   while (done < count) io.run_one();
 }
 
-/// Runs `action` with `n` subscribers (one runs it, n-1 attach as soon as it started).
+/// Runs `action` with `n` subscribers (one runs it, n-1 attach as soon as it started), all
+/// offering compression or none.
 std::vector<subscriber_stats> fan_out(net::io_context& io, std::uint16_t port, const std::string& action, int n,
-                                      bool timestamps) {
+                                      bool timestamps, bool deflate = false, const std::string& params = "{}") {
   std::vector<subscriber_stats> stats(static_cast<std::size_t>(n));
   int done = 0;
-  net::co_spawn(io, subscribe(port, "/machines/box/commands/stream", R"({"action_type":")" + action + "\"}", stats[0],
-                              timestamps, done), net::detached);
+  net::co_spawn(io, subscribe(port, "/machines/box/commands/stream",
+                              R"({"action_type":")" + action + R"(","params":)" + params + "}", stats[0], timestamps,
+                              done, deflate), net::detached);
   while (stats[0].execution_id.empty()) io.run_one();
   for (int i = 1; i < n; ++i) {
-    net::co_spawn(io, subscribe(port, "/executions/" + stats[0].execution_id + "/stream", "", stats[i], timestamps, done),
+    net::co_spawn(io, subscribe(port, "/executions/" + stats[0].execution_id + "/stream", "", stats[i], timestamps, done,
+                                deflate),
                   net::detached);
   }
   run_until(io, done, n);
@@ -247,13 +283,17 @@ server_process start_server(const cmdcast::testing::loopback_sshd& sshd, const s
   const std::string config = sshd.dir() + "/" + name + ".toml";
   std::ofstream(config) << "[server]\nlisten = \"127.0.0.1:" << p.port << "\"\n"
                         << "audit_db = \"" << sshd.dir() << "/" << name << ".db\"\nanonymous = \"operator\"\n" << extra
-                        << "subscriber_queue_bytes = 4294967296\nmax_subscribers_per_execution = 20000\nmax_connections = 20000\n"
+                        << "max_subscribers_per_execution = 20000\nmax_connections = 20000\n"
                         << sshd.machine_toml("box")
                         // Printable bytes: NUL would be sent as \u0000, six bytes each.
                         << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
                         << "line_buffered = false\n"
                         << "[actions.ticks]\ncommand = \"sleep 3; for i in $(seq 100); do date +%s%N; sleep 0.05; done\"\n"
-                        << "[actions.idle]\ncommand = \"sleep 600\"\n";
+                        << "[actions.idle]\ncommand = \"sleep 600\"\n"
+                        << "[actions.corpus]\ncommand = \"sleep 1; cat {file}\"\nline_buffered = false\n"
+                        << "params = { file = \"^/[A-Za-z0-9/._-]+$\" }\n"
+                        << "[actions.apt_stream]\ncommand = \"sleep 1; yes 'Get:1 http://deb.debian.org/debian bookworm/main "
+                        << "amd64 libexample1 amd64 1.2.3-4 [123 kB]' | head -c " << bytes << "\"\nline_buffered = false\n";
   std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -279,6 +319,56 @@ double one_subscriber_rate(net::io_context& io, std::uint16_t port) {
 }
 
 }  // namespace
+
+/// 8. permessage-deflate: wire bytes of two corpora to one subscriber, compressed and not; then
+/// the server's CPU for an apt-like stream of BYTES to 1 and 100 subscribers, compressed and not.
+void deflate_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd, const std::string& bytes) {
+  auto srv = start_server(sshd, "deflate", bytes, "audit = false\n");
+  const std::string prefix = "/tmp/cmdcast-bench-" + std::to_string(::getpid());
+  std::string apt;
+  for (const auto& f : std::filesystem::directory_iterator(std::string(CMDCAST_SOURCE_DIR) + "/tests/data/apt")) {
+    if (f.path().extension() != ".txt") continue;
+    std::ifstream in(f.path());
+    apt.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::ofstream(prefix + "-apt.txt") << apt;
+  std::ofstream(prefix + "-ansi.txt") << cmdcast::bench::mixed_ansi_output();
+  std::printf("\n%-34s %10s %14s %14s %8s\n", "permessage-deflate, 1 subscriber", "output", "wire, plain", "wire, deflate",
+              "ratio");
+  for (const auto& [label, file, size] : {std::tuple{"apt transcripts (tests/data/apt)", prefix + "-apt.txt", apt.size()},
+                                          std::tuple{"mixed-ANSI corpus", prefix + "-ansi.txt", std::size_t{4u << 20}}}) {
+    std::uint64_t wire[2] = {0, 0};
+    for (const bool deflate : {false, true}) {
+      const auto before = metric(srv.port, "cmdcast_bytes_out_total");
+      fan_out(io, srv.port, "corpus", 1, false, deflate, R"({"file":")" + file + R"("})");
+      wire[deflate] = metric(srv.port, "cmdcast_bytes_out_total") - before;
+    }
+    std::printf("%-34s %10zu %14llu %14llu %7.1fx\n", label, size, static_cast<unsigned long long>(wire[0]),
+                static_cast<unsigned long long>(wire[1]), static_cast<double>(wire[0]) / static_cast<double>(wire[1]));
+  }
+  std::filesystem::remove(prefix + "-apt.txt");
+  std::filesystem::remove(prefix + "-ansi.txt");
+  std::printf("\n%-34s %14s %16s %14s\n", ("apt-like stream of " + bytes + " bytes to").c_str(), "server CPU s", "MB/s aggregate",
+              "wire MB");
+  for (const int n : {1, 100}) {
+    for (const bool deflate : {false, true}) {
+      const double cpu0 = cmdcast::testing::process_cpu_seconds(srv.pid);
+      const auto out0 = metric(srv.port, "cmdcast_bytes_out_total");
+      const auto stats = fan_out(io, srv.port, "apt_stream", n, false, deflate);
+      double slowest = 0;
+      std::uint64_t total = 0;
+      for (const auto& s : stats) {
+        slowest = std::max(slowest, s.exit - s.first_output);
+        total += s.bytes;
+      }
+      const std::string label = std::to_string(n) + (n == 1 ? " subscriber" : " subscribers") + (deflate ? ", deflate" : ", plain");
+      std::printf("%-34s %14.2f %16.0f %14.1f\n", label.c_str(), cmdcast::testing::process_cpu_seconds(srv.pid) - cpu0,
+                  static_cast<double>(total) / slowest / 1e6,
+                  static_cast<double>(metric(srv.port, "cmdcast_bytes_out_total") - out0) / 1e6);
+    }
+  }
+  stop_server(srv);
+}
 
 /// 7. TLS against plaintext, two servers alternately: 1 subscriber (BYTES, median of 3 rounds)
 /// and 100 subscribers (BYTES / 5, median of 2 rounds).
@@ -330,6 +420,7 @@ int main(int argc, char** argv) {
   const std::string bytes = argc > 1 ? argv[1] : "1000000000";
   const bool latency_only = argc > 2 && std::string_view(argv[2]) == "--latency-only";
   const bool tls_only = argc > 2 && std::string_view(argv[2]) == "--tls";
+  const bool deflate_only = argc > 2 && std::string_view(argv[2]) == "--deflate";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -337,10 +428,11 @@ int main(int argc, char** argv) {
 
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
   const auto e = sshd.endpoint();
-  if (tls_only) {
+  if (tls_only || deflate_only) {
     net::io_context io;
     auto work = net::make_work_guard(io);
-    tls_against_plaintext(io, sshd, bytes);
+    if (tls_only) tls_against_plaintext(io, sshd, bytes);
+    if (deflate_only) deflate_rows(io, sshd, bytes);
     return 0;
   }
   auto main_server = start_server(sshd, "main", bytes, "");
@@ -395,22 +487,29 @@ int main(int argc, char** argv) {
                 static_cast<double>(after - before) / 10000.0);
   }
   // 3. Fan-out throughput.
-  if (!latency_only) std::printf("%-12s %14s %16s %10s\n", "subscribers", "MB/s each", "MB/s aggregate", "evicted");
+  if (!latency_only) {
+    std::printf("%-12s %14s %16s %10s %10s %16s\n", "subscribers", "MB/s each", "MB/s aggregate", "complete", "gaps",
+                "server RSS MiB");
+  }
   for (int n : {1, 10, 100}) {
     if (latency_only) break;
     const auto stats = fan_out(io, port, "stream", n, false);
     double slowest = 0;
     std::uint64_t total = 0;
-    int evicted = 0;
+    int complete = 0, gaps = 0;
     std::vector<double> each;
     for (const auto& s : stats) {
       const double d = s.exit - s.first_output;
       slowest = std::max(slowest, d);
       total += s.bytes;
-      evicted += s.close_code == 1013;
+      complete += s.exit > 0 && s.close_code == 1000;
+      gaps += s.gaps;
       if (d > 0) each.push_back(static_cast<double>(s.bytes) / d / 1e6);
     }
-    std::printf("%-12d %14.0f %16.0f %10d\n", n, percentile(each, 0.5), static_cast<double>(total) / slowest / 1e6, evicted);
+    // The peak so far (with the 10,000 idle subscribers), and what is left after the run.
+    std::printf("%-12d %14.0f %16.0f %10d %10d %7ld, now %ld\n", n, percentile(each, 0.5),
+                static_cast<double>(total) / slowest / 1e6, complete, gaps, status_kib(main_server.pid, "VmHWM:") / 1024,
+                rss_kib(main_server.pid) / 1024);
   }
 
   // 4. Line latency to 1000 subscribers.
@@ -425,6 +524,17 @@ int main(int argc, char** argv) {
   stop_server(main_server);
   // The idle subscribers see the server go; let them finish before their stats go away.
   run_until(io, idle_done, static_cast<int>(idle.size()));
+
+  // 4b. Line latency to 10,000 live subscribers, on a fresh server.
+  {
+    auto srv = start_server(sshd, "live10k", bytes, "");
+    const auto stats = fan_out(io, srv.port, "ticks", 10000, true);
+    std::vector<double> all;
+    for (const auto& s : stats) all.insert(all.end(), s.latencies_ms.begin(), s.latencies_ms.end());
+    std::printf("line latency to 10,000 subscribers (%zu samples): p50 %.2f ms, p99 %.2f ms\n", all.size(),
+                percentile(all, 0.5), percentile(all, 0.99));
+    stop_server(srv);
+  }
   if (latency_only) return 0;
 
   // 5. The audit's cost: the same stream to one subscriber, with and without the store,
@@ -480,5 +590,8 @@ int main(int argc, char** argv) {
   // 7. TLS against plaintext.
   std::printf("\n");
   tls_against_plaintext(io, sshd, bytes);
+
+  // 8. permessage-deflate.
+  deflate_rows(io, sshd, bytes);
   return 0;
 }
