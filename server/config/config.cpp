@@ -141,7 +141,7 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
                             "insecure_plaintext", "max_connections", "audit_db", "replay_bytes",
                             "audit_head_bytes", "audit_tail_bytes", "audit_retention_days", "idle_timeout_s", "max_message_bytes",
                             "max_executions_per_machine", "max_subscribers_per_execution",
-                            "subscriber_queue_bytes", "kill_grace_ms", "audit"});
+                            "subscriber_queue_bytes", "max_lag_bytes", "kill_grace_ms", "audit"});
   const std::string listen = r.string(t, "server", "listen", "127.0.0.1:8080");
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) r.fail(t.get("listen"), "server.listen", "must be host:port");
@@ -202,6 +202,7 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
   s.max_executions_per_machine = size("max_executions_per_machine", s.max_executions_per_machine, 1);
   s.max_subscribers_per_execution = size("max_subscribers_per_execution", s.max_subscribers_per_execution, 1);
   s.subscriber_queue_bytes = size("subscriber_queue_bytes", s.subscriber_queue_bytes, 65536);
+  s.max_lag_bytes = size("max_lag_bytes", s.max_lag_bytes, 65536);
   s.max_connections = size("max_connections", s.max_connections, 1);
   s.idle_timeout = std::chrono::seconds(r.integer(t, "server", "idle_timeout_s", 30, 1, 86400));
   s.audit_retention_days = static_cast<int>(r.integer(t, "server", "audit_retention_days", 0, 0, 36500));

@@ -73,6 +73,7 @@ struct server_settings {
   std::size_t max_executions_per_machine = 8;
   std::size_t max_subscribers_per_execution = 10000;
   std::size_t subscriber_queue_bytes = 8u << 20;      // past this a watcher catches up from the replay buffer
+  std::size_t max_lag_bytes = 64u << 20;              // the replay buffer keeps what a watcher this far behind needs
   std::chrono::milliseconds kill_grace{5000};
 };
 

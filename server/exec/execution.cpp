@@ -203,21 +203,21 @@ void execution::emit(common::event e) {
   }
   replay_.push_back({seq, f});
   replay_size_ += f->size();
-  // Keep the replay window bounded, but always the newest event.
-  const std::size_t bound = replay_bound();
-  while (replay_size_ > bound && replay_.size() > 1) {
-    replay_size_ -= replay_.front().data->size();
-    replay_.pop_front();
-  }
+  trim_replay();
   publish(f, seq);
 }
 
-std::size_t execution::replay_bound() const {
-  // A watcher that falls back is up to a queue's worth behind the fastest one, who may in
-  // turn have a queue's worth of the newest events waiting for it: while someone catches up
-  // the buffer keeps that queue's worth more than the replay window, so that watchers
-  // reading at about the same speed lose nothing.
-  return settings_.replay_bytes + (catching_up_.empty() ? 0 : settings_.subscriber_queue_bytes);
+void execution::trim_replay() {
+  // The fastest watcher sets the pace; one reading at about the same speed may still be some
+  // queues' worth behind it at times. What it needs is kept (frames are shared: this is the
+  // one copy), up to max_lag_bytes: a watcher further behind than that gets a gap.
+  common::seq_t needed = next_seq_;
+  for (const auto& c : catching_up_) needed = std::min(needed, c.after + 1);
+  while (replay_.size() > 1 && replay_size_ > settings_.replay_bytes) {
+    if (replay_.front().seq >= needed && replay_size_ <= std::max(settings_.max_lag_bytes, settings_.replay_bytes)) break;
+    replay_size_ -= replay_.front().data->size();
+    replay_.pop_front();
+  }
 }
 
 void execution::publish(const frame& f, common::seq_t seq) {

@@ -87,8 +87,9 @@ class execution : public std::enable_shared_from_this<execution> {
   void publish(const frame& f, common::seq_t seq);
   /// Holds reading the output while every watcher is behind (none live), resumes otherwise.
   void pace();
-  /// The bytes the replay buffer keeps: more while a watcher catches up (see emit()).
-  std::size_t replay_bound() const;
+  /// Drops the oldest events past replay_bytes, except what a watcher catching up still
+  /// needs, as long as the buffer stays within max_lag_bytes.
+  void trim_replay();
   void on_output(common::output_stream stream, std::string_view bytes);
   void flush_output();
   void report_progress(bool force);

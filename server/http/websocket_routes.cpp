@@ -18,7 +18,7 @@ constexpr std::size_t stored_page_bytes = 256u << 10;  // frames read from the a
 
 /// A WebSocket watching an execution. Frames go to the connection's queue, written as the
 /// socket takes them (ws_connection); past the queue bound the watcher catches up from the
-/// replay buffer once the queue has drained.
+/// replay buffer each time its queue is down to half the bound.
 class ws_watcher : public live_subscriber, public std::enable_shared_from_this<ws_watcher> {
  public:
   ws_watcher(std::shared_ptr<ws_connection> connection, std::size_t limit)
@@ -38,7 +38,8 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
     return queued == 0 ? std::numeric_limits<std::size_t>::max() : limit_ - std::min(limit_, queued);
   }
   void wants_more() override {
-    connection_->when_drained([w = weak_from_this()] {
+    // At half the bound, not empty: a watcher catching up stays close behind the fastest.
+    connection_->when_queued_at_most(limit_ / 2, [w = weak_from_this()] {
       const auto self = w.lock();
       if (self && !self->connection_->closing()) self->more_();
     });

@@ -215,7 +215,7 @@ void ws_connection::write_now() {
     advance(static_cast<std::size_t>(n));
     if (queue_.empty() && transport_->pending_output()) return wait_writable();
   }
-  drained();
+  check_queue_mark();
 }
 
 void ws_connection::advance(std::size_t written) {
@@ -248,6 +248,7 @@ void ws_connection::advance(std::size_t written) {
 }
 
 void ws_connection::wait_writable() {
+  check_queue_mark();  // what was written may have brought the queue down to it
   waiting_writable_ = true;
   socket_.async_wait(net::socket_base::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
     self->waiting_writable_ = false;
@@ -259,14 +260,15 @@ void ws_connection::wait_writable() {
   });
 }
 
-void ws_connection::drained() {
-  if (!on_drained_) return;
-  net::post(socket_.get_executor(), std::exchange(on_drained_, nullptr));
+void ws_connection::check_queue_mark() {
+  if (!on_queue_mark_ || (queued_bytes_ > queue_mark_ && !dead_)) return;
+  net::post(socket_.get_executor(), std::exchange(on_queue_mark_, nullptr));
 }
 
-void ws_connection::when_drained(std::function<void()> f) {
-  on_drained_ = std::move(f);
-  if (queue_.empty()) drained();
+void ws_connection::when_queued_at_most(std::size_t bytes, std::function<void()> f) {
+  on_queue_mark_ = std::move(f);
+  queue_mark_ = bytes;
+  check_queue_mark();
 }
 
 std::int64_t ws_connection::last_seq() const {
@@ -299,7 +301,7 @@ void ws_connection::close_socket() {
   queue_.clear();
   waiting_pong_ = nullptr;
   queued_bytes_ = 0;
-  drained();  // whoever waits for the queue to drain goes on (and finds the connection over)
+  check_queue_mark();  // whoever waits for the queue to drain goes on (and finds the connection over)
   if (!socket_.is_open()) return;
   transport_->close();
 }

@@ -64,8 +64,10 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   bool writing() const { return !queue_.empty(); }
   /// The seq of the last event written, or being written (a frame started is always finished).
   std::int64_t last_seq() const;
-  /// Calls `f` (posted, once) when everything queued has been written, or the connection is over.
-  void when_drained(std::function<void()> f);
+  /// Calls `f` (posted, once) when at most `bytes` are queued (0: everything has been
+  /// written), or the connection is over.
+  void when_queued_at_most(std::size_t bytes, std::function<void()> f);
+  void when_drained(std::function<void()> f) { when_queued_at_most(0, std::move(f)); }
 
   /// Closes with `code`: after what is queued, or with `drop_queued` after the frame being
   /// written only. The connection is then over with the peer's close, or 5 s after ours went
@@ -92,7 +94,8 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   void write_now();
   void advance(std::size_t written);
   void wait_writable();
-  void drained();
+  /// Calls the when_queued_at_most() callback if the queue is down to its mark.
+  void check_queue_mark();
   void close_socket();
   void check_idle();
   /// Whether the peer has taken bytes of a backlog since the last call.
@@ -113,7 +116,8 @@ class ws_connection : public send_batch::writer, public std::enable_shared_from_
   bool in_batch_ = false, waiting_writable_ = false;
   bool close_queued_ = false, close_sent_ = false, close_received_ = false, violated_ = false, dead_ = false;
   outgoing* waiting_pong_ = nullptr;  // a pong queued and not yet started, if any
-  std::function<void()> on_drained_;
+  std::function<void()> on_queue_mark_;
+  std::size_t queue_mark_ = 0;
   net::steady_timer idle_timer_;
   std::chrono::steady_clock::time_point last_sign_of_life_;  // bytes received, or room after a full socket
   std::chrono::steady_clock::time_point last_write_progress_;  // room after a full socket (or the close queued)

@@ -15,7 +15,8 @@
 // The fan-out bounds are the server's defaults (a watcher that cannot keep up holds the
 // command or falls back to the replay buffer); only max_connections and
 // max_subscribers_per_execution are raised, for the 10,000-subscriber rows.
-// Usage: server_bench [BYTES] [--latency-only | --tls | --deflate]  (4., 7. or 8. alone)
+// Usage: server_bench [BYTES] [--latency-only | --fanout | --tls | --deflate]
+// (4., 1. and 3., 7. or 8. alone)
 #include <sys/resource.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -421,6 +422,7 @@ int main(int argc, char** argv) {
   const bool latency_only = argc > 2 && std::string_view(argv[2]) == "--latency-only";
   const bool tls_only = argc > 2 && std::string_view(argv[2]) == "--tls";
   const bool deflate_only = argc > 2 && std::string_view(argv[2]) == "--deflate";
+  const bool fanout_only = argc > 2 && std::string_view(argv[2]) == "--fanout";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -464,9 +466,9 @@ int main(int argc, char** argv) {
 
   // 2. Memory per idle subscriber, measured first, on a fresh heap. The 10,000 stay connected
   // (idle) through the rest.
-  std::vector<subscriber_stats> idle(latency_only ? 0 : 10000);
+  std::vector<subscriber_stats> idle(latency_only || fanout_only ? 0 : 10000);
   int idle_done = 0;
-  if (!latency_only) {
+  if (!idle.empty()) {
     const long before = rss_kib(main_server.pid);
     auto& stats = idle;
     auto& done = idle_done;
@@ -510,6 +512,11 @@ int main(int argc, char** argv) {
     std::printf("%-12d %14.0f %16.0f %10d %10d %7ld, now %ld\n", n, percentile(each, 0.5),
                 static_cast<double>(total) / slowest / 1e6, complete, gaps, status_kib(main_server.pid, "VmHWM:") / 1024,
                 rss_kib(main_server.pid) / 1024);
+  }
+
+  if (fanout_only) {
+    stop_server(main_server);
+    return 0;
   }
 
   // 4. Line latency to 1000 subscribers.
