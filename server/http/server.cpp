@@ -96,7 +96,7 @@ net::awaitable<void> server::impl::prune_audit() {
 }
 
 /// The answer to a WebSocket upgrade, or an HTTP error for an upgrade that is not one.
-std::variant<std::string, response> server::impl::upgrade_answer(const request& req) {
+std::variant<std::string, response> server::impl::upgrade_answer(const request& req, std::string_view deflate) {
   if (req[http::field::sec_websocket_version] != "13") {
     auto res = error_response(req, error_code::bad_request, "Sec-WebSocket-Version must be 13");
     res.result(http::status::upgrade_required);
@@ -112,9 +112,7 @@ std::variant<std::string, response> server::impl::upgrade_answer(const request& 
   if (req[http::field::sec_websocket_protocol].find("cmdcast.v1") != std::string_view::npos) {
     head += "Sec-WebSocket-Protocol: cmdcast.v1\r\n";
   }
-  if (const auto deflate = negotiate_deflate(extension_offers(req)); !deflate.empty()) {
-    head += "Sec-WebSocket-Extensions: " + deflate + "\r\n";
-  }
+  if (!deflate.empty()) head += "Sec-WebSocket-Extensions: " + std::string(deflate) + "\r\n";
   return head + "\r\n";
 }
 
@@ -200,7 +198,8 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
     const auto who = policy.authenticate(facts);
 
     if (upgrade && t) {
-      auto answer = upgrade_answer(req);
+      const std::string deflate = negotiate_deflate(extension_offers(req));
+      auto answer = upgrade_answer(req, deflate);
       if (auto* res = std::get_if<response>(&answer)) {
         res->keep_alive(false);
         std::ostringstream out;
@@ -211,10 +210,9 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
       }
       if (!co_await conn->write_all(std::get<std::string>(answer))) co_return;
       // From here the connection is cmdcast's WebSocket (ws_connection).
-      const bool deflate = !negotiate_deflate(extension_offers(req)).empty();
-      websockets_compressed += deflate;
+      websockets_compressed += !deflate.empty();
       auto ws = std::make_shared<ws_connection>(std::move(conn), cfg.server.max_message_bytes,
-                                                cfg.server.idle_timeout, ws_traffic, deflate);
+                                                cfg.server.idle_timeout, ws_traffic, !deflate.empty());
       ws->start(pending);
       if (refusal) {
         co_await refuse(*ws, error_code::forbidden, *refusal);

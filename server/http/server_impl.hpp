@@ -97,7 +97,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// Deletes audit records past audit_retention_days, now and then every hour, until shutdown.
   net::awaitable<void> prune_audit();
   /// The answer to a WebSocket upgrade, or an HTTP error for an upgrade that is not one.
-  std::variant<std::string, response> upgrade_answer(const request& req);
+  /// `deflate`: the Sec-WebSocket-Extensions answer negotiated (negotiate_deflate), or empty.
+  std::variant<std::string, response> upgrade_answer(const request& req, std::string_view deflate);
   /// Reads one request into `parser`, from `pending` (bytes already read) and then the
   /// connection. An error, or end_of_stream when the peer left (or the deadline closed it).
   static net::awaitable<beast::error_code> read_request(transport& conn, std::string& pending,

@@ -4,7 +4,6 @@
 // slows nobody and is told what it missed, and long-pollers follow the same rules; watchers
 // that negotiate permessage-deflate get the same events, compressed.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -16,6 +15,7 @@
 #include <functional>
 #include <thread>
 
+#include "digest.hpp"
 #include "server_harness.hpp"
 
 namespace cmdcast::testing {
@@ -23,30 +23,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 constexpr std::string_view burst_line = "cmdcast burst: every watcher who keeps reading gets every line\n";
-
-class sha256 {
- public:
-  sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~sha256() { EVP_MD_CTX_free(ctx_); }
-  sha256(const sha256&) = delete;
-  sha256& operator=(const sha256&) = delete;
-  void add(std::string_view data) { EVP_DigestUpdate(ctx_, data.data(), data.size()); }
-  std::string hex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned length = 0;
-    EVP_DigestFinal_ex(ctx_, digest, &length);
-    std::string out;
-    char byte[3];
-    for (unsigned i = 0; i < length; ++i) {
-      std::snprintf(byte, sizeof byte, "%02x", digest[i]);
-      out += byte;
-    }
-    return out;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
 
 /// SHA-256 of the first `bytes` bytes of the burst action's output (`yes LINE | head -c`).
 std::string burst_digest(std::size_t bytes) {
@@ -75,6 +51,12 @@ class go_file {
   std::string path_;
   static inline int counter_ = 0;
 };
+
+/// Starts the burst once `watchers` are attached to it.
+void go_when_watched(std::uint16_t port, const std::string& id, std::int64_t watchers, go_file& go) {
+  while (record_of(port, id).watchers < watchers) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  go.go();
+}
 
 std::string burst_request(const go_file& go, std::size_t bytes) {
   return run_request("burst", R"({"go":")" + go.path() + R"(","bytes":")" + std::to_string(bytes) + R"("})");
@@ -113,15 +95,13 @@ std::int64_t seq_of_frame(std::string_view frame) {
   return at == std::string_view::npos ? -1 : std::atoll(frame.data() + at + 6);
 }
 
-/// Reads an execution's stream to the end; `after_message` runs after each message (to read
+/// Reads a watcher's stream to the end; `after_message` runs after each message (to read
 /// slowly) with its size.
-watched watch_to_the_end(std::uint16_t port, const std::string& id, ws_options o = {},
-                         const std::function<void(std::size_t)>& after_message = {}) {
+watched read_to_the_end(ws_client& c, const std::function<void(std::size_t)>& after_message = {}) {
   watched w;
   sha256 h;
   std::int64_t expected = 0;
   std::string text;
-  ws_client c(port, "/executions/" + id + "/stream?after=-1", std::move(o));
   while (auto m = c.next()) {
     text.clear();
     if (append_plain_stdout(*m, text)) {
@@ -151,6 +131,13 @@ watched watch_to_the_end(std::uint16_t port, const std::string& id, ws_options o
   w.stdout_sha256 = h.hex();
   w.close_code = c.reason().code;
   return w;
+}
+
+/// Attaches to an execution from its start and reads it to the end.
+watched watch_to_the_end(std::uint16_t port, const std::string& id, ws_options o = {},
+                         const std::function<void(std::size_t)>& after_message = {}) {
+  ws_client c(port, "/executions/" + id + "/stream?after=-1", std::move(o));
+  return read_to_the_end(c, after_message);
 }
 
 /// Waits until the execution's stdout count has not moved for a second (or it has ended);
@@ -209,8 +196,7 @@ TEST_F(Fanout, AHundredWatchersOfA200MBBurstEachGetEveryByte) {
       seen[static_cast<std::size_t>(i)] = watch_to_the_end(port(), id, {.token = viewer_token});
     });
   }
-  while (record_of(port(), id).watchers < watchers) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  go.go();
+  go_when_watched(port(), id, watchers, go);
   for (auto& t : threads) t.join();
   const std::string expected = burst_digest(bytes);
   for (int i = 0; i < watchers; ++i) {
@@ -232,31 +218,20 @@ TEST_F(Fanout, AWatcherAloneWhoStopsReadingHoldsTheCommandAndThenGetsEverything)
   const std::string id = post_run(port(), burst_request(go, bytes));
   // Attached, then reading nothing (a small receive buffer: little hides in the kernel).
   ws_client stalled(port(), "/executions/" + id + "/stream?after=-1", {.token = viewer_token, .receive_buffer = 65536});
-  while (record_of(port(), id).watchers < 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  go.go();
+  go_when_watched(port(), id, 1, go);
   // The command is held: SSH's window fills and its output stops well short of the end.
   const auto held = when_output_settles(port(), id);
   EXPECT_EQ(held.state, "running");
   EXPECT_LT(held.bytes_stdout, 60'000'000) << "the command was not held";
   EXPECT_GT(metric(port(), "cmdcast_output_holds_total"), 0u);
   // Reading again, the watcher gets every byte, with no gap.
-  sha256 h;
-  std::uint64_t got = 0;
-  bool exited = false;
-  while (auto m = stalled.next()) {
-    auto e = common::decode_event(*m);
-    ASSERT_TRUE(e.ok()) << e.error();
-    EXPECT_FALSE(std::holds_alternative<common::gap_event>(*e));
-    if (auto* o = std::get_if<common::output_event>(&*e)) {
-      h.add(o->data);
-      got += o->data.size();
-    }
-    exited = exited || std::holds_alternative<common::exit_event>(*e);
-  }
-  EXPECT_EQ(got, bytes);
-  EXPECT_EQ(h.hex(), burst_digest(bytes));
-  EXPECT_TRUE(exited);
-  EXPECT_EQ(stalled.reason().code, 1000u);
+  const auto got = read_to_the_end(stalled);
+  EXPECT_TRUE(got.gaps.empty());
+  EXPECT_TRUE(got.in_order);
+  EXPECT_EQ(got.stdout_bytes, bytes);
+  EXPECT_EQ(got.stdout_sha256, burst_digest(bytes));
+  EXPECT_TRUE(got.exited);
+  EXPECT_EQ(got.close_code, 1000u);
 }
 
 TEST_F(Fanout, AStalledWatcherSlowsNobodyAndIsToldWhatItMissed) {
@@ -266,8 +241,7 @@ TEST_F(Fanout, AStalledWatcherSlowsNobodyAndIsToldWhatItMissed) {
   ws_client stalled(port(), "/executions/" + id + "/stream?after=-1", {.token = viewer_token, .receive_buffer = 65536});
   watched fast;
   std::thread reader([&] { fast = watch_to_the_end(port(), id, {.token = viewer_token}); });
-  while (record_of(port(), id).watchers < 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  go.go();
+  go_when_watched(port(), id, 2, go);
   // The fast watcher gets the whole run while the stalled one reads nothing at all.
   reader.join();
   EXPECT_EQ(fast.stdout_bytes, bytes);
@@ -304,8 +278,7 @@ TEST_F(Fanout, AWatcherReadingSlowlyAloneGetsEveryByte) {
       std::this_thread::sleep_for(std::chrono::microseconds(size / 20));
     });
   });
-  while (record_of(port(), id).watchers < 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  go.go();
+  go_when_watched(port(), id, 1, go);
   reader.join();
   EXPECT_EQ(slow.stdout_bytes, bytes);
   EXPECT_EQ(slow.stdout_sha256, burst_digest(bytes));
@@ -352,8 +325,7 @@ TEST_F(Fanout, ALongPollerWhoStopsPollingSlowsNobodyAndIsToldWhatItMissed) {
   auto first = poll(port(), id, -1, 0);
   watched fast;
   std::thread reader([&] { fast = watch_to_the_end(port(), id, {.token = viewer_token}); });
-  while (record_of(port(), id).watchers < 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  go.go();
+  go_when_watched(port(), id, 2, go);
   reader.join();
   EXPECT_EQ(fast.stdout_bytes, bytes);
   EXPECT_TRUE(fast.gaps.empty());
@@ -440,8 +412,7 @@ TEST_F(Fanout, WatchersThatNegotiateCompressionGetTheSameEventsInFewerBytes) {
                               "client_no_context_takeover\r\n"),
             std::string::npos)
       << upgrade.head;
-  while (record_of(port(), id).watchers < 3) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  go.go();
+  go_when_watched(port(), id, 3, go);
   std::vector<event> plain_events, compressed_events;
   std::thread plain_reader([&] { plain_events = plain.all(); });
   std::thread compressed_reader([&] { compressed_events = compressed.all(); });

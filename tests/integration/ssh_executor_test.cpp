@@ -2,7 +2,6 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include <memory>
 #include <random>
 
+#include "digest.hpp"
 #include "loopback_sshd.hpp"
 #include "ssh/machine_connection.hpp"
 
@@ -31,28 +31,6 @@ struct captured {
   run_result result;
   std::string out;
   std::string err;
-};
-
-class sha256 {
- public:
-  sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~sha256() { EVP_MD_CTX_free(ctx_); }
-  void update(std::string_view s) { EVP_DigestUpdate(ctx_, s.data(), s.size()); }
-  std::string hex() {
-    unsigned char digest[32];
-    unsigned int n = 0;
-    EVP_DigestFinal_ex(ctx_, digest, &n);
-    std::string out;
-    char b[3];
-    for (unsigned i = 0; i < n; ++i) {
-      std::snprintf(b, sizeof b, "%02x", digest[i]);
-      out += b;
-    }
-    return out;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
 };
 
 /// A marker unique to this test run, to find its remote processes.
@@ -139,10 +117,10 @@ TEST_F(SshExecutor, HundredMegabytesArriveIntactOnBothStreams) {
     result = co_await conn->run("(" + out_cmd + ") & (" + err_cmd + ") >&2; wait",
                                 [&](output_stream s, std::string_view data) {
                                   if (s == output_stream::out) {
-                                    out_hash.update(data);
+                                    out_hash.add(data);
                                     out_bytes += data.size();
                                   } else {
-                                    err_hash.update(data);
+                                    err_hash.add(data);
                                     err_bytes += data.size();
                                   }
                                 });
