@@ -15,6 +15,7 @@
 #include <functional>
 #include <thread>
 
+#include "config/config.hpp"
 #include "digest.hpp"
 #include "server_harness.hpp"
 
@@ -455,6 +456,20 @@ TEST_F(Fanout, ACompressedCancelIsUnderstood) {
   const auto exits = of_type<common::exit_event>(c.all());
   ASSERT_EQ(exits.size(), 1u);
   EXPECT_EQ(exits[0].state, common::exit_state::cancelled);
+}
+
+TEST(FanoutConfig, BrokenBoundsAreClearErrors) {
+  const auto error_of = [](const std::string& keys) {
+    const auto c = server::parse_config("[server]\nanonymous = \"viewer\"\n" + keys + "\n", "f.toml");
+    return c.ok() ? std::string("accepted") : c.error();
+  };
+  for (const std::string key : {"max_lag_bytes", "subscriber_queue_bytes"}) {
+    for (const std::string value : {"0", "-1", "\"64M\"", "1.5", "2199023255552"}) {
+      const auto error = error_of(key + " = " + value);
+      EXPECT_NE(error.find("f.toml:3: server." + key + ": "), std::string::npos) << key << " = " << value << ": " << error;
+    }
+  }
+  EXPECT_EQ(error_of("max_lag_bytes = 1048576"), "accepted");
 }
 
 }  // namespace
