@@ -8,6 +8,7 @@
 // kept on stderr. Exits with the remote exit code (128+N for a signal, 1 when cancelled or
 // failed, 2 for a usage or request error or a refused certificate). Ctrl-C while running
 // cancels the command (a second Ctrl-C leaves it running and detaches).
+// --help prints the usage to stdout and exits 0; --version prints "cmdcast VERSION".
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -47,8 +48,16 @@ int usage(std::FILE* to = stderr, int status = 2) {
                "options: --token TOKEN   the bearer token (default $CMDCAST_TOKEN)\n"
                "         --cacert FILE   verify the server's certificate with the CA certificates in\n"
                "                         FILE (PEM) instead of the system's: for a private CA\n"
-               "         --help          this text\n");
+               "         --help          this text\n"
+               "         --version       print cmdcast's version\n"
+               "exit status: the remote command's (128+N for signal N), 1 when it was cancelled or\n"
+               "failed, 2 for a usage or request error or a refused certificate\n");
   return status;
+}
+
+int usage_error(const std::string& problem) {
+  std::fprintf(stderr, "cmdcast: %s\n", problem.c_str());
+  return usage();
 }
 
 struct session_state {
@@ -162,15 +171,23 @@ int main(int argc, char** argv) {
   session_state s;
   std::string ca_file;
   if (const char* t = std::getenv("CMDCAST_TOKEN")) s.token = t;
+  bool options_done = false;  // after "--" everything is an argument (a machine id may start with '-')
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") return usage(stdout, 0);
-    if (arg == "--token" && i + 1 < argc) {
-      s.token = argv[++i];
-    } else if (arg == "--cacert" && i + 1 < argc) {
-      ca_file = argv[++i];
-    } else {
+    if (options_done || arg.size() < 2 || arg[0] != '-') {
       args.emplace_back(arg);
+    } else if (arg == "--") {
+      options_done = true;
+    } else if (arg == "--help" || arg == "-h") {
+      return usage(stdout, 0);
+    } else if (arg == "--version") {
+      std::printf("cmdcast %s\n", CMDCAST_VERSION);
+      return 0;
+    } else if (arg == "--token" || arg == "--cacert") {
+      if (i + 1 == argc) return usage_error(std::string(arg) + " needs a value");
+      (arg == "--token" ? s.token : ca_file) = argv[++i];
+    } else {
+      return usage_error("unknown option \"" + std::string(arg) + "\"");
     }
   }
   if (args.size() < 3) return usage();

@@ -7,7 +7,8 @@
 // The token comes from --token or $CMDCAST_TOKEN. --open takes a deep link ("#/executions/ID",
 // "#/machines/ID"). --state-file keeps PATH holding what the user sees (the JSON of the web's
 // window.cmdcast.state()), replaced about every 250 ms and at exit, for tests and scripts.
-// SIGINT and SIGTERM close the window as the user would.
+// SIGINT and SIGTERM close the window as the user would. --help prints the usage to stdout and
+// exits 0; --version prints "cmdcast VERSION"; a usage error exits 2.
 #include <GLFW/glfw3.h>
 #include <imgui.h>
 #include <imgui_impl_glfw.h>
@@ -45,20 +46,23 @@ void request_quit(int) { quit_requested = 1; }
 struct options {
   cmdcast::client_net::server_url server;
   std::string ca_file, token, route, state_file;
+  bool help = false, version = false;  // print that and exit 0
 };
 
+constexpr const char* usage_text =
+    "usage: cmdcast-desktop --server URL [--cacert FILE] [--token TOKEN] [--open ROUTE] [--state-file PATH]\n"
+    "  --server URL       https://HOST[:PORT] (TLS; port 443 unless given), or plain\n"
+    "                     http://HOST[:PORT] (port 80) or HOST[:PORT] (port 8080)\n"
+    "  --cacert FILE      verify the server's certificate with the CA certificates in FILE\n"
+    "                     (PEM) instead of the system's: for a private CA\n"
+    "  --token TOKEN      the bearer token (default $CMDCAST_TOKEN)\n"
+    "  --open ROUTE       open a deep link at start: \"#/executions/ID\" or \"#/machines/ID\"\n"
+    "  --state-file PATH  keep PATH holding what the window shows, as JSON\n"
+    "  --help             this text\n"
+    "  --version          print cmdcast's version\n";
+
 int usage(const std::string& problem) {
-  std::fprintf(stderr,
-               "cmdcast-desktop: %s\n"
-               "usage: cmdcast-desktop --server URL [--cacert FILE] [--token TOKEN] [--open ROUTE] [--state-file PATH]\n"
-               "  --server URL       https://HOST[:PORT] (TLS; port 443 unless given), or plain\n"
-               "                     http://HOST[:PORT] (port 80) or HOST[:PORT] (port 8080)\n"
-               "  --cacert FILE      verify the server's certificate with the CA certificates in FILE\n"
-               "                     (PEM) instead of the system's: for a private CA\n"
-               "  --token TOKEN      the bearer token (default $CMDCAST_TOKEN)\n"
-               "  --open ROUTE       open a deep link at start: \"#/executions/ID\" or \"#/machines/ID\"\n"
-               "  --state-file PATH  keep PATH holding what the window shows, as JSON\n",
-               problem.c_str());
+  std::fprintf(stderr, "cmdcast-desktop: %s\n%s", problem.c_str(), usage_text);
   return 2;
 }
 
@@ -68,6 +72,10 @@ result<options> parse_options(int argc, char** argv) {
   std::string server;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h" || arg == "--version") {
+      (arg == "--version" ? o.version : o.help) = true;
+      return o;
+    }
     std::string* value = arg == "--server"       ? &server
                          : arg == "--cacert"     ? &o.ca_file
                          : arg == "--token"      ? &o.token
@@ -160,6 +168,14 @@ int main(int argc, char** argv) {
   const auto parsed = parse_options(argc, argv);
   if (!parsed) return usage(parsed.error());
   const options& o = *parsed;
+  if (o.help) {
+    std::fputs(usage_text, stdout);
+    return 0;
+  }
+  if (o.version) {
+    std::printf("cmdcast %s\n", CMDCAST_VERSION);
+    return 0;
+  }
   const auto server = connector::make(o.server, o.ca_file);
   if (!server) {
     std::fprintf(stderr, "cmdcast-desktop: %s\n", server.error().c_str());
