@@ -222,7 +222,12 @@ struct websocket_impl final : websocket_client::impl {
     ws.read_message_max(message_limit);
     ws.text(true);
     // Not cancelled once it went through: the caller then closes it politely.
-    auto [ec] = co_await ws.async_handshake(url.authority(), target, use_tuple);
+    websocket::response_type answer;
+    auto [ec] = co_await ws.async_handshake(answer, url.authority(), target, use_tuple);
+    if (ec == websocket::error::upgrade_declined && answer.result_int() != 101) {
+      co_return connect_error{false, "the WebSocket upgrade was answered with HTTP " + std::to_string(answer.result_int()),
+                              static_cast<int>(answer.result_int())};
+    }
     if (ec) co_return connect_error{false, "WebSocket handshake failed: " + ec.message()};
     co_return std::nullopt;
   }

@@ -14,6 +14,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -36,6 +37,8 @@ using namespace cmdcast::common;
 using cmdcast::client_net::connector;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr auto connect_timeout = std::chrono::seconds(10);
+// A long-poll's wait: below the 60 s most proxies allow an answer by default.
+constexpr int poll_wait_s = 25;
 
 namespace {
 
@@ -70,6 +73,7 @@ struct session_state {
   std::optional<error_event> error;
   int cancels = 0;
   std::string execution_id;
+  bool polling = false;  // WebSocket upgrades do not get through: follow by long-polling
 };
 
 int signal_number(const std::string& name) {
@@ -125,6 +129,16 @@ net::awaitable<unsigned> stream_once(session_state& s, const connector& server, 
                                      std::optional<std::string> first_message, net::signal_set& interrupts) {
   cmdcast::client_net::websocket_client ws(co_await net::this_coro::executor, server);
   if (auto failed = co_await ws.connect(std::move(target), s.token, connect_timeout)) {
+    if (failed->upgrade_refused_status != 0) {
+      // The server is there but the upgrade is not: a proxy that drops the Upgrade headers.
+      std::fprintf(stderr,
+                   "cmdcast: the WebSocket upgrade to %s was answered with HTTP %d, not 101: a proxy in between "
+                   "most likely does not pass WebSocket upgrades (the Upgrade and Connection headers; see "
+                   "deploy/nginx/cmdcast.conf and docs/proxy.md); following by polling instead\n",
+                   server.url().authority().c_str(), failed->upgrade_refused_status);
+      s.polling = true;
+      co_return 0;
+    }
     std::fprintf(stderr, "cmdcast: %s\n", failed->message.c_str());
     s.certificate_rejected = failed->certificate_rejected;
     co_return 0;
@@ -162,6 +176,76 @@ net::awaitable<unsigned> stream_once(session_state& s, const connector& server, 
   interrupts.cancel();
   if (detached) co_return 1000;
   co_return ws.close_code();
+}
+
+/// An HTTP answer that is not the one asked for, as the user needs to read it: the server's
+/// error event becomes the session's error; anything else is said here.
+void take_refusal(session_state& s, const cmdcast::client_net::http_reply& reply) {
+  if (reply.status == 0) {
+    std::fprintf(stderr, "cmdcast: %s\n", reply.error ? reply.error->message.c_str() : "no answer");
+    return;
+  }
+  auto e = decode_event(reply.body);
+  if (e && std::holds_alternative<error_event>(*e)) {
+    s.error = std::get<error_event>(*e);
+    return;
+  }
+  std::fprintf(stderr, "cmdcast: the server answered HTTP %d: %.200s\n", reply.status, reply.body.c_str());
+}
+
+/// Without WebSockets: starts the run with a POST (unless it started already) and follows it by
+/// long-polling GET /executions/{id}/events, showing each event as a stream would. Ctrl-C
+/// cancels, a second one detaches, as on a WebSocket.
+net::awaitable<void> follow_by_polling(session_state& s, const connector& server, const std::string& run_target,
+                                       const std::optional<std::string>& request, net::signal_set& interrupts) {
+  using namespace net::experimental::awaitable_operators;
+  const auto exchange = [&](std::string method, std::string target, std::string body, int wait_s) {
+    return cmdcast::client_net::http_exchange(server, {std::move(method), std::move(target), s.token, std::move(body)},
+                                              connect_timeout + std::chrono::seconds(wait_s));
+  };
+  if (s.execution_id.empty()) {
+    if (!request) co_return;
+    const auto reply = co_await exchange("POST", run_target, *request, 0);
+    auto accepted = decode_run_accepted(reply.body);
+    if (reply.status != 202 || !accepted) {
+      take_refusal(s, reply);
+      co_return;
+    }
+    s.execution_id = accepted->execution_id;
+  }
+  const auto executor = co_await net::this_coro::executor;
+  for (int failures = 0; !s.exit && !s.error;) {
+    const std::string target = "/executions/" + s.execution_id + "/events?after=" + std::to_string(s.last_seq) +
+                               "&wait=" + std::to_string(poll_wait_s);
+    auto outcome = co_await (exchange("GET", target, "", poll_wait_s) || interrupts.async_wait(net::use_awaitable));
+    if (outcome.index() == 1) {  // Ctrl-C
+      if (++s.cancels > 1) co_return;  // detached
+      std::fputs("\ncmdcast: cancelling (Ctrl-C again to leave it running and detach)\n", stderr);
+      const auto reply = co_await exchange("POST", "/executions/" + s.execution_id + "/cancel", "", 0);
+      if (reply.status != 202) take_refusal(s, reply);
+      continue;
+    }
+    const auto& reply = std::get<0>(outcome);
+    if (reply.status == 0 || reply.status >= 500) {
+      // Down, restarting, or a proxy that gave up waiting: try again, a few times.
+      if (++failures > 5) {
+        take_refusal(s, reply);
+        co_return;
+      }
+      net::steady_timer pause(executor, std::chrono::milliseconds(200 << failures));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    auto answer = decode_poll_response(reply.body);
+    if (reply.status != 200 || !answer) {
+      take_refusal(s, reply);
+      co_return;
+    }
+    failures = 0;
+    for (const auto& e : answer->events) show(s, e);
+    if (answer->done) co_return;
+    s.last_seq = answer->next;
+  }
 }
 
 }  // namespace
@@ -227,7 +311,7 @@ int main(int argc, char** argv) {
   net::co_spawn(io, [&]() -> net::awaitable<void> {
     unsigned code = co_await stream_once(s, *server, target, request, interrupts);
     // Closed as idle (1013) or dropped: resume where the stream stopped.
-    for (int attempt = 0; attempt < 5 && !s.exit && !s.error && !s.certificate_rejected && s.cancels < 2 &&
+    for (int attempt = 0; attempt < 5 && !s.exit && !s.error && !s.certificate_rejected && !s.polling && s.cancels < 2 &&
                           (code == 1013 || code == 0 || code == 1006);
          ++attempt) {
       if (s.execution_id.empty()) break;  // a run that never started has nothing to resume
@@ -236,6 +320,7 @@ int main(int argc, char** argv) {
       const std::string resume = "/executions/" + s.execution_id + "/stream?after=" + std::to_string(s.last_seq);
       code = co_await stream_once(s, *server, resume, std::nullopt, interrupts);
     }
+    if (s.polling) co_await follow_by_polling(s, *server, target.substr(0, target.rfind("/stream")), request, interrupts);
     if (s.certificate_rejected) {
       status = 2;  // stream_once said why
     } else if (s.error) {

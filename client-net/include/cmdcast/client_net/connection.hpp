@@ -25,6 +25,10 @@ struct connect_error {
   /// the clients exit with 2.
   bool certificate_rejected = false;
   std::string message;
+  /// A WebSocket upgrade answered with this HTTP status instead of 101 Switching Protocols:
+  /// the server was reached, but the upgrade did not get through (most often a reverse proxy
+  /// that does not pass the Upgrade and Connection headers). 0 otherwise.
+  int upgrade_refused_status = 0;
 };
 
 /// One server and how to reach it; cheap to copy (copies share the TLS context). Any thread.
