@@ -5,12 +5,15 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "cmdcast/common/progress.hpp"
+#include "http/client_address.hpp"
 #include "ssh/machine_connection.hpp"
 
 #define TOML_EXCEPTIONS 1
@@ -19,19 +22,46 @@
 namespace cmdcast::server {
 namespace {
 
-/// A config problem, located: thrown inside the parser, turned into a failure at the top.
+/// A config problem, located: thrown inside the parser, recorded by the nearest attempt().
 struct config_error {
+  toml::source_position at;
   std::string message;
 };
 
+/// Reads the TOML tree and collects every problem: each key (or entry) is read in an
+/// attempt(), so one mistake does not hide the next, as `nginx -t` and `sshd -t` report.
 class reader {
  public:
   explicit reader(std::string origin) : origin_(std::move(origin)) {}
 
   [[noreturn]] void fail(const toml::node* at, std::string_view key, std::string_view problem) const {
+    fail_at(at ? at->source().begin : toml::source_position{}, key, problem);
+  }
+  /// `at` line 0: no place in the file to point at.
+  [[noreturn]] void fail_at(toml::source_position at, std::string_view key, std::string_view problem) const {
     std::string where = origin_;
-    if (at && at->source().begin.line) where += ":" + std::to_string(at->source().begin.line);
-    throw config_error{where + ": " + std::string(key) + ": " + std::string(problem)};
+    if (at.line) where += ":" + std::to_string(at.line) + ":" + std::to_string(at.column);
+    throw config_error{at, where + ": " + std::string(key) + ": " + std::string(problem)};
+  }
+
+  /// Runs `read`; a problem it finds is recorded and reading goes on with the next attempt.
+  template <typename F>
+  void attempt(F&& read) {
+    try {
+      read();
+    } catch (const config_error& e) {
+      problems_.push_back(e);
+    }
+  }
+  bool failed() const { return !problems_.empty(); }
+  /// Every problem, one per line, in the order of the file.
+  std::string report() {
+    std::stable_sort(problems_.begin(), problems_.end(), [](const config_error& a, const config_error& b) {
+      return a.at.line != b.at.line ? a.at.line < b.at.line : a.at.column < b.at.column;
+    });
+    std::string out;
+    for (const auto& p : problems_) out += (out.empty() ? "" : "\n") + p.message;
+    return out;
   }
 
   /// Rejects keys the table should not have (typos would otherwise be silently ignored).
@@ -39,7 +69,7 @@ class reader {
     for (const auto& [k, v] : t) {
       bool ok = false;
       for (auto name : known) ok = ok || k.str() == name;
-      if (!ok) fail(&v, std::string(where) + "." + std::string(k.str()), "unknown key");
+      if (!ok) fail_at(k.source().begin, std::string(where) + "." + std::string(k.str()), "unknown key");
     }
   }
 
@@ -92,6 +122,7 @@ class reader {
 
  private:
   std::string origin_;
+  std::vector<config_error> problems_;
 };
 
 bool is_valid_machine_id(std::string_view id) {
@@ -136,34 +167,63 @@ std::vector<command_piece> split_command(std::string_view command) {
   return pieces;
 }
 
-void parse_server(const reader& r, const toml::table& t, server_settings& s) {
-  r.only_keys(t, "server", {"listen", "web_root", "allowed_origins", "allowed_hosts", "anonymous", "tls_cert", "tls_key",
-                            "insecure_plaintext", "max_connections", "audit_db", "replay_bytes",
-                            "audit_head_bytes", "audit_tail_bytes", "audit_retention_days", "idle_timeout_s", "max_message_bytes",
-                            "max_executions_per_machine", "max_subscribers_per_execution",
-                            "subscriber_queue_bytes", "max_lag_bytes", "kill_grace_ms", "audit"});
-  const std::string listen = r.string(t, "server", "listen", "127.0.0.1:8080");
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos) r.fail(t.get("listen"), "server.listen", "must be host:port");
-  std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  int port = 0;
-  try {
-    port = std::stoi(listen.substr(colon + 1));
-  } catch (...) {
-  }
-  if (host.empty() || port < 1 || port > 65535) r.fail(t.get("listen"), "server.listen", "must be host:port");
-  s.listen_host = host;
-  s.listen_port = static_cast<std::uint16_t>(port);
-  if (t.get("web_root")) s.web_root = r.string(t, "server", "web_root");
-  s.allowed_origins = r.strings(t, "server", "allowed_origins");
-  for (const auto& o : s.allowed_origins) {
-    if (!o.starts_with("http://") && !o.starts_with("https://")) {
-      r.fail(t.get("allowed_origins"), "server.allowed_origins", "\"" + o + "\" is not an origin (scheme://host[:port])");
+void parse_server(reader& r, const toml::table& t, server_settings& s, bool check_files) {
+  r.attempt([&] {
+    r.only_keys(t, "server", {"listen", "web_root", "allowed_origins", "allowed_hosts", "anonymous", "tls_cert", "tls_key",
+                              "insecure_plaintext", "max_connections", "audit_db", "replay_bytes",
+                              "audit_head_bytes", "audit_tail_bytes", "audit_retention_days", "idle_timeout_s",
+                              "max_message_bytes", "max_executions_per_machine", "max_subscribers_per_execution",
+                              "subscriber_queue_bytes", "max_lag_bytes", "kill_grace_ms", "audit", "trusted_proxies"});
+  });
+  r.attempt([&] {
+    const std::string listen = r.string(t, "server", "listen", "127.0.0.1:8080");
+    const auto colon = listen.rfind(':');
+    if (colon == std::string::npos) r.fail(t.get("listen"), "server.listen", "must be host:port");
+    std::string host = listen.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    int port = 0;
+    try {
+      port = std::stoi(listen.substr(colon + 1));
+    } catch (...) {
     }
-  }
-  s.allowed_hosts = r.strings(t, "server", "allowed_hosts");
-  if (t.get("anonymous")) {
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(host, ec);
+    if (host.empty() || port < 1 || port > 65535) r.fail(t.get("listen"), "server.listen", "must be host:port");
+    if (ec) r.fail(t.get("listen"), "server.listen", "\"" + host + "\" is not an IP address (listen takes an address, not a name)");
+    s.listen_host = host;
+    s.listen_port = static_cast<std::uint16_t>(port);
+  });
+  r.attempt([&] {
+    if (!t.get("web_root")) return;
+    s.web_root = r.string(t, "server", "web_root");
+    if (!check_files) return;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(*s.web_root, ec)) {
+      r.fail(t.get("web_root"), "server.web_root", "\"" + *s.web_root + "\" is not a directory");
+    }
+    if (!std::ifstream(*s.web_root + "/index.html")) {
+      r.fail(t.get("web_root"), "server.web_root", "\"" + *s.web_root + "\" holds no readable index.html (the web client's build)");
+    }
+  });
+  r.attempt([&] {
+    s.allowed_origins = r.strings(t, "server", "allowed_origins");
+    for (const auto& o : s.allowed_origins) {
+      if (!o.starts_with("http://") && !o.starts_with("https://")) {
+        r.fail(t.get("allowed_origins"), "server.allowed_origins", "\"" + o + "\" is not an origin (scheme://host[:port])");
+      }
+    }
+  });
+  r.attempt([&] { s.allowed_hosts = r.strings(t, "server", "allowed_hosts"); });
+  r.attempt([&] {
+    s.trusted_proxies = r.strings(t, "server", "trusted_proxies");
+    for (const auto& p : s.trusted_proxies) {
+      if (!parse_address_block(p)) {
+        r.fail(t.get("trusted_proxies"), "server.trusted_proxies", "\"" + p + "\" is not an address or CIDR block (10.0.0.0/8)");
+      }
+    }
+  });
+  r.attempt([&] {
+    if (!t.get("anonymous")) return;
     const std::string a = r.string(t, "server", "anonymous");
     if (a == "viewer") {
       s.anonymous = role::viewer;
@@ -172,41 +232,72 @@ void parse_server(const reader& r, const toml::table& t, server_settings& s) {
     } else {
       r.fail(t.get("anonymous"), "server.anonymous", "must be \"viewer\" or \"operator\"");
     }
-  }
-  if (t.get("tls_cert")) s.tls_cert = r.string(t, "server", "tls_cert");
-  if (t.get("tls_key")) s.tls_key = r.string(t, "server", "tls_key");
-  if (s.tls_cert.has_value() != s.tls_key.has_value()) {
-    r.fail(t.get(s.tls_cert ? "tls_cert" : "tls_key"), s.tls_cert ? "server.tls_key" : "server.tls_cert",
-           "missing: tls_cert and tls_key go together");
-  }
+  });
+  r.attempt([&] {
+    if (t.get("tls_cert")) s.tls_cert = r.string(t, "server", "tls_cert");
+    if (t.get("tls_key")) s.tls_key = r.string(t, "server", "tls_key");
+    if (s.tls_cert.has_value() != s.tls_key.has_value()) {
+      r.fail(t.get(s.tls_cert ? "tls_cert" : "tls_key"), s.tls_cert ? "server.tls_key" : "server.tls_cert",
+             "missing: tls_cert and tls_key go together");
+    }
+  });
   for (const char* key : {"tls_cert", "tls_key"}) {
-    const auto& file = std::string_view(key) == "tls_cert" ? s.tls_cert : s.tls_key;
-    if (file && !std::ifstream(*file)) r.fail(t.get(key), std::string("server.") + key, "cannot read \"" + *file + "\"");
+    r.attempt([&] {
+      const auto& file = std::string_view(key) == "tls_cert" ? s.tls_cert : s.tls_key;
+      if (file && !std::ifstream(*file)) r.fail(t.get(key), std::string("server.") + key, "cannot read \"" + *file + "\"");
+    });
   }
-  if (const toml::node* n = t.get("insecure_plaintext")) {
-    if (!n->is_boolean()) r.fail(n, "server.insecure_plaintext", "must be true or false");
-    s.insecure_plaintext = **n->as_boolean();
-  }
-  s.audit_db = r.string(t, "server", "audit_db", "cmdcast.db");
-  if (const toml::node* audit = t.get("audit")) {
-    if (!audit->is_boolean()) r.fail(audit, "server.audit", "must be true or false");
-    if (!**audit->as_boolean()) s.audit_db.clear();
-  }
-  auto size = [&](std::string_view key, std::size_t fallback, std::int64_t min) {
-    return static_cast<std::size_t>(r.integer(t, "server", key, static_cast<std::int64_t>(fallback), min, 1ll << 40));
+  r.attempt([&] {
+    if (const toml::node* n = t.get("insecure_plaintext")) {
+      if (!n->is_boolean()) r.fail(n, "server.insecure_plaintext", "must be true or false");
+      s.insecure_plaintext = **n->as_boolean();
+    }
+  });
+  r.attempt([&] {
+    s.audit_db = r.string(t, "server", "audit_db", "cmdcast.db");
+    if (const toml::node* audit = t.get("audit")) {
+      if (!audit->is_boolean()) r.fail(audit, "server.audit", "must be true or false");
+      if (!**audit->as_boolean()) s.audit_db.clear();
+    }
+  });
+  auto size = [&](std::string_view key, std::size_t& value, std::int64_t min) {
+    r.attempt([&] {
+      value = static_cast<std::size_t>(r.integer(t, "server", key, static_cast<std::int64_t>(value), min, 1ll << 40));
+    });
   };
-  s.replay_bytes = size("replay_bytes", s.replay_bytes, 4096);
-  s.audit_head_bytes = size("audit_head_bytes", s.audit_head_bytes, 0);
-  s.audit_tail_bytes = size("audit_tail_bytes", s.audit_tail_bytes, 0);
-  s.max_message_bytes = size("max_message_bytes", s.max_message_bytes, 1024);
-  s.max_executions_per_machine = size("max_executions_per_machine", s.max_executions_per_machine, 1);
-  s.max_subscribers_per_execution = size("max_subscribers_per_execution", s.max_subscribers_per_execution, 1);
-  s.subscriber_queue_bytes = size("subscriber_queue_bytes", s.subscriber_queue_bytes, 65536);
-  s.max_lag_bytes = size("max_lag_bytes", s.max_lag_bytes, 65536);
-  s.max_connections = size("max_connections", s.max_connections, 1);
-  s.idle_timeout = std::chrono::seconds(r.integer(t, "server", "idle_timeout_s", 30, 1, 86400));
-  s.audit_retention_days = static_cast<int>(r.integer(t, "server", "audit_retention_days", 0, 0, 36500));
-  s.kill_grace = std::chrono::milliseconds(r.integer(t, "server", "kill_grace_ms", 5000, 0, 600000));
+  size("replay_bytes", s.replay_bytes, 4096);
+  size("audit_head_bytes", s.audit_head_bytes, 0);
+  size("audit_tail_bytes", s.audit_tail_bytes, 0);
+  size("max_message_bytes", s.max_message_bytes, 1024);
+  size("max_executions_per_machine", s.max_executions_per_machine, 1);
+  size("max_subscribers_per_execution", s.max_subscribers_per_execution, 1);
+  size("subscriber_queue_bytes", s.subscriber_queue_bytes, 65536);
+  size("max_lag_bytes", s.max_lag_bytes, 65536);
+  size("max_connections", s.max_connections, 1);
+  r.attempt([&] { s.idle_timeout = std::chrono::seconds(r.integer(t, "server", "idle_timeout_s", 30, 1, 86400)); });
+  r.attempt([&] { s.audit_retention_days = static_cast<int>(r.integer(t, "server", "audit_retention_days", 0, 0, 36500)); });
+  r.attempt([&] { s.kill_grace = std::chrono::milliseconds(r.integer(t, "server", "kill_grace_ms", 5000, 0, 600000)); });
+}
+
+/// What the SSH connection will read: a private key, and a known_hosts file libssh2 parses.
+void check_machine_files(reader& r, const toml::table& t, const machine_entry& m) {
+  r.attempt([&] {
+    const auto& identity = m.endpoint.identity;
+    std::ifstream key(identity);
+    if (!key) r.fail(t.get("identity"), "machines.identity", "cannot read \"" + identity + "\"");
+    std::string first;
+    std::getline(key, first);
+    if (!first.starts_with("-----BEGIN ") || first.find("PRIVATE KEY-----") == std::string::npos) {
+      r.fail(t.get("identity"), "machines.identity", "\"" + identity + "\" is not a private key (PEM or OpenSSH format)");
+    }
+  });
+  r.attempt([&] {
+    const auto& known_hosts = m.endpoint.known_hosts;
+    if (!std::ifstream(known_hosts)) r.fail(t.get("known_hosts"), "machines.known_hosts", "cannot read \"" + known_hosts + "\"");
+    if (const auto problem = ssh::check_known_hosts_file(known_hosts)) {
+      r.fail(t.get("known_hosts"), "machines.known_hosts", *problem);
+    }
+  });
 }
 
 }  // namespace
@@ -230,17 +321,28 @@ std::vector<const action_entry*> config::actions_for(const machine_entry& m) con
   return out;
 }
 
-common::result<config> parse_config(std::string_view text, const std::string& origin) {
+common::result<config> parse_config(std::string_view text, const std::string& origin, bool check_files) {
   config c;
   reader r(origin);
+  toml::table root;
   try {
-    const toml::table root = toml::parse(text, origin);
-    r.only_keys(root, "config", {"server", "tokens", "machines", "actions"});
-    if (const auto* s = r.table(root, "server")) parse_server(r, *s, c.server);
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    const auto& at = e.source().begin;
+    return common::failure{origin + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) + ": " +
+                           std::string(e.description())};
+  }
+  r.attempt([&] { r.only_keys(root, "config", {"server", "tokens", "machines", "actions"}); });
+  const toml::table* server_table = nullptr;
+  r.attempt([&] { server_table = r.table(root, "server"); });
+  if (server_table) parse_server(r, *server_table, c.server, check_files);
 
-    if (const toml::node* tokens = root.get("tokens")) {
-      if (!tokens->is_array_of_tables()) r.fail(tokens, "tokens", "must be [[tokens]] tables");
-      for (const auto& n : *tokens->as_array()) {
+  r.attempt([&] {
+    const toml::node* tokens = root.get("tokens");
+    if (!tokens) return;
+    if (!tokens->is_array_of_tables()) r.fail(tokens, "tokens", "must be [[tokens]] tables");
+    for (const auto& n : *tokens->as_array()) {
+      r.attempt([&] {
         const auto& t = *n.as_table();
         r.only_keys(t, "tokens", {"name", "sha256", "role"});
         token_entry e;
@@ -258,120 +360,162 @@ common::result<config> parse_config(std::string_view text, const std::string& or
         } else {
           r.fail(t.get("role"), "tokens.role", "must be \"viewer\" or \"operator\"");
         }
+        for (const auto& other : c.tokens) {
+          if (other.name == e.name) r.fail(t.get("name"), "tokens.name", "\"" + e.name + "\" is used twice");
+        }
         c.tokens.push_back(std::move(e));
-      }
+      });
     }
+  });
 
-    if (const toml::node* machines = root.get("machines")) {
-      if (!machines->is_array_of_tables()) r.fail(machines, "machines", "must be [[machines]] tables");
-      for (const auto& n : *machines->as_array()) {
+  r.attempt([&] {
+    const toml::node* machines = root.get("machines");
+    if (!machines) return;
+    if (!machines->is_array_of_tables()) r.fail(machines, "machines", "must be [[machines]] tables");
+    for (const auto& n : *machines->as_array()) {
+      r.attempt([&] {
         const auto& t = *n.as_table();
-        r.only_keys(t, "machines", {"id", "name", "host", "port", "user", "identity", "known_hosts"});
+        r.attempt([&] { r.only_keys(t, "machines", {"id", "name", "host", "port", "user", "identity", "known_hosts"}); });
         machine_entry m;
         m.id = r.string(t, "machines", "id");
         if (!is_valid_machine_id(m.id)) {
           r.fail(t.get("id"), "machines.id", "must be a UUID or 1 to 64 of A-Z a-z 0-9 _ -");
         }
         if (c.find_machine(m.id)) r.fail(t.get("id"), "machines.id", "\"" + m.id + "\" is used twice");
-        m.name = r.string(t, "machines", "name", m.id);
-        m.endpoint.host = r.string(t, "machines", "host");
-        m.endpoint.port = static_cast<std::uint16_t>(r.integer(t, "machines", "port", 22, 1, 65535));
-        m.endpoint.user = r.string(t, "machines", "user");
-        m.endpoint.identity = r.string(t, "machines", "identity");
-        m.endpoint.known_hosts = r.string(t, "machines", "known_hosts");
-        c.machines.push_back(std::move(m));
-      }
+        bool readable = true;  // every field read: the files it names can be checked
+        auto field = [&](auto read) {
+          bool ok = false;
+          r.attempt([&] {
+            read();
+            ok = true;
+          });
+          readable = readable && ok;
+        };
+        field([&] { m.name = r.string(t, "machines", "name", m.id); });
+        field([&] { m.endpoint.host = r.string(t, "machines", "host"); });
+        field([&] { m.endpoint.port = static_cast<std::uint16_t>(r.integer(t, "machines", "port", 22, 1, 65535)); });
+        field([&] { m.endpoint.user = r.string(t, "machines", "user"); });
+        field([&] { m.endpoint.identity = r.string(t, "machines", "identity"); });
+        field([&] { m.endpoint.known_hosts = r.string(t, "machines", "known_hosts"); });
+        if (readable && check_files) check_machine_files(r, t, m);
+        c.machines.push_back(std::move(m));  // (kept when broken: actions naming it are not also wrong)
+      });
     }
+  });
 
-    if (const auto* actions = r.table(root, "actions")) {
-      for (const auto& [key, node] : *actions) {
+  r.attempt([&] {
+    const auto* actions = r.table(root, "actions");
+    if (!actions) return;
+    for (const auto& [key, node] : *actions) {
+      r.attempt([&] {
         const std::string where = "actions." + std::string(key.str());
         if (!node.is_table()) r.fail(&node, where, "must be a table");
         const auto& t = *node.as_table();
-        r.only_keys(t, where, {"command", "params", "progress", "timeout_s", "machines", "line_buffered"});
+        r.attempt([&] {
+          r.only_keys(t, where, {"command", "params", "progress", "timeout_s", "machines", "line_buffered"});
+        });
         action_entry a;
         a.name = std::string(key.str());
         a.command = r.string(t, where, "command");
-        if (const toml::node* p = t.get("params")) {
+        r.attempt([&] {
+          const toml::node* p = t.get("params");
+          if (!p) return;
           if (!p->is_table()) r.fail(p, where + ".params", "must be a table of name = pattern");
           for (const auto& [pname, pattern] : *p->as_table()) {
-            const std::string pwhere = where + ".params." + std::string(pname.str());
-            if (!pattern.is_string()) r.fail(&pattern, pwhere, "must be a pattern string");
-            RE2::Options options;
-            options.set_log_errors(false);
-            auto matcher = std::make_shared<const RE2>(**pattern.as_string(), options);
-            if (!matcher->ok()) r.fail(&pattern, pwhere, "is not a valid RE2 pattern: " + matcher->error());
-            a.params.emplace(std::string(pname.str()), **pattern.as_string());
-            a.matchers.emplace(std::string(pname.str()), std::move(matcher));
+            r.attempt([&] {
+              const std::string pwhere = where + ".params." + std::string(pname.str());
+              if (!pattern.is_string()) r.fail(&pattern, pwhere, "must be a pattern string");
+              RE2::Options options;
+              options.set_log_errors(false);
+              auto matcher = std::make_shared<const RE2>(**pattern.as_string(), options);
+              if (!matcher->ok()) r.fail(&pattern, pwhere, "is not a valid RE2 pattern: " + matcher->error());
+              a.params.emplace(std::string(pname.str()), **pattern.as_string());
+              a.matchers.emplace(std::string(pname.str()), std::move(matcher));
+            });
           }
-        }
+        });
         a.pieces = split_command(a.command);
         std::set<std::string> used;
         for (const auto& piece : a.pieces) {
           if (piece.is_param) used.insert(piece.text);
         }
+        const toml::node* declared = t.get("params");
         for (const auto& name : used) {
-          if (!a.params.count(name)) r.fail(t.get("command"), where + ".command", "uses {" + name + "} but params has no pattern for it");
+          r.attempt([&] {
+            const bool has = declared && declared->is_table() && declared->as_table()->get(name);
+            if (!has) r.fail(t.get("command"), where + ".command", "uses {" + name + "} but params has no pattern for it");
+          });
         }
         for (const auto& [name, pattern] : a.params) {
-          if (!used.count(name)) r.fail(t.get("params"), where + ".params." + name, "is not used in the command");
+          r.attempt([&] {
+            if (!used.count(name)) r.fail(t.get("params"), where + ".params." + name, "is not used in the command");
+          });
         }
-        if (t.get("progress")) {
+        r.attempt([&] {
+          if (!t.get("progress")) return;
           a.progress = r.string(t, where, "progress");
           if (!common::make_progress_parser(*a.progress)) {
             r.fail(t.get("progress"), where + ".progress", "unknown progress parser \"" + *a.progress + "\" (known: apt)");
           }
-        }
-        a.timeout = std::chrono::seconds(r.integer(t, where, "timeout_s", 3600, 1, 7 * 86400));
-        if (t.get("machines")) {
+        });
+        r.attempt([&] { a.timeout = std::chrono::seconds(r.integer(t, where, "timeout_s", 3600, 1, 7 * 86400)); });
+        r.attempt([&] {
+          if (!t.get("machines")) return;
           a.machines = r.strings(t, where, "machines");
           for (const auto& id : *a.machines) {
             bool known = false;
             for (const auto& m : c.machines) known = known || m.id == id || m.name == id;
             if (!known) r.fail(t.get("machines"), where + ".machines", "names an unknown machine \"" + id + "\"");
           }
-        }
-        if (const toml::node* lb = t.get("line_buffered")) {
-          if (!lb->is_boolean()) r.fail(lb, where + ".line_buffered", "must be true or false");
-          a.line_buffered = **lb->as_boolean();
-        }
+        });
+        r.attempt([&] {
+          if (const toml::node* lb = t.get("line_buffered")) {
+            if (!lb->is_boolean()) r.fail(lb, where + ".line_buffered", "must be true or false");
+            a.line_buffered = **lb->as_boolean();
+          }
+        });
         c.actions.emplace(a.name, std::move(a));
-      }
+      });
     }
+  });
 
-    const toml::node* server_table = root.get("server");
-    const toml::node* at = server_table && server_table->as_table() ? server_table->as_table()->get("anonymous") : nullptr;
-    const bool loopback = is_loopback(c.server.listen_host);
+  const toml::node* server_node = root.get("server");
+  const toml::node* at = server_table ? server_table->get("anonymous") : nullptr;
+  const bool loopback = is_loopback(c.server.listen_host);
+  r.attempt([&] {
     if (c.server.anonymous && !c.tokens.empty()) {
       r.fail(at, "server.anonymous", "applies only without [[tokens]]: remove one or the other");
     }
+  });
+  r.attempt([&] {
     if (c.server.anonymous && !loopback) {
       r.fail(at, "server.anonymous", "\"" + c.server.listen_host + "\" is not a loopback address: anonymous access is for a loopback listen only");
     }
-    if (c.tokens.empty() && !c.server.anonymous) {
-      r.fail(server_table, "tokens",
+  });
+  r.attempt([&] {
+    if (c.tokens.empty() && !c.server.anonymous && !root.get("tokens")) {
+      r.fail(server_node, "tokens",
              "none configured: add [[tokens]] (name, sha256, role), or for a server on loopback only, say who "
              "everyone is with anonymous = \"operator\" (or \"viewer\") under [server]");
     }
+  });
+  r.attempt([&] {
     if (!loopback && !c.server.tls_cert && !c.server.insecure_plaintext) {
-      r.fail(server_table, "server.listen",
+      r.fail(server_node, "server.listen",
              "\"" + c.server.listen_host + "\" is not a loopback address and no TLS is configured: set tls_cert and tls_key, "
              "or insecure_plaintext = true when a proxy in front terminates TLS");
     }
-  } catch (const toml::parse_error& e) {
-    return common::failure{origin + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description())};
-  } catch (const config_error& e) {
-    return common::failure{e.message};
-  }
+  });
+  if (r.failed()) return common::failure{r.report()};
   return c;
 }
 
-common::result<config> load_config(const std::string& path) {
+common::result<config> load_config(const std::string& path, bool check_files) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return common::failure{path + ": cannot read the config file"};
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_config(ss.str(), path);
+  return parse_config(ss.str(), path, check_files);
 }
 
 std::variant<resolved_command, request_error> resolve(const config& c, std::string_view machine_id,

@@ -61,6 +61,7 @@ struct server_settings {
   std::vector<std::string> allowed_hosts;  // Host names served besides the listen address, localhost, the origins' hosts
   std::optional<role> anonymous;           // without [[tokens]], on loopback only: everyone's role
   std::optional<std::string> tls_cert, tls_key;  // PEM (the certificate with its chain); HTTPS and WSS only
+  std::vector<std::string> trusted_proxies;  // addresses or CIDR blocks whose Forwarded / X-Forwarded-For is believed
   bool insecure_plaintext = false;         // a non-loopback listen without TLS: a proxy terminates it
   std::size_t max_connections = 10000;     // past it a new connection is closed at once
   std::string audit_db = "cmdcast.db";  // empty: no audit (`audit = false`, for benchmarks)
@@ -88,10 +89,12 @@ struct config {
   std::vector<const action_entry*> actions_for(const machine_entry& m) const;
 };
 
-/// Reads and checks a config file; the error names the file, line and key.
-common::result<config> load_config(const std::string& path);
+/// Reads and checks a config file. The error holds every problem found, one per line, each
+/// as `file:line:column: key: what is wrong`. `check_files`: also that the files it names are
+/// there and usable (identity keys, known_hosts, web_root, TLS files); nothing is connected to.
+common::result<config> load_config(const std::string& path, bool check_files = true);
 /// The same from text (`origin` names it in errors).
-common::result<config> parse_config(std::string_view text, const std::string& origin);
+common::result<config> parse_config(std::string_view text, const std::string& origin, bool check_files = false);
 
 /// A run request checked against the whitelist.
 struct resolved_command {

@@ -108,7 +108,7 @@ class execution : public std::enable_shared_from_this<execution> {
   std::string command_;
   std::map<std::string, std::string> params_;
   std::string user_;
-  const server_settings& settings_;
+  const server_settings settings_;  // as when it started: a reload does not change a run
   std::chrono::seconds timeout_;
   std::string started_at_;
   std::chrono::steady_clock::time_point started_;

@@ -1,5 +1,7 @@
 #include "exec/registry.hpp"
 
+#include <algorithm>
+
 #include "ssh/machine_connection.hpp"
 #include "support/log.hpp"
 
@@ -15,6 +17,19 @@ constexpr std::size_t max_finished_replay_bytes = 64u << 20;
 
 execution_registry::execution_registry(net::any_io_executor executor, const server_settings& settings)
     : executor_(std::move(executor)), settings_(settings) {}
+
+void execution_registry::reconfigure(const server_settings& settings, const std::vector<machine_entry>& machines) {
+  settings_ = settings;
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    const auto m = std::find_if(machines.begin(), machines.end(), [&](const machine_entry& x) { return x.id == it->first; });
+    // The old connection lives on with the runs that hold it, and closes after the last.
+    if (m == machines.end() || !(m->endpoint == it->second->endpoint())) {
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
 
 std::shared_ptr<execution> execution_registry::find(const std::string& id) const {
   const auto it = executions_.find(id);
@@ -51,7 +66,6 @@ std::shared_ptr<execution> execution_registry::start(const resolved_command& r,
   auto e = std::make_shared<execution>(executor_, id, *r.machine, *r.action, r.command, params, user, settings_, audit);
   executions_.emplace(id, e);
   ++running_per_machine_[r.machine->id];
-  log_event("run", {{"execution_id", id}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", user}});
   const std::string machine = r.machine->id;
   // (on_end holds the server, and so this registry, until the end.)
   e->start(connection_for(*r.machine), r.run_line, [this, e, machine, on_end = std::move(on_end)] {

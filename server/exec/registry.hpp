@@ -39,6 +39,9 @@ class execution_registry {
                                    const std::string& user, audit_store* audit, std::function<void()> on_end);
   void cancel_all();
   void disconnect_all();
+  /// A reload: new runs use `settings`; a machine removed or reached differently from now on
+  /// gets a new connection for new runs, while its running commands finish on the old one.
+  void reconfigure(const server_settings& settings, const std::vector<machine_entry>& machines);
 
   /// Output bytes read over SSH, of every execution so far (for /metrics).
   std::uint64_t ssh_bytes_in() const;
@@ -48,7 +51,7 @@ class execution_registry {
   void file_finished(const std::shared_ptr<execution>& e);
 
   net::any_io_executor executor_;
-  const server_settings& settings_;
+  server_settings settings_;
   std::map<std::string, std::shared_ptr<ssh::machine_connection>> connections_;  // by machine id
   std::map<std::string, std::shared_ptr<execution>> executions_;                 // by id
   std::deque<std::string> finished_order_;

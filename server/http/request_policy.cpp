@@ -37,7 +37,7 @@ bool is_ip_literal(const std::string& name) {
 }  // namespace
 
 request_policy::request_policy(const server_settings& settings, const std::vector<token_entry>& tokens)
-    : tokens_(tokens), anonymous_(settings.anonymous) {
+    : tokens_(tokens), anonymous_(settings.anonymous), trusted_proxies_(settings.trusted_proxies) {
   hosts_.insert("localhost");
   hosts_.insert(host_name(settings.listen_host));
   for (const auto& o : settings.allowed_origins) {
@@ -73,8 +73,33 @@ std::optional<std::string> request_policy::refusal(const request_facts& r) const
   return std::nullopt;
 }
 
+client_address request_policy::locate(const boost::asio::ip::address& peer, std::string_view forwarded,
+                                      std::string_view x_forwarded_for) const {
+  return locate_client(peer, forwarded, x_forwarded_for, trusted_proxies_);
+}
+
+std::string request_policy::unauthenticated_reason(const request_facts& r) const {
+  if (anonymous_ && (r.from.forwarded || !r.from.loopback)) {
+    return "a valid token is required: anonymous access is for clients on this machine, not through a proxy";
+  }
+  return "a valid token is required";
+}
+
+bool request_policy::still_valid(const principal& p) const {
+  if (p.token == std::array<std::uint8_t, 32>{}) return anonymous_ && *anonymous_ == p.granted;
+  return std::any_of(tokens_.begin(), tokens_.end(), [&](const token_entry& t) {
+    return t.sha256 == p.token && t.granted == p.granted && t.name == p.name;
+  });
+}
+
 std::optional<principal> request_policy::authenticate(const request_facts& r) const {
-  if (anonymous_) return principal{"anonymous", *anonymous_};
+  // A proxy on this machine would make every client of the world a loopback one: anonymous
+  // access ends where Forwarded or X-Forwarded-For begins (a direct client has no reason to
+  // send them).
+  if (anonymous_) {
+    if (r.from.forwarded || !r.from.loopback) return std::nullopt;
+    return principal{"anonymous", *anonymous_, {}, r.from};
+  }
   std::string token;
   if (r.authorization.starts_with("Bearer ")) token = std::string(r.authorization.substr(7));
   for (std::size_t at = 0; token.empty() && at < r.subprotocols.size();) {
@@ -95,7 +120,7 @@ std::optional<principal> request_policy::authenticate(const request_facts& r) co
       expected.push_back(digits[b >> 4]);
       expected.push_back(digits[b & 15]);
     }
-    if (CRYPTO_memcmp(expected.data(), hex.data(), 64) == 0) return principal{t.name, t.granted};
+    if (CRYPTO_memcmp(expected.data(), hex.data(), 64) == 0) return principal{t.name, t.granted, t.sha256, r.from};
   }
   return std::nullopt;
 }

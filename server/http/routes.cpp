@@ -59,6 +59,7 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
     wake_soon();
   }
   void shut_down() override { wake_soon(); }
+  void revoke() override { wake_soon(); }  // (its next poll is refused)
 
   /// Waits until there is something to answer or `wait` has passed.
   net::awaitable<void> wait(std::chrono::seconds wait) {
@@ -123,9 +124,9 @@ response server::impl::error_response(const request& req, error_code code, std::
 
 std::vector<common::machine_info> server::impl::machine_list() const {
   std::vector<common::machine_info> out;
-  for (const auto& m : cfg.machines) {
+  for (const auto& m : cfg->machines) {
     common::machine_info info{m.id, m.name, {}};
-    for (const auto* a : cfg.actions_for(m)) info.actions.push_back({a->name, a->params, a->progress});
+    for (const auto* a : cfg->actions_for(m)) info.actions.push_back({a->name, a->params, a->progress});
     out.push_back(std::move(info));
   }
   return out;
@@ -167,9 +168,9 @@ std::string server::impl::metrics_text() const {
 /// a FILE.gz beside it and the browser takes gzip.
 std::optional<response> server::impl::serve_static(const request& req, const target& t) {
   const bool head = req.method() == http::verb::head;
-  if (!cfg.server.web_root || (req.method() != http::verb::get && !head)) return std::nullopt;
+  if (!cfg->server.web_root || (req.method() != http::verb::get && !head)) return std::nullopt;
   const bool gzip = req[http::field::accept_encoding].find("gzip") != std::string_view::npos;
-  auto file = read_static_file(*cfg.server.web_root, t.parts, gzip);
+  auto file = read_static_file(*cfg->server.web_root, t.parts, gzip);
   if (!file) return std::nullopt;
   auto res = text_response(req, http::status::ok, std::move(file->body), file->content_type);
   // The page always asks whether it changed (a new build is picked up at once).
@@ -208,23 +209,28 @@ std::variant<std::shared_ptr<execution>, request_error> server::impl::begin_run(
   if (!req) return request_error{error_code::bad_request, req.error()};
   if (who.granted != role::operator_) return request_error{error_code::forbidden, "running a command needs the operator role"};
   if (stopping) return request_error{error_code::busy, "the server is shutting down"};
-  auto resolved = resolve(cfg, machine_id, *req);
+  auto resolved = resolve(*cfg, machine_id, *req);
   if (auto* err = std::get_if<request_error>(&resolved)) {
-    log_event("rejected", {{"machine", machine_id}, {"action", req->action_type}, {"user", who.name}, {"error", err->message}});
+    log_event("rejected", {{"machine", machine_id}, {"action", req->action_type}, {"user", who.name},
+                           {"client", who.from.client}, {"proxy", who.from.proxy}, {"error", err->message}});
     return *err;
   }
   auto& r = std::get<resolved_command>(resolved);
   const auto running = registry.running_on(r.machine->id);
-  if (running >= cfg.server.max_executions_per_machine) {
+  if (running >= cfg->server.max_executions_per_machine) {
     return request_error{error_code::busy,
                          "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands"};
   }
-  return registry.start(r, req->params, who.name, audit.get(), [self = shared_from_this()] { self->maybe_stopped(); });
+  auto e = registry.start(r, req->params, who.name, audit.get(), [self = shared_from_this()] { self->maybe_stopped(); });
+  log_event("run", {{"execution_id", e->id()}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", who.name},
+                    {"client", who.from.client}, {"proxy", who.from.proxy}});
+  return e;
 }
 
 /// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
 /// on a thread of its own.)
-net::awaitable<response> server::impl::handle_http(const request& req, const target& t, std::optional<principal> who) {
+net::awaitable<response> server::impl::handle_http(const request& req, const target& t, std::optional<principal> who,
+                                                   std::string unauthenticated) {
   const auto& p = t.parts;
   const bool get = req.method() == http::verb::get;
   if (get && p.size() == 1 && p[0] == "healthz") {
@@ -233,12 +239,12 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me");
   if (!api) {
     if (auto file = serve_static(req, t)) co_return *file;
-    if (cfg.server.web_root && (get || req.method() == http::verb::head)) {
+    if (cfg->server.web_root && (get || req.method() == http::verb::head)) {
       co_return text_response(req, http::status::not_found, "not found");
     }
     co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
   }
-  if (!who) co_return error_response(req, error_code::unauthorized, "a valid token is required");
+  if (!who) co_return error_response(req, error_code::unauthorized, unauthenticated);
   if (get && p.size() == 1 && p[0] == "metrics") {
     co_return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
   }
@@ -279,7 +285,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(rec()));
     if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
       if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
-      log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}});
+      log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
       if (live) live->cancel();  // one that is only in the audit has ended
       co_return json_response(req, http::status::accepted, common::encode(rec()));
     }
@@ -324,22 +330,24 @@ net::awaitable<response> server::impl::long_poll(const request& req, const targe
   if (!e->subscribe(collector, *after)) {
     co_return error_response(req, error_code::busy, "this execution has its maximum of watchers");
   }
-  watchers.insert(collector.get());
+  watchers.emplace(collector.get(), who);
   co_await collector->wait(std::chrono::seconds(std::min(*wait, max_poll_wait_s)));
   watchers.erase(collector.get());
-  if (collector->done() || e->finished() || stopping) {
+  if (collector->done() || e->finished() || stopping || !policy.still_valid(who)) {
     e->unsubscribe(collector.get());
   } else {
-    park_poll(e, collector, collector->next());
+    park_poll(e, collector, collector->next(), who);
   }
   maybe_stopped();
   co_return json_response(req, http::status::ok, collector->answer());
 }
 
-void server::impl::park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next) {
+void server::impl::park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next,
+                             principal who) {
   const std::string id = e->id();
-  auto p = std::make_shared<parked_poll>(parked_poll{std::move(e), std::move(collector), next, net::steady_timer(io)});
-  p->expiry.expires_after(cfg.server.idle_timeout);
+  auto p = std::make_shared<parked_poll>(
+      parked_poll{std::move(e), std::move(collector), next, net::steady_timer(io), std::move(who)});
+  p->expiry.expires_after(cfg->server.idle_timeout);
   p->expiry.async_wait([self = shared_from_this(), p](boost::system::error_code ec) {
     if (ec) return;  // taken by the next poll
     p->e->unsubscribe(p->collector.get());

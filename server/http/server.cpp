@@ -39,14 +39,16 @@ std::optional<target> parse_target(std::string_view t) {
   return out;
 }
 
-/// Every Sec-WebSocket-Extensions offer of a request (the header may come more than once).
-std::string extension_offers(const request& req) {
-  std::string offers;
-  for (auto [it, end] = req.equal_range(http::field::sec_websocket_extensions); it != end; ++it) {
-    if (!offers.empty()) offers += ',';
-    offers += it->value();
+/// Every value of a header that may come more than once (Sec-WebSocket-Extensions, Forwarded,
+/// X-Forwarded-For), as one list.
+template <typename Name>  // a known field, or the name of one Beast has no enum for
+std::string all_values(const request& req, Name name) {
+  std::string values;
+  for (auto [it, end] = req.equal_range(name); it != end; ++it) {
+    if (!values.empty()) values += ',';
+    values += it->value();
   }
-  return offers;
+  return values;
 }
 
 /// Sec-WebSocket-Accept for a client's key (RFC 6455 4.2.2), or nullopt for a key that is not
@@ -63,6 +65,15 @@ std::optional<std::string> websocket_accept(std::string_view key) {
 }
 
 }  // namespace
+
+void server::impl::log_denied(const request& req, const request_facts& facts, error_code code, std::string_view reason) {
+  // The path only: a query may carry anything. One line per refusal, for fail2ban and the like.
+  const std::string_view target = req.target();
+  log_event("denied", {{"client", facts.from.client}, {"proxy", facts.from.proxy},
+                       {"status", code == error_code::unauthorized ? "401" : "403"},
+                       {"method", req.method_string()}, {"path", target.substr(0, target.find('?'))},
+                       {"reason", reason}});
+}
 
 std::string error_json(error_code code, std::string_view message) {
   return common::encode(common::event{common::error_event{code, std::string(message)}});
@@ -81,7 +92,7 @@ std::optional<std::int64_t> query_number(const target& t, const std::string& key
 
 /// Deletes audit records past audit_retention_days, now and then every hour, until shutdown.
 net::awaitable<void> server::impl::prune_audit() {
-  const int days = cfg.server.audit_retention_days;
+  const int days = cfg->server.audit_retention_days;
   if (!audit || days <= 0) co_return;
   prune_timer = std::make_unique<net::steady_timer>(io);
   while (!stopping) {
@@ -148,6 +159,7 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
   // Events are small and must go out at once: no Nagle delay waiting for the peer's ACK.
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  const auto peer = socket.remote_endpoint(ignored).address();
   auto conn = std::make_unique<transport>(std::move(socket), tls);
   // A peer gets request_deadline for the handshake and for each whole request: one that
   // trickles bytes or sends nothing holds no connection longer.
@@ -165,7 +177,7 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
   std::string pending;
   for (;;) {
     http::request_parser<http::string_body> parser;
-    parser.body_limit(cfg.server.max_message_bytes);
+    parser.body_limit(cfg->server.max_message_bytes);
     parser.header_limit(max_header_bytes);
     parser.eager(true);
     arm();
@@ -192,13 +204,15 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
     const request_facts facts{req[http::field::host], req[http::field::origin], req[http::field::authorization],
                               req[http::field::sec_websocket_protocol],
                               upgrade || (req.method() != http::verb::get && req.method() != http::verb::head),
-                              conn->secure()};
+                              conn->secure(),
+                              policy.locate(peer, all_values(req, http::field::forwarded),
+                                            all_values(req, "X-Forwarded-For"))};
     const bool health = t && req.method() == http::verb::get && t->parts.size() == 1 && t->parts[0] == "healthz";
     const auto refusal = health ? std::nullopt : policy.refusal(facts);
     const auto who = policy.authenticate(facts);
 
     if (upgrade && t) {
-      const std::string deflate = negotiate_deflate(extension_offers(req));
+      const std::string deflate = negotiate_deflate(all_values(req, http::field::sec_websocket_extensions));
       auto answer = upgrade_answer(req, deflate);
       if (auto* res = std::get_if<response>(&answer)) {
         res->keep_alive(false);
@@ -211,13 +225,16 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
       if (!co_await conn->write_all(std::get<std::string>(answer))) co_return;
       // From here the connection is cmdcast's WebSocket (ws_connection).
       websockets_compressed += !deflate.empty();
-      auto ws = std::make_shared<ws_connection>(std::move(conn), cfg.server.max_message_bytes,
-                                                cfg.server.idle_timeout, ws_traffic, !deflate.empty());
+      auto ws = std::make_shared<ws_connection>(std::move(conn), cfg->server.max_message_bytes,
+                                                cfg->server.idle_timeout, ws_traffic, !deflate.empty());
       ws->start(pending);
       if (refusal) {
+        log_denied(req, facts, error_code::forbidden, *refusal);
         co_await refuse(*ws, error_code::forbidden, *refusal);
       } else if (!who) {
-        co_await refuse(*ws, error_code::unauthorized, "a valid token is required");
+        const auto reason = policy.unauthenticated_reason(facts);
+        log_denied(req, facts, error_code::unauthorized, reason);
+        co_await refuse(*ws, error_code::unauthorized, reason);
       } else if (stopping) {
         co_await refuse(*ws, error_code::busy, "the server is shutting down");
       } else {
@@ -228,6 +245,7 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
 
     response res;
     if (refusal) {
+      log_denied(req, facts, error_code::forbidden, *refusal);
       res = error_response(req, error_code::forbidden, *refusal);
     } else if (!t) {
       res = error_response(req, error_code::bad_request, "malformed request target");
@@ -236,7 +254,11 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
       // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).
       res = co_await long_poll(req, *t, *who);
     } else {
-      res = co_await handle_http(req, *t, who);
+      res = co_await handle_http(req, *t, who, policy.unauthenticated_reason(facts));
+      if (res.result() == http::status::unauthorized || res.result() == http::status::forbidden) {
+        log_denied(req, facts, res.result() == http::status::unauthorized ? error_code::unauthorized : error_code::forbidden,
+                   who ? "the role does not allow it" : "no valid token");
+      }
     }
     std::ostringstream out;
     out << res;
@@ -265,7 +287,7 @@ net::awaitable<void> server::impl::accept_loop() {
       continue;
     }
     backoff = std::chrono::milliseconds(0);
-    if (connections_open >= cfg.server.max_connections) {
+    if (connections_open >= cfg->server.max_connections) {
       ++connections_refused;  // closed at once: the connections already open are served as before
       boost::system::error_code ignored;
       socket.close(ignored);
@@ -284,7 +306,7 @@ void server::impl::maybe_stopped(bool force) {
   if (!force) {
     if (!registry.all_finished()) return;
     if (!watchers.empty()) {
-      for (auto* w : watchers) w->shut_down();
+      for (auto& [w, who] : watchers) w->shut_down();
       if (!drain_deadline) {
         drain_deadline = std::make_unique<net::steady_timer>(io, std::chrono::seconds(3));
         drain_deadline->async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -305,7 +327,7 @@ server::server(net::io_context& io, config c) : impl_(std::make_shared<impl>(io,
 server::~server() = default;
 
 void server::start() {
-  auto& s = impl_->cfg.server;
+  auto& s = impl_->cfg->server;
   if (s.tls_cert) {
     auto tls = tls_context::load(*s.tls_cert, *s.tls_key);
     if (!tls) throw std::runtime_error(tls.error());
@@ -324,6 +346,65 @@ void server::start() {
   impl_->acceptor.listen();
   log_event("listening", {{"address", s.listen_host + ":" + std::to_string(port())}, {"tls", impl_->tls ? "yes" : "no"}});
   net::co_spawn(impl_->io, [i = impl_] { return i->accept_loop(); }, net::detached);
+}
+
+void server::impl::reconfigure(config next) {
+  cfg = std::make_shared<const config>(std::move(next));
+  policy = request_policy(cfg->server, cfg->tokens);
+  registry.reconfigure(cfg->server, cfg->machines);
+  // Who was let in with a token that is gone now is let go (revoke() closes later, from the
+  // connection's own flow: collect first).
+  std::vector<live_subscriber*> revoked;
+  for (auto& [w, who] : watchers) {
+    if (!policy.still_valid(who)) revoked.push_back(w);
+  }
+  for (auto* w : revoked) w->revoke();
+  std::size_t parked_revoked = 0;
+  for (auto it = parked_polls.begin(); it != parked_polls.end();) {
+    if (policy.still_valid(it->second->who)) {
+      ++it;
+      continue;
+    }
+    it->second->expiry.cancel();
+    it->second->e->unsubscribe(it->second->collector.get());
+    it = parked_polls.erase(it);
+    ++parked_revoked;
+  }
+  log_event("reloaded", {{"machines", std::to_string(cfg->machines.size())},
+                         {"actions", std::to_string(cfg->actions.size())},
+                         {"tokens", std::to_string(cfg->tokens.size())},
+                         {"watchers_revoked", std::to_string(revoked.size() + parked_revoked)}});
+}
+
+std::optional<std::string> server::reload(config next) {
+  auto& i = *impl_;
+  const auto& now = i.cfg->server;
+  std::string restart;  // what needs a restart to change
+  auto keep = [&](bool changed, std::string_view key) {
+    if (changed) restart += (restart.empty() ? "" : ", ") + std::string(key);
+    return changed;
+  };
+  if (keep(next.server.listen_host != now.listen_host || next.server.listen_port != now.listen_port, "listen")) {
+    next.server.listen_host = now.listen_host;
+    next.server.listen_port = now.listen_port;
+  }
+  if (keep(next.server.audit_db != now.audit_db, "audit_db")) next.server.audit_db = now.audit_db;
+  if (keep(next.server.tls_cert.has_value() != now.tls_cert.has_value(), "tls_cert")) {
+    next.server.tls_cert = now.tls_cert;
+    next.server.tls_key = now.tls_key;
+    next.server.insecure_plaintext = now.insecure_plaintext;
+  }
+  // A renewed certificate: new connections get it, open ones keep theirs.
+  auto tls = i.tls;
+  if (next.server.tls_cert) {
+    auto loaded = tls_context::load(*next.server.tls_cert, *next.server.tls_key);
+    if (!loaded) return loaded.error();
+    tls = std::move(*loaded);
+  }
+  if (!restart.empty()) log_event("reload_needs_restart", {{"keys", restart}});
+  i.tls = std::move(tls);
+  i.reconfigure(std::move(next));
+  return std::nullopt;
 }
 
 std::uint16_t server::port() const { return impl_->acceptor.local_endpoint().port(); }

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "config/config.hpp"
 
@@ -23,6 +25,12 @@ class server {
   /// Stops accepting, cancels running commands, lets watchers receive their exit events, then
   /// closes what is left with 1001 and calls `done`.
   void shut_down(std::function<void()> done);
+  /// Puts a new config in force (SIGHUP): new machines, actions, tokens and limits apply to new
+  /// requests; running executions and their watchers go on as they were; watchers whose token
+  /// is gone (or whose role changed) are closed. `listen`, `audit_db` and turning TLS on or
+  /// off need a restart: those keep their values, and the log says so. The TLS certificate
+  /// and key are read again. Returns why nothing changed, when something could not be loaded.
+  std::optional<std::string> reload(config next);
   std::uint16_t port() const;
 
  private:

@@ -54,14 +54,20 @@ std::optional<std::int64_t> query_number(const target& t, const std::string& key
 class live_subscriber : public subscriber {
  public:
   virtual void shut_down() = 0;
+  /// Its token was removed (or its role changed) by a reload: it is let go.
+  virtual void revoke() = 0;
 };
 
 struct server::impl : std::enable_shared_from_this<server::impl> {
   impl(net::io_context& io_, config c)
-      : io(io_), cfg(std::move(c)), policy(cfg.server, cfg.tokens), registry(io_.get_executor(), cfg.server), acceptor(io_) {}
+      : io(io_),
+        cfg(std::make_shared<const config>(std::move(c))),
+        policy(cfg->server, cfg->tokens),
+        registry(io_.get_executor(), cfg->server),
+        acceptor(io_) {}
 
   net::io_context& io;
-  config cfg;
+  std::shared_ptr<const config> cfg;  // replaced whole by a reload; runs keep what they started with
   request_policy policy;
   execution_registry registry;
   std::shared_ptr<tls_context> tls;  // null: plaintext
@@ -70,7 +76,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::function<void()> on_stopped;
   std::unique_ptr<net::steady_timer> drain_deadline;
 
-  std::set<live_subscriber*> watchers;  // WebSockets and long-polls, told of a shutdown
+  std::map<live_subscriber*, principal> watchers;  // WebSockets and long-polls, told of a shutdown or a revoked token
   /// A long-poller between two polls: still subscribed where its answer ended, until its next
   /// poll (with after = next) takes its place or the idle timeout passes.
   struct parked_poll {
@@ -78,9 +84,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
     std::shared_ptr<subscriber> collector;
     common::seq_t next;
     net::steady_timer expiry;
+    principal who;
   };
   std::multimap<std::string, std::shared_ptr<parked_poll>> parked_polls;  // by execution id
-  void park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next);
+  void park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next, principal who);
   /// Ends the parking of a poller of `id` that had its answer up to `next`, if there is one.
   void unpark_poll(const std::string& id, common::seq_t next);
   void unpark_all();
@@ -109,6 +116,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// During shutdown: once every execution has ended and every watcher has been sent what it
   /// had queued and closed (or a few seconds have passed), report the server stopped.
   void maybe_stopped(bool force = false);
+  /// Puts `next` in force (server::reload).
+  void reconfigure(config next);
+  /// Logs a refused request (401 or 403) with where it came from.
+  static void log_denied(const request& req, const request_facts& facts, error_code code, std::string_view reason);
 
   // The JSON routes and the long-poll (routes.cpp).
   response json_response(const request& req, http::status status, std::string body);
@@ -128,7 +139,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
                                                                      std::string_view body, const principal& who);
   /// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
   /// on a thread of its own.)
-  net::awaitable<response> handle_http(const request& req, const target& t, std::optional<principal> who);
+  /// `unauthenticated`: what a 401 says, when `who` is nullopt.
+  net::awaitable<response> handle_http(const request& req, const target& t, std::optional<principal> who,
+                                       std::string unauthenticated);
   /// GET /executions/{id}/events?after=SEQ&wait=S: what is there after SEQ at once, or the
   /// first new events within S seconds. The poller is a watcher while it waits.
   net::awaitable<response> long_poll(const request& req, const target& t, const principal& who);

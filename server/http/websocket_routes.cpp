@@ -48,6 +48,7 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
   void on_more(std::function<void()> f) { more_ = std::move(f); }
   void ended() override { connection_->close(ws::normal, "execution finished"); }
   void shut_down() override { connection_->close(ws::going_away, "server shutting down"); }
+  void revoke() override { connection_->close(ws::policy_error, "token revoked"); }
   /// Answers a message of the client's (an error), within the same bound as the events: a
   /// client that sends without reading gets no more answers once that much is queued.
   void say(std::string text) {
@@ -76,9 +77,9 @@ net::awaitable<void> server::impl::refuse(ws_connection& ws, error_code code, st
 /// Streams `e` to the WebSocket from `after` on, and takes cancel requests, until the
 /// execution ends or the client leaves (or is closed for reading nothing).
 net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<execution> e, common::seq_t after, const principal& who) {
-  auto watcher = std::make_shared<ws_watcher>(ws.shared_from_this(), cfg.server.subscriber_queue_bytes);
+  auto watcher = std::make_shared<ws_watcher>(ws.shared_from_this(), cfg->server.subscriber_queue_bytes);
   watcher->on_more([e, w = watcher.get()] { e->feed(w); });
-  watchers.insert(watcher.get());
+  watchers.emplace(watcher.get(), who);
   if (!e->subscribe(watcher, after)) {
     watchers.erase(watcher.get());
     co_await refuse(ws, error_code::busy, "this execution has its maximum of watchers");
@@ -97,7 +98,7 @@ net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<exec
     } else if (who.granted != role::operator_) {
       watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
     } else {
-      log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}});
+      log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
       e->cancel();
     }
   }

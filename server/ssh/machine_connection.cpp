@@ -10,7 +10,10 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "ssh/ssh_session.hpp"
@@ -91,6 +94,43 @@ struct machine_connection::slot_waiter {
   net::steady_timer timer;
   bool granted = false;
 };
+
+std::optional<std::string> check_known_hosts_file(const std::string& known_hosts) {
+  // libssh2 takes some broken lines without a word (and then never matches them): each line
+  // must be HOSTS KEYTYPE BASE64 [COMMENT], as ssh-keyscan writes it.
+  std::ifstream in(known_hosts);
+  if (!in) return "cannot read \"" + known_hosts + "\"";
+  static constexpr std::string_view key_types[] = {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                                                   "ecdsa-sha2-nistp521", "ssh-dss"};
+  int number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    std::istringstream fields(line);
+    std::string hosts, type, key;
+    fields >> hosts;
+    if (hosts.empty() || hosts.starts_with('#')) continue;
+    if (hosts.starts_with('@')) fields >> hosts;  // @cert-authority, @revoked
+    fields >> type >> key;
+    const bool known_type = std::find(std::begin(key_types), std::end(key_types), type) != std::end(key_types);
+    if (!known_type || key.empty() ||
+        key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != std::string::npos) {
+      return "\"" + known_hosts + "\" line " + std::to_string(number) +
+             " is not HOST KEYTYPE KEY (as ssh-keyscan writes it)";
+    }
+  }
+  LIBSSH2_SESSION* session = libssh2_session_init();
+  if (!session) return "cannot check it: libssh2 has no memory";
+  LIBSSH2_KNOWNHOSTS* known = libssh2_knownhost_init(session);
+  const int read = known ? libssh2_knownhost_readfile(known, known_hosts.c_str(), LIBSSH2_KNOWNHOST_FILE_OPENSSH) : -1;
+  if (known) libssh2_knownhost_free(known);
+  libssh2_session_free(session);
+  if (read < 0) return "\"" + known_hosts + "\" cannot be read as an OpenSSH known_hosts file";
+  if (read == 0) {
+    return "\"" + known_hosts + "\" holds no host key: add each machine's (ssh-keyscan -p PORT HOST, checked "
+           "against the machine's own /etc/ssh/ssh_host_*.pub)";
+  }
+  return std::nullopt;
+}
 
 std::string shell_quote(std::string_view s) {
   std::string out = "'";

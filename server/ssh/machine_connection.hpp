@@ -94,4 +94,9 @@ std::string shell_quote(std::string_view s);
 /// run() strips) so that cancel can signal the whole group, then runs `command` with sh.
 std::string wrap_for_process_group(std::string_view command);
 
+/// Why host keys could not be checked against `known_hosts` (unreadable, a line libssh2
+/// cannot parse, no key at all), or nullopt. Reads the file as a connection would; connects
+/// nowhere.
+std::optional<std::string> check_known_hosts_file(const std::string& known_hosts);
+
 }  // namespace cmdcast::server::ssh

@@ -19,6 +19,8 @@ struct machine_endpoint {
   std::string user;
   std::string identity;     // private key file (ed25519 or RSA, no passphrase)
   std::string known_hosts;  // OpenSSH known_hosts file the host key must match
+
+  bool operator==(const machine_endpoint&) const = default;
 };
 
 struct connection_options {

@@ -15,6 +15,7 @@ void log_event(std::string_view event,
   line += ",\"event\":";
   common::append_json_string(line, event);
   for (const auto& [k, v] : fields) {
+    if (v.empty()) continue;  // a field that does not apply (no proxy, no signal)
     line += ",\"";
     line += k;
     line += "\":";

@@ -9,7 +9,8 @@
 
 namespace cmdcast::server {
 
-/// Writes one line of JSON to stderr: {"ts":..,"event":..,fields...}. Never pass a secret.
+/// Writes one line of JSON to stderr: {"ts":..,"event":..,fields...}; empty fields are left
+/// out. Never pass a secret.
 void log_event(std::string_view event,
                std::initializer_list<std::pair<std::string_view, std::string_view>> fields);
 

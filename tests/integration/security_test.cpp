@@ -400,7 +400,7 @@ TEST(SecurityConfig, AnonymousAccessIsADecisionNotADefault) {
   EXPECT_TRUE(server::parse_config("[server]\nlisten = \"[::1]:9\"\nanonymous = \"viewer\"\n", "a.toml").ok());
   const auto wide = server::parse_config("[server]\nlisten = \"0.0.0.0:8080\"\nanonymous = \"operator\"\n", "a.toml");
   ASSERT_FALSE(wide.ok());
-  EXPECT_NE(wide.error().find("a.toml:3: server.anonymous"), std::string::npos) << wide.error();
+  EXPECT_NE(wide.error().find("a.toml:3:13: server.anonymous"), std::string::npos) << wide.error();
   const auto both = server::parse_config(
       "[server]\nanonymous = \"viewer\"\n[[tokens]]\nname = \"a\"\nsha256 = \"" + std::string(64, 'a') + "\"\nrole = \"viewer\"\n",
       "a.toml");
@@ -408,7 +408,7 @@ TEST(SecurityConfig, AnonymousAccessIsADecisionNotADefault) {
   EXPECT_NE(both.error().find("only without [[tokens]]"), std::string::npos) << both.error();
   const auto typo = server::parse_config("[server]\nanonymous = \"admin\"\n", "a.toml");
   ASSERT_FALSE(typo.ok());
-  EXPECT_NE(typo.error().find("a.toml:2: server.anonymous"), std::string::npos) << typo.error();
+  EXPECT_NE(typo.error().find("a.toml:2:13: server.anonymous"), std::string::npos) << typo.error();
 }
 
 TEST(SecurityConfig, ANonLoopbackListenNeedsTlsOrSaysAProxyHasIt) {
@@ -424,7 +424,7 @@ TEST(SecurityConfig, ANonLoopbackListenNeedsTlsOrSaysAProxyHasIt) {
   const auto missing = server::parse_config(
       "[server]\nanonymous = \"viewer\"\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n", "t.toml");
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.error().find("t.toml:3: server.tls_cert: cannot read \"/nonexistent.pem\""), std::string::npos) << missing.error();
+  EXPECT_NE(missing.error().find("t.toml:3:12: server.tls_cert: cannot read \"/nonexistent.pem\""), std::string::npos) << missing.error();
 }
 
 TEST(SecurityConfig, BrokenValuesOfTheNewServerKeysAreClearErrors) {
@@ -432,22 +432,22 @@ TEST(SecurityConfig, BrokenValuesOfTheNewServerKeysAreClearErrors) {
     const auto c = server::parse_config("[server]\nanonymous = \"viewer\"\n" + keys + "\n", "k.toml");
     return c.ok() ? std::string("accepted") : c.error();
   };
-  EXPECT_NE(error_of("max_connections = 0").find("k.toml:3: server.max_connections: must be between 1"), std::string::npos);
-  EXPECT_NE(error_of("insecure_plaintext = \"yes\"").find("k.toml:3: server.insecure_plaintext: must be true or false"),
+  EXPECT_NE(error_of("max_connections = 0").find("k.toml:3:19: server.max_connections: must be between 1"), std::string::npos);
+  EXPECT_NE(error_of("insecure_plaintext = \"yes\"").find("k.toml:3:22: server.insecure_plaintext: must be true or false"),
             std::string::npos);
   EXPECT_NE(error_of("allowed_origins = [\"evil.example\"]").find("server.allowed_origins: \"evil.example\" is not an origin"),
             std::string::npos);
   EXPECT_NE(error_of("allowed_hosts = [1]").find("server.allowed_hosts: must be an array of strings"), std::string::npos);
   const auto number = server::parse_config("[server]\nanonymous = 1\n", "k.toml");
   ASSERT_FALSE(number.ok());
-  EXPECT_NE(number.error().find("k.toml:2: server.anonymous: must be a string"), std::string::npos) << number.error();
+  EXPECT_NE(number.error().find("k.toml:2:13: server.anonymous: must be a string"), std::string::npos) << number.error();
 }
 
 TEST(SecurityConfig, APatternRe2CannotCompileIsAConfigErrorNamingFileLineAndKey) {
   const auto c = server::parse_config(
       "[server]\nanonymous = \"operator\"\n[actions.a]\ncommand = \"echo {x}\"\nparams = { x = \"^(?<=a)b$\" }\n", "p.toml");
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.error().find("p.toml:5: actions.a.params.x: is not a valid RE2 pattern"), std::string::npos) << c.error();
+  EXPECT_NE(c.error().find("p.toml:5:16: actions.a.params.x: is not a valid RE2 pattern"), std::string::npos) << c.error();
 }
 
 }  // namespace

@@ -122,6 +122,26 @@ void server_process::kill_hard() {
   pid_ = -1;
 }
 
+std::string server_binary() { return CMDCAST_SERVER_BINARY; }
+
+std::size_t count_events(const std::string& log, const std::string& name) {
+  const std::string needle = "\"event\":\"" + name + "\"";
+  std::size_t n = 0;
+  for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+  return n;
+}
+
+bool server_process::reload(const std::string& event) {
+  const auto before = count_events(log(), event);
+  ::kill(pid_, SIGHUP);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (count_events(log(), event) > before) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 std::string server_process::log() const {
   std::ifstream in(log_);
   return std::string(std::istreambuf_iterator<char>(in), {});

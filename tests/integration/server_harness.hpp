@@ -52,6 +52,11 @@ class server_process {
   std::uint16_t port() const { return port_; }
   pid_t pid() const { return pid_; }
   std::string log() const;
+  /// The config file it was started with (a test may rewrite it, then reload()).
+  const std::string& config_path() const { return config_; }
+  /// SIGHUP, then waits (up to 10 s) until the log shows one more `event` line than before:
+  /// "reloaded" or "reload_refused". False when none came.
+  bool reload(const std::string& event = "reloaded");
 
  private:
   std::uint16_t port_ = 0;
@@ -87,6 +92,11 @@ struct program_result {
   int status = -1;  // the exit code, -1 when killed by a signal
   std::string out, err;
 };
+
+/// The cmdcast-server binary under test.
+std::string server_binary();
+/// How many lines of the log `log` have "event":"NAME".
+std::size_t count_events(const std::string& log, const std::string& name);
 
 /// Runs a command line in a shell as a user would, with the operator's token in
 /// $CMDCAST_TOKEN: its exit code, stdout and stderr.

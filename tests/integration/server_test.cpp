@@ -659,19 +659,30 @@ TEST(ServerLifecycle, SigtermDuringARunEndsItCleanly) {
   EXPECT_EQ(c.reason().code, websocket::close_code::normal);
 }
 
-TEST(ServerConfig, ErrorsNameTheFileLineAndKey) {
+TEST(ServerConfig, EveryProblemIsOneLineNamingFileLineColumnAndKey) {
+  const std::string none = "tokens: none configured: add [[tokens]] (name, sha256, role), or for a server on loopback "
+                           "only, say who everyone is with anonymous = \"operator\" (or \"viewer\") under [server]";
   auto c = server::parse_config("[server]\nlisten = \"127.0.0.1:8080\"\n\n[actions.x]\ncommand = \"echo {who}\"\n", "my.toml");
   ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.error(), "my.toml:5: actions.x.command: uses {who} but params has no pattern for it");
-  auto typo = server::parse_config("[server]\nlisen = \"x\"\n", "t.toml");
+  EXPECT_EQ(c.error(), "my.toml:1:1: " + none + "\nmy.toml:5:11: actions.x.command: uses {who} but params has no pattern for it");
+  // One mistake does not hide the next: each is reported where it is, in the order of the file.
+  auto typo = server::parse_config(
+      "[server]\nlisen = \"x\"\nanonymous = \"viewer\"\nmax_connections = -3\n[actions.a]\ncommand = \"x\"\ntimeout_s = 0\n"
+      "progres = \"apt\"\n[actions.b]\ncommand = \"echo {v}\"\nparams = { v = \"(\" }\n",
+      "t.toml");
   ASSERT_FALSE(typo.ok());
-  EXPECT_EQ(typo.error(), "t.toml:2: server.lisen: unknown key");
+  EXPECT_EQ(typo.error(),
+            "t.toml:2:1: server.lisen: unknown key\n"
+            "t.toml:4:19: server.max_connections: must be between 1 and 1099511627776\n"
+            "t.toml:7:13: actions.a.timeout_s: must be between 1 and 604800\n"
+            "t.toml:8:1: actions.a.progres: unknown key\n"
+            "t.toml:11:16: actions.b.params.v: is not a valid RE2 pattern: missing ): (");
   auto syntax = server::parse_config("[server\n", "s.toml");
   ASSERT_FALSE(syntax.ok());
   EXPECT_NE(syntax.error().find("s.toml:1:"), std::string::npos) << syntax.error();
   auto machine = server::parse_config("[[machines]]\nid = \"bad id!\"\nhost = \"h\"\nuser = \"u\"\nidentity = \"i\"\nknown_hosts = \"k\"\n", "m.toml");
   ASSERT_FALSE(machine.ok());
-  EXPECT_NE(machine.error().find("m.toml:2: machines.id"), std::string::npos) << machine.error();
+  EXPECT_NE(machine.error().find("m.toml:2:6: machines.id"), std::string::npos) << machine.error();
   auto progress = server::parse_config("[actions.a]\ncommand = \"x\"\nprogress = \"yum\"\n", "p.toml");
   ASSERT_FALSE(progress.ok());
   EXPECT_NE(progress.error().find("unknown progress parser"), std::string::npos);
