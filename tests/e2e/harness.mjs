@@ -36,8 +36,9 @@ const sha256 = (text) => createHash("sha256").update(text).digest("hex");
 /// audit database.
 export class Stack {
   /// `extraToml` adds actions (benchmarks), `serverToml` [server] keys; `tls` serves HTTPS and
-  /// WSS with a certificate made now (this.ca trusts it).
-  async start({ extraToml = "", serverToml = "", tls = false } = {}) {
+  /// WSS with a certificate made now (this.ca trusts it); `origins` are more allowed_origins
+  /// (a page served through a proxy).
+  async start({ extraToml = "", serverToml = "", tls = false, origins = [] } = {}) {
     this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-"));
     chmodSync(this.dir, 0o755);  // the sshd reads the authorized keys below as cmdcast-test
     this.sshdDir = `${this.dir}/ssh`;
@@ -58,7 +59,7 @@ export class Stack {
 [server]
 listen = "127.0.0.1:${this.port}"
 web_root = "${webRoot}"
-allowed_origins = ["${this.url}"]
+allowed_origins = ${JSON.stringify([this.url, ...origins])}
 audit_db = "${this.dir}/cmdcast.db"
 ${serverToml}
 
@@ -151,6 +152,91 @@ ${extraToml}
     if (r.status !== 202) throw new Error(`run ${action}: ${r.status} ${r.body}`);
     return JSON.parse(r.body).execution_id;
   }
+}
+
+/// Debian's nginx in front of a Stack's server, running the site cmdcast ships
+/// (deploy/nginx/cmdcast.conf) with only the lines an admin edits substituted: its ports, a
+/// certificate made now for 127.0.0.1, and the upstream. `passUpgrades: false` leaves out the
+/// Upgrade and Connection lines: the usual misconfiguration. Own folder, own process group.
+export class Nginx {
+  async start({ upstreamPort, port, passUpgrades = true }) {
+    this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-nginx-"));
+    chmodSync(this.dir, 0o755);  // the worker (nobody) uses the temp paths here
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                             "-keyout", `${this.dir}/key.pem`, "-out", `${this.dir}/cert.pem`, "-days", "1",
+                             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                 { stdio: "ignore" });
+    this.port = port ?? await freePort();
+    this.plainPort = await freePort();
+    this.url = `https://127.0.0.1:${this.port}`;
+    this.tls = true;  // for openPage: the browser takes this certificate
+    const edits = [
+      ["listen 443 ssl http2;", `listen 127.0.0.1:${this.port} ssl http2;`],
+      ["listen [::]:443 ssl http2;", null],
+      ["listen 80;", `listen 127.0.0.1:${this.plainPort};`],
+      ["listen [::]:80;", null],
+      ["/etc/ssl/certs/cmdcast.example.org.pem", `${this.dir}/cert.pem`],
+      ["/etc/ssl/private/cmdcast.example.org.key", `${this.dir}/key.pem`],
+      ["server 127.0.0.1:8080;", `server 127.0.0.1:${upstreamPort};`],
+      ...(passUpgrades ? [] : [["proxy_set_header Upgrade ", null], ["proxy_set_header Connection ", null]]),
+    ];
+    let site = readFileSync(`${root}/deploy/nginx/cmdcast.conf`, "utf8");
+    for (const [from, to] of edits) {
+      if (!site.includes(from)) throw new Error(`deploy/nginx/cmdcast.conf has no "${from}" any more: update the test`);
+      site = to === null ? site.split("\n").filter((l) => !l.includes(from)).join("\n") : site.split(from).join(to);
+    }
+    writeFileSync(`${this.dir}/cmdcast.conf`, site);
+    const temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((k) => `  ${k}_temp_path ${this.dir}/${k};`).join("\n");
+    writeFileSync(`${this.dir}/nginx.conf`, `daemon off;
+worker_processes 1;
+pid ${this.dir}/nginx.pid;
+error_log ${this.dir}/error.log notice;
+events { worker_connections 1024; }
+http {
+  include /etc/nginx/mime.types;
+  log_format cmdcast '$remote_addr "$request" $status $server_protocol';
+  access_log ${this.dir}/access.log cmdcast;
+${temp}
+  include ${this.dir}/cmdcast.conf;
+}
+`);
+    this.process = spawn("/usr/sbin/nginx", ["-p", this.dir, "-c", `${this.dir}/nginx.conf`],
+                         { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    this.stderr = "";
+    this.process.stderr.on("data", (d) => { this.stderr += d; });
+    for (let i = 0; i < 400; ++i) {
+      if (this.process.exitCode !== null) break;
+      if (await accepts(this.port)) return this;
+      await sleep(25);
+    }
+    const why = `${this.stderr}${this.errorLog()}`;
+    await this.stop();
+    throw new Error(`nginx did not start:\n${why}`);
+  }
+
+  accessLog() { try { return readFileSync(`${this.dir}/access.log`, "utf8"); } catch { return ""; } }
+  errorLog() { try { return readFileSync(`${this.dir}/error.log`, "utf8"); } catch { return ""; } }
+
+  /// Fast shutdown (the master stops its worker); the whole group is killed should it hang.
+  async stop() {
+    if (this.process && this.process.exitCode === null && this.process.signalCode === null) {
+      const exited = new Promise((r) => this.process.once("exit", r));
+      this.process.kill("SIGTERM");
+      if (await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]) === false) {
+        process.kill(-this.process.pid, "SIGKILL");
+        await exited;
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function accepts(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => { s.destroy(); resolve(true); });
+    s.once("error", () => resolve(false));
+  });
 }
 
 export async function launchBrowser() {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import {
-  Stack, click, launchBrowser, openPage, operatorToken, screenshot, state, waitForState, viewerToken,
+  Nginx, Stack, click, freePort, launchBrowser, openPage, operatorToken, screenshot, state, waitForState, viewerToken,
 } from "./harness.mjs";
 
 let stack, browser;
@@ -251,4 +251,78 @@ test("the server killed and restarted mid-watch: the page says so and recovers",
   assert.ok(back.lines >= seenBefore);
   const ticks = back.tail.filter((l) => l.startsWith("tick "));
   assert.deepEqual(ticks, ticks.map((_, i) => `tick ${Number(ticks[0].slice(5)) + i}`), "no tick twice or missing");
+});
+
+/// A Stack behind Debian's nginx running deploy/nginx/cmdcast.conf (without its Upgrade lines
+/// when `passUpgrades` is false); the page's origin is nginx's. Stops both whatever happens.
+async function behindNginx(passUpgrades, body) {
+  const port = await freePort();
+  const proxied = await new Stack().start({ origins: [`https://127.0.0.1:${port}`], serverToml: 'trusted_proxies = ["127.0.0.1"]' });
+  const nginx = new Nginx();
+  try {
+    await nginx.start({ upstreamPort: proxied.port, port, passUpgrades });
+    await body(nginx);
+  } catch (e) {
+    console.error(`--- nginx access log ---\n${nginx.accessLog()}--- nginx error log ---\n${nginx.errorLog()}`);
+    throw e;
+  } finally {
+    await nginx.stop();
+    await proxied.stop();
+  }
+}
+
+/// Runs `lines` with `count` from the page, as a user does.
+async function runLinesFromThePage(page, count) {
+  await click(page, "machine:box");
+  await click(page, "action:box/lines");
+  await click(page, "param:box/lines/count");
+  await page.keyboard.type(String(count));
+  await click(page, "run:box/lines");
+}
+
+test("through nginx with the shipped site the page runs a command over WSS", async () => {
+  await behindNginx(true, async (nginx) => {
+    const page = await openPage(browser, nginx);
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await runLinesFromThePage(page, 40);
+    const running = await waitForState(page, (s) => s.lines > 0 && s.exit === null, "output while it runs");
+    assert.equal(running.transport, "websocket");
+    const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+    assert.deepEqual(done.tail.slice(-41), [...expectedLines(40), "to stderr"]);
+    assert.equal(done.exit.data, 0);
+    assert.equal(done.exit.state, "exited");
+    assert.equal(done.missed_events, 0);
+    assert.ok(sockets.length > 0 && sockets.every((u) => u.startsWith(`wss://127.0.0.1:${nginx.port}/`)), sockets.join(" "));
+    // nginx's own record: the stream was an upgrade it passed on, and nothing was polled.
+    const log = nginx.accessLog();
+    assert.match(log, /"GET \/machines\/box\/commands\/stream HTTP\/1\.1" 101/, log);
+    assert.doesNotMatch(log, /\/events\?/, log);
+    await screenshot(page, "web-nginx");
+  });
+});
+
+test("through nginx without the Upgrade headers the page falls back to polling and shows every line and the exit", async () => {
+  await behindNginx(false, async (nginx) => {
+    const page = await openPage(browser, nginx);
+    await runLinesFromThePage(page, 40);
+    // 40 lines take 2 s: the page follows them while the command runs, by polling.
+    const running = await waitForState(page, (s) => s.execution_id && s.lines > 0 && s.exit === null, "output while it runs");
+    assert.equal(running.transport, "polling");
+    await screenshot(page, "web-nginx-polling");
+    const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+    assert.equal(done.transport, "polling");
+    assert.deepEqual(done.tail.slice(-41), [...expectedLines(40), "to stderr"]);
+    assert.equal(done.lines, 41);
+    assert.equal(done.exit.data, 0);
+    assert.equal(done.exit.state, "exited");
+    assert.equal(done.missed_events, 0);
+    // nginx's record: the upgrade reached the server as a plain GET (400); the run then went
+    // by POST and long-polls.
+    const log = nginx.accessLog();
+    assert.match(log, /"GET \/machines\/box\/commands\/stream HTTP\/1\.1" 400/, log);
+    assert.match(log, /"POST \/machines\/box\/commands HTTP\/2\.0" 202/, log);
+    assert.match(log, /"GET \/executions\/[^/]+\/events\?after=-?\d+&wait=\d+ HTTP\/2\.0" 200/, log);
+    assert.doesNotMatch(log, /" 101 /, log);
+  });
 });
