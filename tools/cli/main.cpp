@@ -8,6 +8,8 @@
 // kept on stderr. Exits with the remote exit code (128+N for a signal, 1 when cancelled or
 // failed, 2 for a usage or request error or a refused certificate). Ctrl-C while running
 // cancels the command (a second Ctrl-C leaves it running and detaches).
+// A WebSocket upgrade answered without 101 (a proxy that drops the Upgrade headers) is said in
+// one line, and the run is then followed by long-polling (docs/proxy.md).
 // --help prints the usage to stdout and exits 0; --version prints "cmdcast VERSION".
 #include <unistd.h>
 
