@@ -160,7 +160,10 @@ std::string server::impl::metrics_text() const {
     << "# TYPE cmdcast_watcher_gaps_total counter\ncmdcast_watcher_gaps_total " << gaps << "\n"
     << "# TYPE cmdcast_output_holds_total counter\ncmdcast_output_holds_total " << holds << "\n"
     << "# TYPE cmdcast_websockets_compressed_total counter\ncmdcast_websockets_compressed_total " << websockets_compressed << "\n"
-    << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n";
+    << "# TYPE cmdcast_requests_rejected_total counter\ncmdcast_requests_rejected_total " << requests_rejected << "\n"
+    << "# TYPE cmdcast_requests_denied_total counter\ncmdcast_requests_denied_total " << requests_denied << "\n"
+    << "# TYPE cmdcast_config_reloads_total counter\ncmdcast_config_reloads_total " << reloads << "\n"
+    << "# TYPE cmdcast_config_reloads_refused_total counter\ncmdcast_config_reloads_refused_total " << reloads_refused << "\n";
   return m.str();
 }
 

@@ -68,6 +68,7 @@ std::optional<std::string> websocket_accept(std::string_view key) {
 
 void server::impl::log_denied(const request& req, const request_facts& facts, error_code code, std::string_view reason) {
   // The path only: a query may carry anything. One line per refusal, for fail2ban and the like.
+  ++requests_denied;
   const std::string_view target = req.target();
   log_event("denied", {{"client", facts.from.client}, {"proxy", facts.from.proxy},
                        {"status", code == error_code::unauthorized ? "401" : "403"},
@@ -376,8 +377,15 @@ void server::impl::reconfigure(config next) {
                          {"watchers_revoked", std::to_string(revoked.size() + parked_revoked)}});
 }
 
-std::optional<std::string> server::reload(config next) {
+bool server::reload(common::result<config> loaded, const std::string& origin) {
   auto& i = *impl_;
+  auto refuse = [&](const std::string& problems) {
+    ++i.reloads_refused;
+    log_event("reload_refused", {{"config", origin}, {"problems", problems}});
+    return false;
+  };
+  if (!loaded) return refuse(loaded.error());
+  config next = std::move(*loaded);
   const auto& now = i.cfg->server;
   std::string restart;  // what needs a restart to change
   auto keep = [&](bool changed, std::string_view key) {
@@ -397,14 +405,15 @@ std::optional<std::string> server::reload(config next) {
   // A renewed certificate: new connections get it, open ones keep theirs.
   auto tls = i.tls;
   if (next.server.tls_cert) {
-    auto loaded = tls_context::load(*next.server.tls_cert, *next.server.tls_key);
-    if (!loaded) return loaded.error();
-    tls = std::move(*loaded);
+    auto renewed = tls_context::load(*next.server.tls_cert, *next.server.tls_key);
+    if (!renewed) return refuse(renewed.error());
+    tls = std::move(*renewed);
   }
   if (!restart.empty()) log_event("reload_needs_restart", {{"keys", restart}});
+  ++i.reloads;
   i.tls = std::move(tls);
   i.reconfigure(std::move(next));
-  return std::nullopt;
+  return true;
 }
 
 std::uint16_t server::port() const { return impl_->acceptor.local_endpoint().port(); }

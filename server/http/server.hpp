@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "config/config.hpp"
@@ -29,8 +28,10 @@ class server {
   /// requests; running executions and their watchers go on as they were; watchers whose token
   /// is gone (or whose role changed) are closed. `listen`, `audit_db` and turning TLS on or
   /// off need a restart: those keep their values, and the log says so. The TLS certificate
-  /// and key are read again. Returns why nothing changed, when something could not be loaded.
-  std::optional<std::string> reload(config next);
+  /// and key are read again. A config that failed its check (`loaded` holds the problems), or
+  /// a certificate that cannot be loaded, is refused with one log line and changes nothing.
+  /// `origin` names the config in the log. Returns whether the new config is in force.
+  bool reload(common::result<config> loaded, const std::string& origin);
   std::uint16_t port() const;
 
  private:

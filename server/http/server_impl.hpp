@@ -98,6 +98,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   std::uint64_t connections_open = 0, connections_total = 0, connections_refused = 0, accept_errors = 0;
   ws_connection::traffic ws_traffic;
   std::uint64_t requests_rejected = 0;
+  std::uint64_t requests_denied = 0;  // 401 and 403
+  std::uint64_t reloads = 0, reloads_refused = 0;
   std::uint64_t websockets_compressed = 0;  // that negotiated permessage-deflate
 
   // Connections (server.cpp): TLS handshake, requests, upgrades, accepting, shutdown.
@@ -119,7 +121,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// Puts `next` in force (server::reload).
   void reconfigure(config next);
   /// Logs a refused request (401 or 403) with where it came from.
-  static void log_denied(const request& req, const request_facts& facts, error_code code, std::string_view reason);
+  void log_denied(const request& req, const request_facts& facts, error_code code, std::string_view reason);
 
   // The JSON routes and the long-poll (routes.cpp).
   response json_response(const request& req, http::status status, std::string body);

@@ -13,7 +13,6 @@
 
 #include "config/config.hpp"
 #include "http/server.hpp"
-#include "support/log.hpp"
 
 namespace {
 
@@ -96,12 +95,7 @@ int main(int argc, char** argv) {
     hangup.async_wait([&](boost::system::error_code ec, int) {
       if (ec) return;
       sd_notify(0, "RELOADING=1");
-      auto next = cmdcast::server::load_config(path);
-      if (!next) {
-        cmdcast::server::log_event("reload_refused", {{"config", path}, {"problems", next.error()}});
-      } else if (const auto problem = srv.reload(std::move(*next))) {
-        cmdcast::server::log_event("reload_refused", {{"config", path}, {"problems", *problem}});
-      }
+      srv.reload(cmdcast::server::load_config(path), path);
       sd_notify(0, "READY=1");
       await_hangup();
     });

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -122,6 +123,27 @@ TEST(TlsServer, AKeyThatDoesNotMatchItsCertificateOrIsNoPemIsRefused) {
   ASSERT_FALSE(not_pem.ok());
   EXPECT_NE(not_pem.error().find("/etc/hostname: not a usable PEM certificate chain"), std::string::npos) << not_pem.error();
   EXPECT_TRUE(server::tls_context::load(pki.loopback().cert, pki.loopback().key).ok());
+}
+
+// A renewed certificate is put in place and the server reloaded: new connections get it,
+// without a restart. A key that does not match is refused, and the certificate in force stays.
+TEST(TlsServer, AReloadTakesARenewedCertificate) {
+  tls_fixture pki;
+  loopback_sshd sshd;
+  const tls_files in_place{sshd.dir() + "/cert.pem", sshd.dir() + "/key.pem"};
+  std::filesystem::copy_file(pki.other_name().cert, in_place.cert);
+  std::filesystem::copy_file(pki.other_name().key, in_place.key);
+  server_process srv(sshd, tls_fixture::server_config(in_place));
+  // For other.example only: a client reaching 127.0.0.1 refuses it.
+  EXPECT_EQ(https_request(srv.port(), pki.ca(), "GET", "/healthz", "").status, 0u);
+
+  std::filesystem::copy_file(pki.loopback().cert, in_place.cert, std::filesystem::copy_options::overwrite_existing);
+  ASSERT_TRUE(srv.reload("reload_refused")) << "the old key does not match the new certificate";
+  EXPECT_EQ(https_request(srv.port(), pki.ca(), "GET", "/healthz", "").status, 0u);
+  std::filesystem::copy_file(pki.loopback().key, in_place.key, std::filesystem::copy_options::overwrite_existing);
+  ASSERT_TRUE(srv.reload()) << srv.log();
+  const auto renewed = https_request(srv.port(), pki.ca(), "GET", "/healthz", "");
+  EXPECT_EQ(renewed.status, 200u) << renewed.body;
 }
 
 // On a fresh server the first run also opens the machine's SSH connection, whose crypto
