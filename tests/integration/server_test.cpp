@@ -605,10 +605,12 @@ TEST(ServerIdle, AWatcherFarBehindButReadingIsKeptPastTheIdleTimeout) {
   // A reader that takes 30 MB at 3 MB/s has megabytes queued for it in the server and its
   // socket: seconds of reading before it sees a ping and answers it. That it takes what was
   // sent (the server sees its backlog acknowledged) shows it is alive, so it is kept past the
-  // 2 s idle timeout, to the end. Its receive buffer is small, as the server's rule can only
-  // see what its own socket holds (what waits in the reader's kernel is not visible to it).
+  // 4 s idle timeout, to the end (about 10 s). Its receive buffer is small, as the server's
+  // rule can only see what its own socket holds (what waits in the reader's kernel is not
+  // visible to it). (With 2 s, a test process starved of CPU that long on a loaded machine
+  // was, rightly, idle.)
   loopback_sshd sshd;
-  server_process srv(sshd, "idle_timeout_s = 2\n");
+  server_process srv(sshd, "idle_timeout_s = 4\n");
   ws_client c(srv.port(), "/machines/box/commands/stream", {.receive_buffer = 65536});
   c.send(run_request("flood"));
   std::size_t bytes = 0;
