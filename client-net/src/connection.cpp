@@ -225,8 +225,13 @@ struct websocket_impl final : websocket_client::impl {
     websocket::response_type answer;
     auto [ec] = co_await ws.async_handshake(answer, url.authority(), target, use_tuple);
     if (ec == websocket::error::upgrade_declined && answer.result_int() != 101) {
-      co_return connect_error{false, "the WebSocket upgrade was answered with HTTP " + std::to_string(answer.result_int()),
-                              static_cast<int>(answer.result_int())};
+      const int status = static_cast<int>(answer.result_int());
+      // 5xx: most often a proxy whose upstream is down (502, 503, 504), not a lost upgrade.
+      co_return connect_error{false,
+                              "the WebSocket upgrade to " + url.authority() + " was answered with HTTP " +
+                                  std::to_string(status) +
+                                  (status >= 500 ? " (is cmdcast-server behind a proxy down or unreachable?)" : ", not 101"),
+                              status};
     }
     if (ec) co_return connect_error{false, "WebSocket handshake failed: " + ec.message()};
     co_return std::nullopt;

@@ -354,5 +354,18 @@ TEST(ProxyUntrusted, WithoutTrustedProxiesTheLogNamesTheProxyAsTheClient) {
   EXPECT_EQ(ran.out, "line 1\nline 2\nline 3\n");
 }
 
+// nginx whose cmdcast-server is down answers the upgrade with 502: that is not a proxy losing
+// upgrades, and the CLI does not say it is.
+TEST(ProxyDown, ThroughNginxWhoseServerIsDownTheCliSaysSoWithoutBlamingUpgrades) {
+  tls_fixture pki;
+  nginx_proxy proxy({free_loopback_port(), pki.loopback(), true});
+  const auto ran = cmdcast_cli("run " + proxy.url() + " --cacert " + pki.ca() + " box lines");
+  EXPECT_NE(ran.status, 0);
+  EXPECT_EQ(ran.out, "");
+  EXPECT_TRUE(contains(ran.err, "was answered with HTTP 502 (is cmdcast-server behind a proxy down or unreachable?)")) << ran.err;
+  EXPECT_FALSE(contains(ran.err, "WebSocket upgrades")) << ran.err;
+  EXPECT_FALSE(contains(ran.err, "<html>")) << ran.err;
+}
+
 }  // namespace
 }  // namespace cmdcast::testing

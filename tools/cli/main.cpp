@@ -22,6 +22,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -131,7 +132,7 @@ net::awaitable<unsigned> stream_once(session_state& s, const connector& server, 
                                      std::optional<std::string> first_message, net::signal_set& interrupts) {
   cmdcast::client_net::websocket_client ws(co_await net::this_coro::executor, server);
   if (auto failed = co_await ws.connect(std::move(target), s.token, connect_timeout)) {
-    if (failed->upgrade_refused_status != 0) {
+    if (failed->upgrade_refused_status != 0 && failed->upgrade_refused_status < 500) {
       // The server is there but the upgrade is not: a proxy that drops the Upgrade headers.
       std::fprintf(stderr,
                    "cmdcast: the WebSocket upgrade to %s was answered with HTTP %d, not 101: a proxy in between "
@@ -182,7 +183,7 @@ net::awaitable<unsigned> stream_once(session_state& s, const connector& server, 
 
 /// An HTTP answer that is not the one asked for, as the user needs to read it: the server's
 /// error event becomes the session's error; anything else is said here.
-void take_refusal(session_state& s, const cmdcast::client_net::http_reply& reply) {
+void take_refusal(session_state& s, const connector& server, const cmdcast::client_net::http_reply& reply) {
   if (reply.status == 0) {
     std::fprintf(stderr, "cmdcast: %s\n", reply.error ? reply.error->message.c_str() : "no answer");
     return;
@@ -192,7 +193,11 @@ void take_refusal(session_state& s, const cmdcast::client_net::http_reply& reply
     s.error = std::get<error_event>(*e);
     return;
   }
-  std::fprintf(stderr, "cmdcast: the server answered HTTP %d: %.200s\n", reply.status, reply.body.c_str());
+  // Not cmdcast's answer (a proxy's error page, say): its status, and its first line unless HTML.
+  const std::string first_line = reply.body.substr(0, std::min(reply.body.find('\n'), std::size_t{200}));
+  const bool html = reply.body.starts_with('<');
+  std::fprintf(stderr, "cmdcast: %s answered HTTP %d%s%s\n", server.url().authority().c_str(), reply.status,
+               html || first_line.empty() ? "" : ": ", html ? "" : first_line.c_str());
 }
 
 /// Without WebSockets: starts the run with a POST (unless it started already) and follows it by
@@ -210,7 +215,7 @@ net::awaitable<void> follow_by_polling(session_state& s, const connector& server
     const auto reply = co_await exchange("POST", run_target, *request, 0);
     auto accepted = decode_run_accepted(reply.body);
     if (reply.status != 202 || !accepted) {
-      take_refusal(s, reply);
+      take_refusal(s, server, reply);
       co_return;
     }
     s.execution_id = accepted->execution_id;
@@ -224,14 +229,14 @@ net::awaitable<void> follow_by_polling(session_state& s, const connector& server
       if (++s.cancels > 1) co_return;  // detached
       std::fputs("\ncmdcast: cancelling (Ctrl-C again to leave it running and detach)\n", stderr);
       const auto reply = co_await exchange("POST", "/executions/" + s.execution_id + "/cancel", "", 0);
-      if (reply.status != 202) take_refusal(s, reply);
+      if (reply.status != 202) take_refusal(s, server, reply);
       continue;
     }
     const auto& reply = std::get<0>(outcome);
     if (reply.status == 0 || reply.status >= 500) {
       // Down, restarting, or a proxy that gave up waiting: try again, a few times.
       if (++failures > 5) {
-        take_refusal(s, reply);
+        take_refusal(s, server, reply);
         co_return;
       }
       net::steady_timer pause(executor, std::chrono::milliseconds(200 << failures));
@@ -240,7 +245,7 @@ net::awaitable<void> follow_by_polling(session_state& s, const connector& server
     }
     auto answer = decode_poll_response(reply.body);
     if (reply.status != 200 || !answer) {
-      take_refusal(s, reply);
+      take_refusal(s, server, reply);
       co_return;
     }
     failures = 0;

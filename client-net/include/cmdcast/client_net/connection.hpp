@@ -27,7 +27,8 @@ struct connect_error {
   std::string message;
   /// A WebSocket upgrade answered with this HTTP status instead of 101 Switching Protocols:
   /// the server was reached, but the upgrade did not get through (most often a reverse proxy
-  /// that does not pass the Upgrade and Connection headers). 0 otherwise.
+  /// that does not pass the Upgrade and Connection headers; with a 5xx, rather a proxy whose
+  /// upstream is down). 0 otherwise.
   int upgrade_refused_status = 0;
 };
 
