@@ -2,10 +2,11 @@
 # The Debian package, installed for real on this machine, as docs/deploy.md tells an
 # administrator to: package the dev build (tools/package dev: nothing is compiled), lintian,
 # dpkg -i, the files, conffile, user and directories it must make, systemd-analyze verify on
-# the unit, --check-config on the shipped config; then the config edited for a loopback sshd,
-# the INSTALLED server started as the cmdcast user with a notify socket (READY=1 once it
-# listens), a command run through it with the installed CLI, a reload, the audit database
-# backed up; then dpkg --purge and what must go and what must stay.
+# the unit, --check-config on the shipped config; then the config edited for a loopback sshd
+# and the package installed again over it (an upgrade keeps the edits), the INSTALLED server
+# started as the cmdcast user with a notify socket (READY=1 once it listens), a command run
+# through it with the installed CLI, a reload, the audit database backed up; then dpkg --purge
+# and what must go and what must stay.
 # Needs root; exits 77 (skipped) without. Leaves the machine as it found it, on failure too.
 # A cmdcast package, user or /var/lib/cmdcast that this test did not make is never touched:
 # the test refuses to run instead.
@@ -97,7 +98,7 @@ if getent passwd cmdcast >/dev/null || getent group cmdcast >/dev/null || [ -e /
 fi
 
 step "tools/package dev"
-deb="$(tools/package dev)"
+deb="$(CMDCAST_PACKAGE_DIR="$work/package" tools/package dev)"  # a package of its own
 [ -f "$deb" ] || fail "tools/package made no package"
 version="$(dpkg-deb -f "$deb" Version)"
 echo "$deb ($version)"
@@ -149,10 +150,6 @@ expect_eq "/var/lib/cmdcast" "$(stat -c '%U:%G %a' /var/lib/cmdcast)" "cmdcast:c
 expect_eq "the server's key" "$(stat -c '%U %a' /var/lib/cmdcast/id_ed25519)" "cmdcast 600"
 expect_eq "known_hosts" "$(stat -c '%U %s' /var/lib/cmdcast/known_hosts)" "cmdcast 0"
 expect_eq "/etc/cmdcast/cmdcast.toml" "$(stat -c '%U:%G %a' /etc/cmdcast/cmdcast.toml)" "root:cmdcast 640"
-key_before="$(sha256sum /var/lib/cmdcast/id_ed25519)"
-/var/lib/dpkg/info/cmdcast.postinst configure "$version" || fail "postinst run a second time failed"
-expect_eq "the key after postinst ran again" "$(sha256sum /var/lib/cmdcast/id_ed25519)" "$key_before"
-expect_eq "/var/lib/cmdcast after postinst ran again" "$(stat -c '%U:%G %a' /var/lib/cmdcast)" "cmdcast:cmdcast 750"
 
 step "systemd-analyze verify"
 systemd-analyze verify /lib/systemd/system/cmdcast.service >"$work/verify.log" 2>&1 || true
@@ -216,6 +213,14 @@ params = { who = "^[a-z-]{1,32}$" }
 command = "echo about to fail >&2; exit 3"
 EOF
 as_cmdcast /usr/bin/cmdcast-server --check-config /etc/cmdcast/cmdcast.toml || fail "the edited config does not pass --check-config"
+
+step "dpkg -i again, as an upgrade would: the edits, the key and known_hosts stay"
+state_before="$(sha256sum /etc/cmdcast/cmdcast.toml /var/lib/cmdcast/id_ed25519 /var/lib/cmdcast/known_hosts)"
+dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i over the installed package failed"; }
+expect_eq "the config, key and known_hosts after the upgrade" \
+  "$(sha256sum /etc/cmdcast/cmdcast.toml /var/lib/cmdcast/id_ed25519 /var/lib/cmdcast/known_hosts)" "$state_before"
+expect_eq "/var/lib/cmdcast after the upgrade" "$(stat -c '%U:%G %a' /var/lib/cmdcast)" "cmdcast:cmdcast 750"
+expect_eq "/etc/cmdcast/cmdcast.toml after the upgrade" "$(stat -c '%U:%G %a' /etc/cmdcast/cmdcast.toml)" "root:cmdcast 640"
 
 step "the installed server, as cmdcast, with a notify socket"
 # Listens as systemd would for Type=notify; exits once READY=1 came.
