@@ -173,7 +173,8 @@ void parse_server(reader& r, const toml::table& t, server_settings& s, bool chec
                               "insecure_plaintext", "max_connections", "audit_db", "replay_bytes",
                               "audit_head_bytes", "audit_tail_bytes", "audit_retention_days", "idle_timeout_s",
                               "max_message_bytes", "max_executions_per_machine", "max_subscribers_per_execution",
-                              "subscriber_queue_bytes", "max_lag_bytes", "kill_grace_ms", "audit", "trusted_proxies"});
+                              "subscriber_queue_bytes", "max_lag_bytes", "kill_grace_ms", "audit", "trusted_proxies",
+                              "forwarded_header"});
   });
   r.attempt([&] {
     const std::string listen = r.string(t, "server", "listen", "127.0.0.1:8080");
@@ -220,6 +221,17 @@ void parse_server(reader& r, const toml::table& t, server_settings& s, bool chec
       if (!parse_address_block(p)) {
         r.fail(t.get("trusted_proxies"), "server.trusted_proxies", "\"" + p + "\" is not an address or CIDR block (10.0.0.0/8)");
       }
+    }
+  });
+  r.attempt([&] {
+    if (!t.get("forwarded_header")) return;
+    const std::string h = r.string(t, "server", "forwarded_header");
+    if (h == "X-Forwarded-For") {
+      s.forwarded_header = forwarding_header::x_forwarded_for;
+    } else if (h == "Forwarded") {
+      s.forwarded_header = forwarding_header::forwarded;
+    } else {
+      r.fail(t.get("forwarded_header"), "server.forwarded_header", "must be \"X-Forwarded-For\" or \"Forwarded\"");
     }
   });
   r.attempt([&] {

@@ -23,6 +23,12 @@ namespace cmdcast::server {
 
 enum class role : std::uint8_t { viewer, operator_ };
 
+/// Which header the trusted proxies write (http/client_address). Only that one is read: a
+/// proxy passes the other on as the client sent it (nginx and Apache append to
+/// X-Forwarded-For and leave a client's own Forwarded untouched), so reading both would let a
+/// client name itself.
+enum class forwarding_header : std::uint8_t { x_forwarded_for, forwarded };
+
 struct token_entry {
   std::string name;
   std::array<std::uint8_t, 32> sha256{};
@@ -61,7 +67,8 @@ struct server_settings {
   std::vector<std::string> allowed_hosts;  // Host names served besides the listen address, localhost, the origins' hosts
   std::optional<role> anonymous;           // without [[tokens]], on loopback only: everyone's role
   std::optional<std::string> tls_cert, tls_key;  // PEM (the certificate with its chain); HTTPS and WSS only
-  std::vector<std::string> trusted_proxies;  // addresses or CIDR blocks whose Forwarded / X-Forwarded-For is believed
+  std::vector<std::string> trusted_proxies;  // addresses or CIDR blocks whose forwarded_header is believed
+  forwarding_header forwarded_header = forwarding_header::x_forwarded_for;  // the one header they write
   bool insecure_plaintext = false;         // a non-loopback listen without TLS: a proxy terminates it
   std::size_t max_connections = 10000;     // past it a new connection is closed at once
   std::string audit_db = "cmdcast.db";  // empty: no audit (`audit = false`, for benchmarks)

@@ -116,16 +116,14 @@ bool proxy_list::contains(const ip::address& address) const {
 }
 
 client_address locate_client(const ip::address& peer_address, std::string_view forwarded,
-                             std::string_view x_forwarded_for, const proxy_list& trusted) {
+                             std::string_view x_forwarded_for, const proxy_list& trusted, forwarding_header use) {
   const auto peer = plain(peer_address);
   client_address out;
   out.forwarded = !forwarded.empty() || !x_forwarded_for.empty();
   out.client = peer.to_string();
   out.loopback = peer.is_loopback();
   if (!out.forwarded || !trusted.contains(peer)) return out;
-  // Forwarded is the standard; X-Forwarded-For is what most proxies send. One is read, not a
-  // mix: a client could add the other to confuse the walk.
-  const auto hops = forwarded.empty() ? split_list(x_forwarded_for) : forwarded_for(forwarded);
+  const auto hops = use == forwarding_header::forwarded ? forwarded_for(forwarded) : split_list(x_forwarded_for);
   out.proxy = out.client;
   for (auto hop = hops.rbegin(); hop != hops.rend(); ++hop) {
     const auto a = parse_node(*hop);

@@ -13,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "config/config.hpp"  // forwarding_header
+
 namespace cmdcast::server {
 
 /// An address or CIDR block ("10.0.0.0/8", "::1", "fd00::/8"), or nullopt when it is neither.
@@ -38,9 +40,11 @@ struct client_address {
   bool loopback = false;      // `client` is a loopback address
 };
 
-/// `forwarded` and `x_forwarded_for`: every such header of the request, joined with ", ".
-/// The hops are walked from the nearest: the first one not trusted is the client.
+/// `forwarded` and `x_forwarded_for`: every such header of the request, joined with ",".
+/// The hops of the one `use` names are walked from the nearest: the first one not trusted is
+/// the client.
 client_address locate_client(const boost::asio::ip::address& peer, std::string_view forwarded,
-                             std::string_view x_forwarded_for, const proxy_list& trusted);
+                             std::string_view x_forwarded_for, const proxy_list& trusted,
+                             forwarding_header use = forwarding_header::x_forwarded_for);
 
 }  // namespace cmdcast::server

@@ -37,7 +37,9 @@ bool is_ip_literal(const std::string& name) {
 }  // namespace
 
 request_policy::request_policy(const server_settings& settings, const std::vector<token_entry>& tokens)
-    : tokens_(tokens), anonymous_(settings.anonymous), trusted_proxies_(settings.trusted_proxies) {
+    : tokens_(tokens), anonymous_(settings.anonymous),
+      trusted_proxies_(settings.trusted_proxies),
+      forwarded_header_(settings.forwarded_header) {
   hosts_.insert("localhost");
   hosts_.insert(host_name(settings.listen_host));
   for (const auto& o : settings.allowed_origins) {
@@ -75,7 +77,7 @@ std::optional<std::string> request_policy::refusal(const request_facts& r) const
 
 client_address request_policy::locate(const boost::asio::ip::address& peer, std::string_view forwarded,
                                       std::string_view x_forwarded_for) const {
-  return locate_client(peer, forwarded, x_forwarded_for, trusted_proxies_);
+  return locate_client(peer, forwarded, x_forwarded_for, trusted_proxies_, forwarded_header_);
 }
 
 std::string request_policy::unauthenticated_reason(const request_facts& r) const {

@@ -61,6 +61,7 @@ class request_policy {
   std::vector<token_entry> tokens_;
   std::optional<role> anonymous_;
   proxy_list trusted_proxies_;
+  forwarding_header forwarded_header_;
 };
 
 }  // namespace cmdcast::server

@@ -287,9 +287,10 @@ TEST(TrustedProxies, ForwardedAddressesAreBelievedOnlyFromATrustedProxy) {
                          {{"X-Forwarded-For", "6.6.6.6, 203.0.113.9, 10.1.2.3"}})
                 .status,
             202u);
-  // Forwarded (RFC 7239) wins over X-Forwarded-For, quoted IPv6 with a port and all.
+  // Only X-Forwarded-For (what nginx writes) is read: a client's own Forwarded is passed on
+  // by nginx untouched, and would be a forgery.
   EXPECT_EQ(http_request(port, http::verb::post, "/machines/box/commands", operator_token, run_body,
-                         {{"Forwarded", "for=\"[2001:db8::7]:4711\";proto=https"}, {"X-Forwarded-For", "6.6.6.6"}})
+                         {{"Forwarded", "for=6.6.6.8"}, {"X-Forwarded-For", "198.51.100.20"}})
                 .status,
             202u);
   // A refused request says where it came from, for fail2ban and the like.
@@ -303,7 +304,8 @@ TEST(TrustedProxies, ForwardedAddressesAreBelievedOnlyFromATrustedProxy) {
   const auto runs = event_lines(log, "run");
   ASSERT_EQ(runs.size(), 2u) << log;
   EXPECT_NE(runs[0].find("\"client\":\"203.0.113.9\",\"proxy\":\"127.0.0.1\""), std::string::npos) << runs[0];
-  EXPECT_NE(runs[1].find("\"client\":\"2001:db8::7\",\"proxy\":\"127.0.0.1\""), std::string::npos) << runs[1];
+  EXPECT_NE(runs[1].find("\"client\":\"198.51.100.20\",\"proxy\":\"127.0.0.1\""), std::string::npos) << runs[1];
+  EXPECT_EQ(log.find("6.6.6."), std::string::npos) << log;
   const auto denied = event_lines(log, "denied");
   ASSERT_EQ(denied.size(), 2u) << log;
   EXPECT_NE(denied[0].find("\"client\":\"198.51.100.4\""), std::string::npos) << denied[0];
@@ -313,6 +315,21 @@ TEST(TrustedProxies, ForwardedAddressesAreBelievedOnlyFromATrustedProxy) {
   EXPECT_EQ(metric(port, "cmdcast_requests_denied_total"), 2u);
   EXPECT_EQ(log.find(viewer_token), std::string::npos) << "a token in the log";
   EXPECT_EQ(log.find("wrong-token"), std::string::npos) << "a token in the log";
+}
+
+TEST(TrustedProxies, BehindAProxyThatWritesForwardedOnlyForwardedIsRead) {
+  loopback_sshd sshd;
+  server_process srv(sshd, "trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"Forwarded\"");
+  EXPECT_EQ(http_request(srv.port(), http::verb::post, "/machines/box/commands", operator_token, run_request("lines"),
+                         {{"Forwarded", "for=\"[2001:db8::7]:4711\";proto=https"}, {"X-Forwarded-For", "6.6.6.6"}})
+                .status,
+            202u);
+  const auto runs = event_lines(srv.log(), "run");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_NE(runs[0].find("\"client\":\"2001:db8::7\",\"proxy\":\"127.0.0.1\""), std::string::npos) << runs[0];
+  const auto bad = server::parse_config("[server]\nanonymous = \"viewer\"\nforwarded_header = \"X-Real-IP\"\n", "f.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error(), "f.toml:3:20: server.forwarded_header: must be \"X-Forwarded-For\" or \"Forwarded\"");
 }
 
 TEST(TrustedProxies, AnonymousAccessIsNotForRequestsThroughAProxy) {

@@ -9,8 +9,9 @@ namespace {
 namespace ip = boost::asio::ip;
 
 client_address locate(const std::string& peer, std::string_view forwarded, std::string_view xff,
-                      const std::vector<std::string>& trusted) {
-  return locate_client(ip::make_address(peer), forwarded, xff, proxy_list(trusted));
+                      const std::vector<std::string>& trusted,
+                      forwarding_header use = forwarding_header::x_forwarded_for) {
+  return locate_client(ip::make_address(peer), forwarded, xff, proxy_list(trusted), use);
 }
 
 TEST(ClientAddress, WithoutATrustedPeerTheHeadersAreIgnored) {
@@ -44,17 +45,27 @@ TEST(ClientAddress, HopsAreWalkedFromTheNearestToTheFirstUntrusted) {
   EXPECT_FALSE(a.loopback);
 }
 
-TEST(ClientAddress, ForwardedIsReadAndWinsOverXForwardedFor) {
+TEST(ClientAddress, OnlyTheHeaderTheProxiesWriteIsRead) {
   const std::vector<std::string> trusted{"127.0.0.1"};
-  auto a = locate("127.0.0.1", "for=192.0.2.60;proto=http;by=203.0.113.43", "6.6.6.6", trusted);
+  // nginx appends to X-Forwarded-For and passes a client's own Forwarded on: a forged one is
+  // not read.
+  auto a = locate("127.0.0.1", "for=6.6.6.6", "203.0.113.9", trusted);
+  EXPECT_EQ(a.client, "203.0.113.9");
+  a = locate("127.0.0.1", "for=6.6.6.6", "", trusted);
+  EXPECT_EQ(a.client, "127.0.0.1");
+  // A proxy that writes Forwarded (forwarded_header = "Forwarded"): X-Forwarded-For is the forgery.
+  const auto forwarded = forwarding_header::forwarded;
+  a = locate("127.0.0.1", "for=192.0.2.60;proto=http;by=203.0.113.43", "6.6.6.6", trusted, forwarded);
   EXPECT_EQ(a.client, "192.0.2.60");
-  a = locate("127.0.0.1", R"(For="[2001:db8:cafe::17]:4711", for=127.0.0.1)", "", trusted);
+  a = locate("127.0.0.1", R"(For="[2001:db8:cafe::17]:4711", for=127.0.0.1)", "", trusted, forwarded);
   EXPECT_EQ(a.client, "2001:db8:cafe::17");
-  a = locate("127.0.0.1", R"(for="_hidden")", "", trusted);
+  a = locate("127.0.0.1", R"(for="_hidden")", "", trusted, forwarded);
   EXPECT_EQ(a.client, "127.0.0.1");
   // A comma inside quotes does not split the element.
-  a = locate("127.0.0.1", R"(for=192.0.2.1;by="a,b")", "", trusted);
+  a = locate("127.0.0.1", R"(for=192.0.2.1;by="a,b")", "", trusted, forwarded);
   EXPECT_EQ(a.client, "192.0.2.1");
+  a = locate("127.0.0.1", "", "6.6.6.6", trusted, forwarded);
+  EXPECT_EQ(a.client, "127.0.0.1");
 }
 
 TEST(ClientAddress, BlocksMatchIPv4IPv6AndMappedAddresses) {
