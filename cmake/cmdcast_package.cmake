@@ -49,7 +49,9 @@ cmdcast_install_gzipped(${deploy}/debian/changelog ${doc_dir})
 
 install(FILES ${deploy}/debian/copyright ${PROJECT_SOURCE_DIR}/docs/deploy.md
               ${PROJECT_SOURCE_DIR}/docs/config.md ${PROJECT_SOURCE_DIR}/docs/security.md
+              ${PROJECT_SOURCE_DIR}/docs/protocol.md
         DESTINATION ${doc_dir})
+install(FILES ${PROJECT_SOURCE_DIR}/docs/proxy.md DESTINATION ${doc_dir} OPTIONAL)
 # The reverse proxy site (deploy/nginx/cmdcast.conf), as an example to copy into nginx.
 install(FILES ${deploy}/nginx/cmdcast.conf DESTINATION ${doc_dir}/examples
         RENAME nginx-cmdcast.conf OPTIONAL)
