@@ -27,7 +27,8 @@ set(doc_dir ${CMAKE_INSTALL_DATAROOTDIR}/doc/cmdcast)
 
 install(DIRECTORY "${CMDCAST_WEB_DIR}/" DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/cmdcast/web)
 # Debian's places, whatever the prefix: the service beside the other packages' units, and the
-# configuration in /etc (a conffile: an administrator's edits survive upgrades).
+# configuration in /etc (a conffile: an administrator's edits survive upgrades). Being
+# absolute, they land there for `cmake --install` with any --prefix too: stage with DESTDIR.
 install(FILES ${deploy}/systemd/cmdcast.service DESTINATION /lib/systemd/system)
 install(FILES ${deploy}/cmdcast.toml DESTINATION /etc/cmdcast)
 
