@@ -248,6 +248,19 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.target()));
   }
   if (!who) co_return error_response(req, error_code::unauthorized, unauthenticated);
+  const bool stream = (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") ||
+                      (p.size() == 3 && p[0] == "executions" && p[2] == "stream");
+  if (stream) {
+    // A WebSocket endpoint reached without the upgrade: most often a proxy that drops the
+    // Upgrade and Connection headers. Say so, where curl and the browser's tools show it.
+    auto res = error_response(req, error_code::bad_request,
+                              "this is a WebSocket endpoint and the request came without \"Upgrade: websocket\": a "
+                              "proxy in between may not pass upgrades (docs/proxy.md); polling works without");
+    res.result(http::status::upgrade_required);
+    res.set(http::field::upgrade, "websocket");
+    res.set(http::field::connection, "Upgrade");
+    co_return res;
+  }
   if (get && p.size() == 1 && p[0] == "metrics") {
     co_return text_response(req, http::status::ok, metrics_text(), "text/plain; version=0.0.4");
   }

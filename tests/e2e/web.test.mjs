@@ -317,10 +317,10 @@ test("through nginx without the Upgrade headers the page falls back to polling a
     assert.equal(done.exit.data, 0);
     assert.equal(done.exit.state, "exited");
     assert.equal(done.missed_events, 0);
-    // nginx's record: the upgrade reached the server as a plain GET (400); the run then went
+    // nginx's record: the upgrade reached the server as a plain GET (426 Upgrade Required); the run then went
     // by POST and long-polls.
     const log = nginx.accessLog();
-    assert.match(log, /"GET \/machines\/box\/commands\/stream HTTP\/1\.1" 400/, log);
+    assert.match(log, /"GET \/machines\/box\/commands\/stream HTTP\/1\.1" 426/, log);
     assert.match(log, /"POST \/machines\/box\/commands HTTP\/2\.0" 202/, log);
     assert.match(log, /"GET \/executions\/[^/]+\/events\?after=-?\d+&wait=\d+ HTTP\/2\.0" 200/, log);
     assert.doesNotMatch(log, /" 101 /, log);

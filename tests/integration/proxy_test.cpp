@@ -200,7 +200,7 @@ TEST_F(Proxy, WithoutUpgradeHeadersTheCliSaysWhyAndFollowsByPolling) {
   const auto err = lines_of(ran.err);
   ASSERT_EQ(err.size(), 2u) << ran.err;
   EXPECT_TRUE(err[0].starts_with("cmdcast: the WebSocket upgrade to 127.0.0.1:" + std::to_string(no_upgrades_->port()) +
-                                 " was answered with HTTP 400, not 101"))
+                                 " was answered with HTTP 426, not 101"))
       << err[0];
   EXPECT_TRUE(contains(err[0], proxy_notice_part)) << err[0];
   EXPECT_TRUE(contains(err[0], "deploy/nginx/cmdcast.conf")) << err[0];
@@ -213,10 +213,10 @@ TEST_F(Proxy, WithoutUpgradeHeadersTheCliSaysWhyAndFollowsByPolling) {
   EXPECT_EQ(failed.out, "");
   EXPECT_TRUE(contains(failed.err, proxy_notice_part)) << failed.err;
   EXPECT_TRUE(failed.err.ends_with("\noops\n")) << failed.err;
-  // nginx's record: the upgrade reached the server as a plain GET (400), then the run was
+  // nginx's record: the upgrade reached the server as a plain GET (426), then the run was
   // started with a POST and followed with long-polls.
   const auto log = no_upgrades_->access_log();
-  EXPECT_TRUE(contains(log, "\"GET /machines/box/commands/stream HTTP/1.1\" 400")) << log;
+  EXPECT_TRUE(contains(log, "\"GET /machines/box/commands/stream HTTP/1.1\" 426")) << log;
   EXPECT_TRUE(contains(log, "\"POST /machines/box/commands HTTP/1.1\" 202")) << log;
   EXPECT_TRUE(contains(log, "/events?after=-1&wait=25 HTTP/1.1\" 200")) << log;
   EXPECT_FALSE(contains(log, "\" 101 ")) << log;
