@@ -248,12 +248,17 @@ export async function launchBrowser() {
 }
 
 /// A page of the web client with the token already entered once (kept in localStorage).
+/// `viewport`, `scale`, `touch` (a phone: touch and the mobile viewport rules), `colorScheme`
+/// and `permissions` (e.g. the clipboard's) make the browser the test needs.
 export async function openPage(browser, stack, route = "",
-                               { token = operatorToken, noWebSocket = false, waitForMachines = true, scale = 1 } = {}) {
+                               { token = operatorToken, noWebSocket = false, waitForMachines = true, scale = 1,
+                                 viewport = { width: 1280, height: 800 }, touch = false, colorScheme = "dark",
+                                 permissions = [] } = {}) {
   // A TLS stack's certificate is its own: the browser is told to take it, as a user who
   // imported the private CA would.
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: scale,
-                                             ignoreHTTPSErrors: Boolean(stack.tls) });
+  const context = await browser.newContext({ viewport, deviceScaleFactor: scale, isMobile: touch, hasTouch: touch,
+                                             colorScheme, ignoreHTTPSErrors: Boolean(stack.tls) });
+  if (permissions.length) await context.grantPermissions(permissions, { origin: stack.url });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   await page.addInitScript(([t, noWs]) => {

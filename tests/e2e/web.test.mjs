@@ -3,12 +3,14 @@
 // read through window.cmdcast.state(); screenshots go to the artifacts folder.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
 import {
-  Nginx, Stack, click, freePort, launchBrowser, openPage, operatorToken, screenshot, state, waitForState, viewerToken,
+  Nginx, Stack, artifacts, click, freePort, launchBrowser, openPage, operatorToken, screenshot, state, waitForState,
+  viewerToken,
 } from "./harness.mjs";
 
 let stack, browser;
@@ -81,11 +83,184 @@ test("a machine's deep link opens onto it; find in output finds every match", as
   await page.keyboard.type("line 2");
   await page.keyboard.press("Enter", { delay: 100 });  // ImGui 1.86 misses a key pressed and released within one frame
   // "line 2" and "line 20".."line 29": 11 lines; the first is shown, and follow-tail stops.
-  const found = await waitForState(page, (s) => s.find.matches > 0, "the matches");
-  assert.deepEqual(found.find, { matches: 11, current: 0 });
+  const found = await waitForState(page, (s) => s.find.matches > 0 && s.find.focused, "the matches");
+  assert.deepEqual(found.find, { matches: 11, current: 0, focused: true });
   assert.equal(found.follow_tail, false);
   await click(page, "find_next");
   await waitForState(page, (s) => s.find.current === 1, "the next match");
+});
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+/// A key as a person presses it: held long enough for a frame to see it (ImGui 1.86 misses a
+/// key pressed and released within one frame).
+const press = (page, key) => page.keyboard.press(key, { delay: 100 });
+
+/// Where column `column` of output line `line` is on the page (CSS px), from the first line
+/// on screen as the page reports it.
+async function textPoint(page, line, column) {
+  const s = await state(page);
+  const [x, y, charWidth, lineHeight] = s.items.output_text;
+  return { x: x + (column + 0.25) * charWidth, y: y + (line - s.visible_lines[0] + 0.5) * lineHeight };
+}
+
+test("the keyboard: Ctrl F finds, not the browser; Enter and Shift Enter step, Esc leaves; PgUp, Home and End scroll", async () => {
+  const id = await stack.run("lines", { count: "120" });
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  await waitForState(page, (s) => s.exit !== null, "the exit");
+  await page.evaluate(() => {
+    window.keysSeen = [];
+    window.addEventListener("keydown", (e) => window.keysSeen.push([e.key, e.defaultPrevented]));
+  });
+  await page.keyboard.down("Control");
+  await press(page, "f");
+  await page.keyboard.up("Control");
+  await waitForState(page, (s) => s.find.focused, "the find field focused by Ctrl+F");
+  assert.deepEqual(await page.evaluate(() => window.keysSeen.filter(([k]) => k === "f")), [["f", true]],
+                   "the browser's own find bar is not opened");
+  await page.keyboard.type("line 11");  // line 11 and line 110..119: 11 matches
+  await press(page, "Enter");
+  // (After each Enter the field takes the keyboard back within a few frames.)
+  let s = await waitForState(page, (st) => st.find.matches === 11 && st.find.focused, "the matches");
+  assert.equal(s.find.current, 0);
+  assert.equal(s.follow_tail, false);
+  await press(page, "Enter");
+  await waitForState(page, (st) => st.find.current === 1 && st.find.focused, "Enter: the next match");
+  await press(page, "Shift+Enter");
+  await waitForState(page, (st) => st.find.current === 0, "Shift+Enter: the previous match");
+  await press(page, "Escape");
+  s = await waitForState(page, (st) => !st.find.focused, "Esc leaves the find field");
+  // The keys now scroll the output: End follows the tail again, PgUp and Home leave it.
+  await press(page, "End");
+  s = await waitForState(page, (st) => st.follow_tail && st.visible_lines[1] === st.lines, "End: the tail");
+  const bottom = s.visible_lines[0];
+  await press(page, "PageUp");
+  s = await waitForState(page, (st) => !st.follow_tail && st.visible_lines[0] < bottom, "PgUp: a page up");
+  await press(page, "Home");
+  s = await waitForState(page, (st) => st.visible_lines[0] === 0, "Home: the first line");
+  await press(page, "PageDown");
+  await waitForState(page, (st) => st.visible_lines[0] > 0, "PgDn: a page down");
+});
+
+test("selecting output with the mouse: a drag to the character, a word, a line, shift-click; Ctrl C copies plain text", async () => {
+  const id = await stack.run("lines", { count: "20" });
+  const page = await openPage(browser, stack, `#/executions/${id}`, { permissions: ["clipboard-read", "clipboard-write"] });
+  const done = await waitForState(page, (s) => s.exit !== null && s.visible_lines[1] === s.lines, "the exit");
+  const lines = done.tail;
+  const at = (line) => lines.indexOf(line);
+  // A drag from "line 3", column 2 to "line 5", column 4.
+  let p = await textPoint(page, at("line 3"), 2);
+  await page.mouse.move(p.x, p.y);
+  await pause(50);
+  await page.mouse.down();
+  await pause(50);
+  for (const line of ["line 4", "line 5"]) {
+    p = await textPoint(page, at(line), 4);
+    await page.mouse.move(p.x, p.y, { steps: 3 });
+    await pause(50);
+  }
+  await page.mouse.up();
+  let s = await waitForState(page, (st) => st.selection === "ne 3\nline 4\nline", "the dragged selection");
+  // Ctrl+C: the same text on the clipboard, no escape sequences.
+  await page.keyboard.down("Control");
+  await press(page, "c");
+  await page.keyboard.up("Control");
+  await pause(200);
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "ne 3\nline 4\nline");
+  // Shift-click extends it to "line 6", column 2.
+  p = await textPoint(page, at("line 6"), 2);
+  await page.keyboard.down("Shift");
+  await page.mouse.click(p.x, p.y, { delay: 50 });
+  await page.keyboard.up("Shift");
+  s = await waitForState(page, (st) => st.selection === "ne 3\nline 4\nline 5\nli", "the shift-click");
+  // A double-click selects a word, a triple-click the line (clicks in frames of their own,
+  // within the double-click time).
+  p = await textPoint(page, at("line 12"), 1);
+  await page.mouse.click(p.x, p.y, { delay: 30 });
+  await pause(40);
+  await page.mouse.click(p.x, p.y, { delay: 30 });
+  s = await waitForState(page, (st) => st.selection === "line", "the double-clicked word");
+  await pause(40);
+  await page.mouse.click(p.x, p.y, { delay: 30 });
+  s = await waitForState(page, (st) => st.selection === "line 12", "the triple-clicked line");
+  // A plain click clears it.
+  await pause(400);
+  await page.mouse.click(p.x, p.y, { delay: 30 });
+  await waitForState(page, (st) => st.selection === "", "no selection after a click");
+});
+
+test("on a phone the layout is one column, the output full width, swiping scrolls it, and there is a way back", async () => {
+  const id = await stack.run("lines", { count: "150" });
+  const page = await openPage(browser, stack, `#/executions/${id}`,
+                              { viewport: { width: 390, height: 844 }, scale: 3, touch: true });
+  let s = await waitForState(page, (st) => st.exit !== null && st.items.output, "the output");
+  assert.equal(s.layout, "narrow");
+  const [ox, , ow] = s.items.output;
+  assert.ok(ox < 20 && ow > 350, `the output is full width: ${s.items.output}`);
+  // Text follows the device pixel ratio: the canvas is drawn in device pixels.
+  assert.deepEqual(await page.evaluate(() => [document.querySelector("canvas").width]), [1170]);
+  await screenshot(page, "web-phone");
+  // A swipe down the output scrolls back through it, as a finger expects.
+  const cdp = await page.context().newCDPSession(page);
+  const touch = (type, y) => cdp.send("Input.dispatchTouchEvent", {
+    type, touchPoints: type === "touchEnd" ? [] : [{ x: 200, y }] });
+  const before = s.visible_lines[0];
+  await touch("touchStart", 300);
+  for (let y = 320; y <= 700; y += 20) {
+    await touch("touchMove", y);
+    await pause(16);
+  }
+  await touch("touchEnd");
+  s = await waitForState(page, (st) => !st.follow_tail && st.visible_lines[0] < before - 10, "the output scrolled back");
+  // Back to the lists, then the execution again, by taps.
+  let [bx, by, bw, bh] = s.items.back;
+  await page.touchscreen.tap(bx + bw / 2, by + bh / 2);
+  s = await waitForState(page, (st) => !st.items.output && st.items[`execution:${id}`], "the lists");
+  const [, , lw] = s.items["machine:box"];
+  assert.ok(lw > 300, "the lists are full width too");
+  [bx, by, bw, bh] = s.items[`execution:${id}`];
+  await page.touchscreen.tap(bx + bw / 2, by + bh / 2);
+  await waitForState(page, (st) => st.items.output && st.items.back, "the output again");
+});
+
+test("screen readers get the lines on screen in a role=log region, announced while following", async () => {
+  const id = await stack.run("lines", { count: "120" });
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  const s = await waitForState(page, (st) => st.exit !== null && st.visible_lines[1] === st.lines, "the exit");
+  const mirror = () => page.evaluate(() => {
+    const log = document.querySelector('[role="log"]');
+    return { lines: [...log.children].map((d) => d.textContent), live: log.getAttribute("aria-live"),
+             label: log.getAttribute("aria-label") };
+  });
+  let m = await mirror();
+  const [first, end] = s.visible_lines;
+  assert.equal(m.lines.length, end - first, "the lines on screen, not the 121 held");
+  assert.ok(m.lines.length < 100);
+  assert.equal(m.lines.at(-1), "to stderr");
+  assert.equal(m.lines.at(-2), "line 120");
+  assert.equal(m.live, "polite");
+  assert.equal(m.label, "command output");
+  // Scrolled up, the region follows what is shown and stops announcing.
+  await press(page, "Home");
+  await waitForState(page, (st) => st.visible_lines[0] === 0, "the top");
+  await pause(200);
+  m = await mirror();
+  assert.equal(m.lines[0], "line 1");
+  assert.equal(m.live, "off");
+});
+
+test("under prefers-color-scheme: light the page is light", async () => {
+  const id = await stack.run("lines", { count: "10" });
+  const brightness = async (page, name) => {
+    await screenshot(page, name);
+    // ImageMagick's mean of the whole screenshot, 0 (black) to 1 (white).
+    return Number(execFileSync("convert", [`${artifacts}/${name}.png`, "-colorspace", "Gray", "-format", "%[fx:mean]", "info:"]));
+  };
+  const light = await openPage(browser, stack, `#/executions/${id}`, { colorScheme: "light" });
+  assert.equal((await waitForState(light, (s) => s.exit !== null, "the exit")).theme, "light");
+  const dark = await openPage(browser, stack, `#/executions/${id}`, { colorScheme: "dark" });
+  assert.equal((await waitForState(dark, (s) => s.exit !== null, "the exit")).theme, "dark");
+  const [l, d] = [await brightness(light, "web-light"), await brightness(dark, "web-dark")];
+  assert.ok(l > 0.7 && d < 0.3, `light ${l}, dark ${d}`);
 });
 
 test("two pages watching one execution show the same lines", async () => {

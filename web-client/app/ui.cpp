@@ -3,6 +3,7 @@
 #include <imgui.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <regex>
@@ -12,9 +13,33 @@
 namespace cmdcast::client {
 namespace {
 
-const ImVec4 green{0.35f, 0.85f, 0.45f, 1}, yellow{0.95f, 0.8f, 0.3f, 1}, red{1.0f, 0.45f, 0.4f, 1},
-    grey{0.6f, 0.6f, 0.6f, 1};
-constexpr std::uint32_t default_fg = 0xD8D8D8, stderr_fg = 0xFF8A80, default_bg = 0;
+/// The colours of one theme: the output's, and those of states and hints.
+struct palette {
+  std::uint32_t fg, stderr_fg, bg;  // the output's defaults (RGB)
+  ImU32 output_bg, find_bg, selection_bg;
+  ImVec4 green, yellow, red, grey;
+};
+const palette dark_palette{0xD8D8D8,
+                               0xFF8A80,
+                               0x000000,
+                               IM_COL32(16, 16, 18, 255),
+                               IM_COL32(90, 80, 20, 255),
+                               IM_COL32(38, 79, 120, 255),
+                               {0.35f, 0.85f, 0.45f, 1},
+                               {0.95f, 0.8f, 0.3f, 1},
+                               {1.0f, 0.45f, 0.4f, 1},
+                               {0.6f, 0.6f, 0.6f, 1}};
+const palette light_palette{0x1E1E1E,
+                                0xB71C1C,
+                                0xFFFFFF,
+                                IM_COL32(252, 252, 252, 255),
+                                IM_COL32(255, 226, 110, 255),
+                                IM_COL32(173, 214, 255, 255),
+                                {0.05f, 0.5f, 0.15f, 1},
+                                {0.6f, 0.4f, 0.0f, 1},
+                                {0.75f, 0.1f, 0.1f, 1},
+                                {0.38f, 0.38f, 0.38f, 1}};
+const palette* colours = &dark_palette;  // the theme in force (ui::set_light)
 
 ImU32 to_imgui(std::uint32_t rgb) {
   return IM_COL32((rgb >> 16) & 0xFF, (rgb >> 8) & 0xFF, rgb & 0xFF, 0xFF);
@@ -36,9 +61,9 @@ bool matches(const std::string& pattern, const std::string& value) {
 }
 
 ImVec4 state_colour(std::string_view state) {
-  if (state == "running") return yellow;
-  if (state == "exited") return green;
-  return red;
+  if (state == "running") return colours->yellow;
+  if (state == "exited") return colours->green;
+  return colours->red;
 }
 
 std::string duration_text(std::int64_t ms) {
@@ -66,13 +91,47 @@ bool contains(std::string_view hay, std::string_view needle) {
          }) != hay.end();
 }
 
-/// One transcript line: each span in its colours and attributes.
-void draw_line(const common::line_view& line, bool highlighted) {
+/// The byte length of the UTF-8 sequence starting with `c` (1 for a stray byte).
+std::size_t utf8_length(unsigned char c) {
+  return c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+}
+
+float text_width(std::string_view text) { return ImGui::CalcTextSize(text.data(), text.data() + text.size()).x; }
+
+/// The byte offset in `text` nearest to `x` pixels from its start, on a character boundary.
+std::size_t column_at(std::string_view text, float x) {
+  float width = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t n = std::min(utf8_length(static_cast<unsigned char>(text[i])), text.size() - i);
+    const float w = text_width(text.substr(i, n));
+    if (x < width + w / 2) return i;
+    width += w;
+    i += n;
+  }
+  return text.size();
+}
+
+/// Part of a word, for a double-click: anything but spaces and the brackets and quotes
+/// around words in logs.
+bool is_word_byte(char c) {
+  return !std::isspace(static_cast<unsigned char>(c)) && std::string_view("\"'()[]{}<>,;").find(c) == std::string_view::npos;
+}
+
+/// One transcript line: each span in its colours and attributes, over the find highlight and
+/// the selected part [select_from, select_to) (select_to past the text: to the line's end).
+void draw_line(const common::line_view& line, bool highlighted, std::size_t select_from, std::size_t select_to) {
   ImDrawList* draw = ImGui::GetWindowDrawList();
   const ImVec2 start = ImGui::GetCursorScreenPos();
+  const float height = ImGui::GetTextLineHeight();
   if (highlighted) {
-    const float width = std::max(ImGui::GetContentRegionAvail().x, ImGui::CalcTextSize(line.text.data(), line.text.data() + line.text.size()).x);
-    draw->AddRectFilled(start, {start.x + width, start.y + ImGui::GetTextLineHeight()}, IM_COL32(90, 80, 20, 255));
+    const float width = std::max(ImGui::GetContentRegionAvail().x, text_width(line.text));
+    draw->AddRectFilled(start, {start.x + width, start.y + height}, colours->find_bg);
+  }
+  if (select_from < select_to) {
+    const float x0 = text_width(line.text.substr(0, std::min(select_from, line.text.size())));
+    const float x1 = select_to > line.text.size() ? text_width(line.text) + ImGui::CalcTextSize(" ").x
+                                                  : text_width(line.text.substr(0, select_to));
+    draw->AddRectFilled({start.x + x0, start.y}, {start.x + x1, start.y + height}, colours->selection_bg);
   }
   if (line.spans.empty()) {
     ImGui::TextUnformatted("");
@@ -83,25 +142,25 @@ void draw_line(const common::line_view& line, bool highlighted) {
     const char* b = line.text.data() + span.begin;
     const char* e = line.text.data() + span.end;
     const bool from_stderr = (span.style.flags & common::style_flag::from_stderr) != 0;
-    std::uint32_t fg = common::to_rgb(span.style.fg, from_stderr ? stderr_fg : default_fg);
-    std::uint32_t bg = common::to_rgb(span.style.bg, default_bg);
+    std::uint32_t fg = common::to_rgb(span.style.fg, from_stderr ? colours->stderr_fg : colours->fg);
+    std::uint32_t bg = common::to_rgb(span.style.bg, colours->bg);
     const bool has_bg = span.style.bg != common::default_color || (span.style.flags & common::style_flag::inverse);
     if (span.style.flags & common::style_flag::inverse) std::swap(fg, bg);
-    if (span.style.flags & common::style_flag::inverse && bg == default_bg) bg = default_fg;
+    if (span.style.flags & common::style_flag::inverse && bg == colours->bg) bg = colours->fg;
     const ImVec2 size = ImGui::CalcTextSize(b, e);
-    if (has_bg) draw->AddRectFilled(pos, {pos.x + size.x, pos.y + ImGui::GetTextLineHeight()}, to_imgui(bg));
+    if (has_bg) draw->AddRectFilled(pos, {pos.x + size.x, pos.y + height}, to_imgui(bg));
     ImU32 colour = to_imgui(fg);
     if (span.style.flags & common::style_flag::dim) colour = (colour & 0x00FFFFFF) | 0x99000000;
     draw->AddText(pos, colour, b, e);
     if (span.style.flags & common::style_flag::bold) draw->AddText({pos.x + 1, pos.y}, colour, b, e);
     if (span.style.flags & common::style_flag::underline) {
-      const float y = pos.y + ImGui::GetTextLineHeight() - 1;
+      const float y = pos.y + height - 1;
       draw->AddLine({pos.x, y}, {pos.x + size.x, y}, colour);
     }
     pos.x += size.x;
   }
   // Reserve the line's space so scrolling and clipping know it.
-  ImGui::Dummy({pos.x - start.x, ImGui::GetTextLineHeight()});
+  ImGui::Dummy({pos.x - start.x, height});
 }
 
 }  // namespace
@@ -124,6 +183,17 @@ std::string ui::items_json(float pixel_ratio) const {
   return s + "}";
 }
 
+void ui::set_light(bool light) {
+  if (light == light_) return;
+  light_ = light;
+  colours = light ? &light_palette : &dark_palette;
+  if (light) {
+    ImGui::StyleColorsLight();
+  } else {
+    ImGui::StyleColorsDark();
+  }
+}
+
 void ui::draw() {
   items_.clear();
   const ImGuiViewport* vp = ImGui::GetMainViewport();
@@ -132,38 +202,103 @@ void ui::draw() {
   ImGui::Begin("cmdcast", nullptr,
                ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoSavedSettings |
                    ImGuiWindowFlags_NoBringToFrontOnFocus);
+  handle_keys();
   draw_status_bar();
   if (app_.needs_token()) draw_token_prompt();
   ImGui::Separator();
-  const float left = 340.0f * scale;
-  ImGui::BeginChild("left", {left, 0}, false);
-  draw_machines();
-  ImGui::Spacing();
-  draw_executions();
-  ImGui::EndChild();
-  ImGui::SameLine();
-  ImGui::BeginChild("right", {0, 0}, false);
-  draw_execution();
-  ImGui::EndChild();
+  // A phone: one column, the lists or the output (with a way back), full width.
+  narrow_ = vp->WorkSize.x / scale < 700.0f;
+  if (!app_.view()) narrow_shows_output_ = false;
+  // A new execution shown (a run, a deep link, a pick from the list) is what the user wants to see.
+  if (app_.view() && app_.view()->execution_id() != narrow_opened_) {
+    narrow_opened_ = app_.view()->execution_id();
+    narrow_shows_output_ = true;
+  }
+  if (narrow_ && narrow_shows_output_) {
+    if (ImGui::Button("< Back")) narrow_shows_output_ = false;
+    remember_item("back");
+    ImGui::BeginChild("right", {0, 0}, false);
+    draw_execution();
+    ImGui::EndChild();
+  } else if (narrow_) {
+    ImGui::BeginChild("left", {0, 0}, false);
+    draw_machines();
+    ImGui::Spacing();
+    draw_executions();
+    ImGui::EndChild();
+  } else {
+    ImGui::BeginChild("left", {340.0f * scale, 0}, false);
+    draw_machines();
+    ImGui::Spacing();
+    draw_executions();
+    ImGui::EndChild();
+    ImGui::SameLine();
+    ImGui::BeginChild("right", {0, 0}, false);
+    draw_execution();
+    ImGui::EndChild();
+  }
   ImGui::End();
+}
+
+void ui::handle_keys() {
+  const ImGuiIO& io = ImGui::GetIO();
+  const bool command = io.KeyCtrl || io.KeySuper;  // Ctrl, or Cmd on a Mac
+  // Both shells' ImGui backend (GLFW) indexes keys by GLFW's codes, which are ASCII for letters.
+  if (command && ImGui::IsKeyPressed('F', false) && app_.view()) {
+    focus_find_ = true;
+    narrow_shows_output_ = true;
+  }
+  if (io.WantTextInput) return;  // a text field has the keyboard
+  if (command && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_C), false)) {
+    if (const auto text = selection_text(); !text.empty()) {
+      if (copy_text) {
+        copy_text(text);
+      } else {
+        ImGui::SetClipboardText(text.c_str());
+      }
+    }
+  }
+  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_PageUp))) scroll_key_ = scroll_key::page_up;
+  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_PageDown))) scroll_key_ = scroll_key::page_down;
+  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Home), false)) scroll_key_ = scroll_key::home;
+  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_End), false)) scroll_key_ = scroll_key::end;
+}
+
+std::string ui::selection_text() const {
+  const auto* v = app_.view();
+  if (!v || v->execution_id() != shown_execution_ || !anchor_ || !cursor_ || *anchor_ == *cursor_) return "";
+  const auto& out = v->output();
+  if (out.size() == 0) return "";
+  auto from = std::min(*anchor_, *cursor_), to = std::max(*anchor_, *cursor_);
+  if (from.line >= out.size()) return "";
+  to.line = std::min(to.line, out.size() - 1);
+  std::string text;
+  for (std::size_t i = from.line; i <= to.line; ++i) {
+    const auto line = out.line(i);
+    const std::size_t begin = i == from.line ? std::min(from.column, line.text.size()) : 0;
+    const std::size_t end = i == to.line ? std::min(to.column, line.text.size()) : line.text.size();
+    if (begin < end) text.append(line.text.substr(begin, end - begin));
+    if (i != to.line && !line.wrapped) text += '\n';
+  }
+  return text;
 }
 
 void ui::draw_status_bar() {
   ImGui::TextUnformatted("cmdcast");
   ImGui::SameLine();
   if (!app_.user().empty()) {
-    ImGui::TextColored(grey, "%s (%s)", app_.user().c_str(), app_.can_run() ? "operator" : "viewer");
+    ImGui::TextColored(colours->grey, "%s (%s)", app_.user().c_str(), app_.can_run() ? "operator" : "viewer");
     ImGui::SameLine();
   }
   if (app_.view() && !app_.view()->finished()) {
     switch (app_.mode()) {
-      case link_mode::websocket: ImGui::TextColored(green, "live"); break;
-      case link_mode::polling: ImGui::TextColored(yellow, "polling (degraded)"); break;
-      case link_mode::disconnected: ImGui::TextColored(red, "disconnected: reconnecting..."); break;
+      case link_mode::websocket: ImGui::TextColored(colours->green, "live"); break;
+      case link_mode::polling: ImGui::TextColored(colours->yellow, "polling (degraded)"); break;
+      case link_mode::disconnected: ImGui::TextColored(colours->red, "disconnected: reconnecting..."); break;
     }
     ImGui::SameLine();
   }
-  if (!app_.error().empty()) ImGui::TextColored(red, "%s", app_.error().c_str());
+  if (!app_.error().empty()) ImGui::TextColored(colours->red, "%s", app_.error().c_str());
   else ImGui::NewLine();
 }
 
@@ -184,7 +319,7 @@ void ui::draw_token_prompt() {
 }
 
 void ui::draw_machines() {
-  ImGui::TextColored(grey, "MACHINES");
+  ImGui::TextColored(colours->grey, "MACHINES");
   for (const auto& m : app_.machines()) {
     const bool selected = m.id == app_.selected_machine();
     if (ImGui::Selectable((m.name + "##" + m.id).c_str(), selected)) app_.select_machine(m.id);
@@ -194,7 +329,7 @@ void ui::draw_machines() {
     for (const auto& a : m.actions) draw_action(m, a);
     ImGui::Unindent();
   }
-  if (app_.machines().empty()) ImGui::TextColored(grey, "(none yet)");
+  if (app_.machines().empty()) ImGui::TextColored(colours->grey, "(none yet)");
 }
 
 void ui::draw_action(const common::machine_info& m, const common::action_info& a) {
@@ -213,12 +348,15 @@ void ui::draw_action(const common::machine_info& m, const common::action_info& a
       remember_item("param:" + m.id + "/" + a.name + "/" + name);
       if (!matches(pattern, value)) {
         valid = false;
-        ImGui::TextColored(value.empty() ? grey : red, "must match %s", pattern.c_str());
+        ImGui::TextColored(value.empty() ? colours->grey : colours->red, "must match %s", pattern.c_str());
       }
       params[name] = value;
     }
     ImGui::BeginDisabled(!valid || !app_.can_run());
-    if (ImGui::Button("Run")) app_.run(m.id, a.name, params);
+    if (ImGui::Button("Run")) {
+      app_.run(m.id, a.name, params);
+      narrow_shows_output_ = true;
+    }
     remember_item("run:" + m.id + "/" + a.name);
     ImGui::EndDisabled();
     if (!app_.can_run() && ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) {
@@ -226,7 +364,7 @@ void ui::draw_action(const common::machine_info& m, const common::action_info& a
     }
     if (a.progress) {
       ImGui::SameLine();
-      ImGui::TextColored(grey, "progress: %s", a.progress->c_str());
+      ImGui::TextColored(colours->grey, "progress: %s", a.progress->c_str());
     }
     ImGui::TreePop();
   }
@@ -234,7 +372,7 @@ void ui::draw_action(const common::machine_info& m, const common::action_info& a
 }
 
 void ui::draw_executions() {
-  ImGui::TextColored(grey, "EXECUTIONS");
+  ImGui::TextColored(colours->grey, "EXECUTIONS");
   const auto flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_SizingStretchProp | ImGuiTableFlags_ScrollY;
   if (!ImGui::BeginTable("executions", 3, flags)) return;
   for (const auto& r : app_.executions()) {
@@ -242,16 +380,19 @@ void ui::draw_executions() {
     ImGui::TableNextColumn();
     ImGui::PushID(r.execution_id.c_str());
     const bool current = app_.view() && app_.view()->execution_id() == r.execution_id;
-    if (ImGui::Selectable(r.action_type.c_str(), current, ImGuiSelectableFlags_SpanAllColumns)) app_.attach(r.execution_id);
+    if (ImGui::Selectable(r.action_type.c_str(), current, ImGuiSelectableFlags_SpanAllColumns)) {
+      app_.attach(r.execution_id);
+      narrow_shows_output_ = true;
+    }
     remember_item("execution:" + r.execution_id);
     ImGui::PopID();
     ImGui::TableNextColumn();
-    ImGui::TextColored(grey, "%s", r.machine_id.c_str());
+    ImGui::TextColored(colours->grey, "%s", r.machine_id.c_str());
     ImGui::TableNextColumn();
     ImGui::TextColored(state_colour(r.state), "%s", r.state.c_str());
     if (r.state == "running" && r.watchers > 0) {
       ImGui::SameLine();
-      ImGui::TextColored(grey, "%lld", static_cast<long long>(r.watchers));
+      ImGui::TextColored(colours->grey, "%lld", static_cast<long long>(r.watchers));
     }
   }
   ImGui::EndTable();
@@ -260,7 +401,8 @@ void ui::draw_executions() {
 void ui::draw_execution() {
   const auto* v = app_.view();
   if (!v) {
-    ImGui::TextColored(grey, "Run an action, or pick an execution to watch.");
+    ImGui::TextColored(colours->grey, "Run an action, or pick an execution to watch.");
+    focus_find_ = find_focused_ = false;
     return;
   }
   if (v->execution_id() != shown_execution_) {
@@ -269,25 +411,28 @@ void ui::draw_execution() {
     find_matches_.clear();
     find_for_.clear();
     find_current_ = -1;
+    anchor_.reset();
+    cursor_.reset();
+    selecting_ = false;
   }
   // Header: what, where, state.
   const auto& s = v->started();
   ImGui::Text("%s on %s", s ? s->action_type.c_str() : "...", s ? s->machine_id.c_str() : "...");
   ImGui::SameLine();
   if (const auto& e = v->exit()) {
-    ImGui::TextColored(e->state == common::exit_state::exited && e->code == 0 ? green : red, "%s after %s",
+    ImGui::TextColored(e->state == common::exit_state::exited && e->code == 0 ? colours->green : colours->red, "%s after %s",
                        exit_text(*e).c_str(), duration_text(e->duration_ms).c_str());
   } else {
-    ImGui::TextColored(yellow, "running");
+    ImGui::TextColored(colours->yellow, "running");
   }
   if (v->watchers() && !v->finished()) {
     ImGui::SameLine();
-    ImGui::TextColored(grey, "%lld watching", static_cast<long long>(*v->watchers()));
+    ImGui::TextColored(colours->grey, "%lld watching", static_cast<long long>(*v->watchers()));
   }
-  ImGui::TextColored(grey, "%s", v->execution_id().c_str());
+  ImGui::TextColored(colours->grey, "%s", v->execution_id().c_str());
   if (s) {
     ImGui::SameLine();
-    ImGui::TextColored(grey, "  $ %s", s->command.c_str());
+    ImGui::TextColored(colours->grey, "  $ %s", s->command.c_str());
   }
   // Progress: a bar with the phase, or a busy bar when the output gives no measure.
   if (const auto& p = v->progress()) {
@@ -314,27 +459,38 @@ void ui::draw_execution() {
     if (copy_text) copy_text(text);
     else ImGui::SetClipboardText(text.c_str());
   }
-  ImGui::SameLine();
-  ImGui::SetNextItemWidth(180 * scale);
-  if (ImGui::InputTextWithHint("##find", "find in output", find_buffer_, sizeof find_buffer_,
-                               ImGuiInputTextFlags_EnterReturnsTrue)) {
-    find_next(*v, +1);
+  if (!narrow_) ImGui::SameLine();  // (on a phone the find has a line of its own)
+  ImGui::SetNextItemWidth((narrow_ ? 150.0f : 180.0f) * scale);
+  if (focus_find_) {
+    ImGui::SetKeyboardFocusHere();
+    focus_find_ = false;
   }
+  // Enter: the next match, Shift+Enter: the previous one; the field keeps the keyboard for
+  // the next Enter (Esc leaves it).
+  const char* hint = narrow_ ? "find in output" : "find in output (Ctrl+F)";
+  if (ImGui::InputTextWithHint("##find", hint, find_buffer_, sizeof find_buffer_, ImGuiInputTextFlags_EnterReturnsTrue)) {
+    find_next(*v, ImGui::GetIO().KeyShift ? -1 : +1);
+    focus_find_ = true;
+  }
+  find_focused_ = ImGui::IsItemActive();
   remember_item("find");
   ImGui::SameLine();
   if (ImGui::ArrowButton("##prev", ImGuiDir_Up)) find_next(*v, -1);
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("previous match (Shift+Enter)");
+  remember_item("find_previous");
   ImGui::SameLine();
   if (ImGui::ArrowButton("##next", ImGuiDir_Down)) find_next(*v, +1);
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("next match (Enter)");
   remember_item("find_next");
   if (!find_for_.empty()) {
     ImGui::SameLine();
-    ImGui::TextColored(grey, "%d of %zu", find_current_ + 1, find_matches_.size());
+    ImGui::TextColored(colours->grey, "%d of %zu", find_current_ + 1, find_matches_.size());
   }
   ImGui::SameLine();
   ImGui::Checkbox("follow", &follow_tail_);
   remember_item("follow");
   ImGui::SameLine();
-  ImGui::TextColored(grey, "%zu lines", v->output().size());
+  ImGui::TextColored(colours->grey, "%zu lines", v->output().size());
   draw_output(*v);
 }
 
@@ -358,9 +514,60 @@ void ui::find_next(const common::execution_view& v, int direction) {
   follow_tail_ = false;
 }
 
+void ui::handle_selection(const common::execution_view& v, ImVec2 origin, float line_height) {
+  const ImGuiIO& io = ImGui::GetIO();
+  const auto& out = v.output();
+  if (out.size() == 0) return;
+  auto position_at = [&](ImVec2 mouse) {
+    const float row = std::floor((mouse.y - origin.y) / line_height);
+    if (row < 0) return text_position{0, 0};
+    if (row >= static_cast<float>(out.size())) return text_position{out.size() - 1, out.line(out.size() - 1).text.size()};
+    const auto line = static_cast<std::size_t>(row);
+    return text_position{line, column_at(out.line(line).text, mouse.x - origin.x)};
+  };
+  // Clicks on the text, not on the scrollbars.
+  const ImVec2 window = ImGui::GetWindowPos(), content = ImGui::GetWindowContentRegionMax();
+  const bool on_text = ImGui::IsWindowHovered() && io.MousePos.x < window.x + content.x && io.MousePos.y < window.y + content.y;
+  if (on_text && ImGui::IsMouseClicked(0)) {
+    const auto at = position_at(io.MousePos);
+    const auto text = out.line(at.line).text;
+    const int clicks = ImGui::GetMouseClickedCount(0);
+    selecting_ = false;
+    if (clicks == 2) {  // the word under the mouse
+      std::size_t begin = at.column, end = at.column;
+      while (begin > 0 && is_word_byte(text[begin - 1])) --begin;
+      while (end < text.size() && is_word_byte(text[end])) ++end;
+      anchor_ = text_position{at.line, begin};
+      cursor_ = text_position{at.line, end};
+    } else if (clicks >= 3) {  // the line
+      anchor_ = text_position{at.line, 0};
+      cursor_ = text_position{at.line, text.size()};
+    } else if (io.KeyShift && anchor_) {
+      cursor_ = at;
+    } else {
+      anchor_ = cursor_ = at;
+      selecting_ = true;
+    }
+    if (clicks >= 2 || io.KeyShift) follow_tail_ = false;
+  }
+  if (selecting_) {
+    if (!ImGui::IsMouseDown(0)) {
+      selecting_ = false;
+      return;
+    }
+    cursor_ = position_at(io.MousePos);
+    if (*cursor_ != *anchor_) follow_tail_ = false;  // a drag: the text must hold still
+    // Dragging past the top or the bottom scrolls.
+    if (io.MousePos.y < window.y) ImGui::SetScrollY(ImGui::GetScrollY() - line_height);
+    if (io.MousePos.y > window.y + ImGui::GetWindowHeight()) ImGui::SetScrollY(ImGui::GetScrollY() + line_height);
+  }
+}
+
 void ui::draw_output(const common::execution_view& v) {
-  ImGui::PushStyleColor(ImGuiCol_ChildBg, IM_COL32(16, 16, 18, 255));
+  ImGui::PushStyleColor(ImGuiCol_ChildBg, colours->output_bg);
   ImGui::BeginChild("output", {0, 0}, true, ImGuiWindowFlags_HorizontalScrollbar);
+  const ImVec2 at = ImGui::GetWindowPos(), size = ImGui::GetWindowSize();
+  items_["output"] = {at.x, at.y, size.x, size.y};
   // Follow the tail until the user scrolls up; scrolling back to the bottom resumes it.
   const bool at_bottom = ImGui::GetScrollY() >= ImGui::GetScrollMaxY() - 1.0f;
   if (ImGui::IsWindowHovered() && ImGui::GetIO().MouseWheel > 0) follow_tail_ = false;
@@ -368,21 +575,63 @@ void ui::draw_output(const common::execution_view& v) {
 
   const auto& out = v.output();
   const float line_height = ImGui::GetTextLineHeightWithSpacing();
+  // PgUp, PgDn and Home leave the tail; End (or paging down to it) follows it again.
+  const float page = std::max(line_height, ImGui::GetWindowHeight() - 2 * line_height);
+  switch (std::exchange(scroll_key_, scroll_key::none)) {
+    case scroll_key::page_up:
+      follow_tail_ = false;
+      ImGui::SetScrollY(std::max(0.0f, ImGui::GetScrollY() - page));
+      break;
+    case scroll_key::page_down:
+      ImGui::SetScrollY(std::min(ImGui::GetScrollMaxY(), ImGui::GetScrollY() + page));
+      follow_tail_ = follow_tail_ || ImGui::GetScrollY() + page >= ImGui::GetScrollMaxY();
+      break;
+    case scroll_key::home:
+      follow_tail_ = false;
+      ImGui::SetScrollY(0);
+      break;
+    case scroll_key::end: follow_tail_ = true; break;
+    case scroll_key::none: break;
+  }
+  if (const float by = std::exchange(pending_scroll_, 0.0f); by != 0) {
+    const float target = std::clamp(ImGui::GetScrollY() + by, 0.0f, ImGui::GetScrollMaxY());
+    ImGui::SetScrollY(target);
+    follow_tail_ = by > 0 && target >= ImGui::GetScrollMaxY() - 1.0f;
+  }
   const long highlighted =
       find_current_ >= 0 && find_current_ < static_cast<int>(find_matches_.size())
           ? static_cast<long>(find_matches_[static_cast<std::size_t>(find_current_)])
           : -1;
   if (out.dropped_lines() > 0) {
-    ImGui::TextColored(grey, "[%llu older lines dropped]", static_cast<unsigned long long>(out.dropped_lines()));
+    ImGui::TextColored(colours->grey, "[%llu older lines dropped]", static_cast<unsigned long long>(out.dropped_lines()));
   }
+  const ImVec2 origin = ImGui::GetCursorScreenPos();  // where line 0 is drawn
+  handle_selection(v, origin, line_height);
+  // The selection, in order; only the lines on screen are looked at.
+  const bool has_selection = anchor_ && cursor_ && *anchor_ != *cursor_;
+  const text_position from = has_selection ? std::min(*anchor_, *cursor_) : text_position{};
+  const text_position to = has_selection ? std::max(*anchor_, *cursor_) : text_position{};
   ImGuiListClipper clipper;
   clipper.Begin(static_cast<int>(out.size()), line_height);
+  visible_ = {out.size(), 0};
   while (clipper.Step()) {
+    visible_.first = std::min(visible_.first, static_cast<std::size_t>(clipper.DisplayStart));
+    visible_.second = std::max(visible_.second, static_cast<std::size_t>(clipper.DisplayEnd));
     for (int i = clipper.DisplayStart; i < clipper.DisplayEnd; ++i) {
-      draw_line(out.line(static_cast<std::size_t>(i)), i == highlighted);
+      const auto index = static_cast<std::size_t>(i);
+      std::size_t select_from = 0, select_to = 0;
+      if (has_selection && index >= from.line && index <= to.line) {
+        select_from = index == from.line ? from.column : 0;
+        select_to = index == to.line ? to.column : std::string_view::npos;
+      }
+      draw_line(out.line(index), i == highlighted, select_from, select_to);
     }
   }
   clipper.End();
+  if (visible_.first > visible_.second) visible_ = {0, 0};
+  // For tests: where the first line on screen starts, one character's width, a line's height.
+  items_["output_text"] = {origin.x, origin.y + static_cast<float>(visible_.first) * line_height,
+                           ImGui::CalcTextSize("M").x, line_height};
   if (scroll_to_line_ >= 0) {
     ImGui::SetScrollY(static_cast<float>(scroll_to_line_) * line_height - ImGui::GetWindowHeight() / 2);
     scroll_to_line_ = -1;

@@ -2,12 +2,19 @@
 // actions (params checked against the server's patterns, Run for operators), running and
 // recent executions, and the watched one: its live output (ANSI colours, \r lines, stderr in
 // its own colour) with follow-tail, find and copy, its progress, state, exit and cancel.
+// Keyboard: Ctrl/Cmd+F find (Enter, Shift+Enter, Esc), Ctrl/Cmd+C copy the selection, PgUp,
+// PgDn, Home, End. Selection: drag, double-click a word, triple-click a line, shift-click.
+// Under about 700 CSS px the layout is one column: the lists, or the output with a way back.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <imgui.h>
 
 #include "app/client_app.hpp"
 
@@ -30,6 +37,21 @@ class ui {
   /// Find in output: how many lines match, and which one is shown (-1: none).
   std::size_t find_matches() const { return find_matches_.size(); }
   int find_current() const { return find_current_; }
+  /// Whether the find field has the keyboard.
+  bool find_focused() const { return find_focused_; }
+  /// The selected output as plain text (what Copy puts on the clipboard); empty when nothing
+  /// is selected. Costs the size of the selection, and nothing when none.
+  std::string selection_text() const;
+  /// The output lines on screen in the last frame, [first, end), for the page's mirror of them.
+  std::pair<std::size_t, std::size_t> visible_lines() const { return visible_; }
+  /// Light colours (the browser's prefers-color-scheme), or dark.
+  void set_light(bool light);
+  bool light() const { return light_; }
+  /// Whether the last frame was laid out in one column (a narrow screen).
+  bool narrow() const { return narrow_; }
+  /// Scrolls the output by `pixels` (down when positive) at the next frame: a finger's swipe
+  /// and its momentum, which the shell measures itself.
+  void scroll_output(float pixels) { pending_scroll_ += pixels; }
 
  private:
   void draw_status_bar();
@@ -40,6 +62,10 @@ class ui {
   void draw_execution();
   void draw_output(const common::execution_view& v);
   void find_next(const common::execution_view& v, int direction);
+  /// Keys that act on the output from anywhere but a text field: copy, scrolling, find.
+  void handle_keys();
+  /// Mouse selection in the output: `origin` is where line 0 starts on screen.
+  void handle_selection(const common::execution_view& v, ImVec2 origin, float line_height);
   /// Remembers the last item's rectangle under `name` (see items_json).
   void remember_item(const std::string& name);
 
@@ -54,6 +80,21 @@ class ui {
   std::uint64_t find_version_ = 0;  // the transcript version they were found in
   int find_current_ = -1;
   long scroll_to_line_ = -1;
+  bool focus_find_ = false, find_focused_ = false;
+  /// A place in the output: a line and a byte offset in its text.
+  struct text_position {
+    std::size_t line = 0, column = 0;
+    auto operator<=>(const text_position&) const = default;
+  };
+  std::optional<text_position> anchor_, cursor_;  // the selection, when both are set
+  bool selecting_ = false;                        // the mouse is dragging a selection
+  enum class scroll_key { none, page_up, page_down, home, end };
+  scroll_key scroll_key_ = scroll_key::none;
+  float pending_scroll_ = 0;
+  std::pair<std::size_t, std::size_t> visible_{0, 0};
+  bool light_ = false, narrow_ = false;
+  bool narrow_shows_output_ = false;  // in one column: the output (else the lists)
+  std::string narrow_opened_;         // the execution last opened
   struct rect {
     float x, y, w, h;
   };

@@ -1,7 +1,9 @@
 // The web shell: the cmdcast UI in the browser (Emscripten, GLFW on WebGL2), served by
 // cmdcast-server at /. Deep links (#/executions/ID, #/machines/ID) open what they name; the
 // token is kept in the browser's localStorage, never in the URL; window.cmdcast.state()
-// returns what the user sees as an object, for tests.
+// returns what the user sees as an object, for tests. The output lines on screen are mirrored
+// into a visually hidden role="log" element for screen readers; the colours follow the
+// browser's prefers-color-scheme.
 #include <GLFW/glfw3.h>
 #include <emscripten.h>
 #include <emscripten/html5.h>
@@ -9,12 +11,14 @@
 #include <imgui_impl_glfw.h>
 #include <imgui_impl_opengl3.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "app/client_app.hpp"
+#include "cmdcast/common/codec.hpp"
 #include "app/ui.hpp"
 #include "web/web_transport.hpp"
 
@@ -40,6 +44,20 @@ EM_JS(void, js_copy, (const char* text), { navigator.clipboard && navigator.clip
 EM_JS(double, js_pixel_ratio, (), { return window.devicePixelRatio || 1; });
 EM_JS(int, js_inner_width, (), { return window.innerWidth; });
 EM_JS(int, js_inner_height, (), { return window.innerHeight; });
+EM_JS(int, js_prefers_light, (), { return window.matchMedia("(prefers-color-scheme: light)").matches ? 1 : 0; });
+/// The screen reader's copy of the output on screen: one element per line, announced
+/// (politely) only while following the tail.
+EM_JS(void, js_mirror_output, (const char* lines, int following), {
+  const log = document.getElementById("output-log");
+  if (!log) return;
+  const text = UTF8ToString(lines);
+  log.setAttribute("aria-live", following ? "polite" : "off");
+  log.replaceChildren(...(text === "" ? [] : text.split("\n")).map((line) => {
+    const div = document.createElement("div");
+    div.textContent = line;
+    return div;
+  }));
+});
 EM_JS(void, js_install_state, (), {
   window.cmdcast = {state : () => JSON.parse(Module.ccall("cmdcast_state", "string", [], []))};
   document.title = "cmdcast";
@@ -71,6 +89,8 @@ struct shell {
   int settle_frames = 0;  // frames to draw after input, for ImGui's hover and click states
   std::uint64_t drawn_revision = 0;
   double last_drawn = -1e9, last_cost = 0;
+  std::string mirrored;  // what the role="log" mirror holds
+  bool mirrored_following = false;
 };
 constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
@@ -92,6 +112,25 @@ bool should_draw(shell& s, double now) {
 }
 
 void mark_input(GLFWwindow*) { the_shell->input_seen = true; }
+
+/// Updates the role="log" mirror when the lines on screen changed: what is visible, never
+/// more, so it costs the same with a million lines held.
+void mirror_output(shell& s) {
+  std::string lines;
+  if (const auto* v = s.app->view()) {
+    const auto& out = v->output();
+    const auto [first, end] = s.view->visible_lines();
+    for (std::size_t i = first; i < std::min(end, out.size()); ++i) {
+      if (i != first) lines += '\n';
+      lines += out.line(i).text;
+    }
+  }
+  const bool following = s.view->following();
+  if (lines == s.mirrored && following == s.mirrored_following) return;
+  s.mirrored = std::move(lines);
+  s.mirrored_following = following;
+  js_mirror_output(s.mirrored.c_str(), following ? 1 : 0);
+}
 
 void frame() {
   shell& s = *the_shell;
@@ -120,6 +159,12 @@ void frame() {
     s.token = s.app->token();
     js_store_token(s.token.c_str());
   }
+  // The theme is checked each frame: the system may switch to dark at dusk.
+  const bool light = js_prefers_light() != 0;
+  if (light != s.view->light()) {
+    s.view->set_light(light);
+    s.input_seen = true;
+  }
   if (!should_draw(s, started)) return;
   s.drawn_revision = s.app->revision();
 
@@ -132,9 +177,14 @@ void frame() {
   int fw = 0, fh = 0;
   glfwGetFramebufferSize(s.window, &fw, &fh);
   glViewport(0, 0, fw, fh);
-  glClearColor(0.08f, 0.08f, 0.09f, 1.0f);
+  if (light) {
+    glClearColor(0.94f, 0.94f, 0.94f, 1.0f);
+  } else {
+    glClearColor(0.08f, 0.08f, 0.09f, 1.0f);
+  }
   glClear(GL_COLOR_BUFFER_BIT);
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+  mirror_output(s);
   const double finished = emscripten_get_now();
   s.last_drawn = finished;
   s.last_cost = finished - started;
@@ -157,7 +207,14 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   s.state += ",\"follow_tail\":";
   s.state += s.view->following() ? "true" : "false";
   s.state += ",\"find\":{\"matches\":" + std::to_string(s.view->find_matches()) +
-             ",\"current\":" + std::to_string(s.view->find_current()) + "}";
+             ",\"current\":" + std::to_string(s.view->find_current()) +
+             ",\"focused\":" + (s.view->find_focused() ? "true" : "false") + "}";
+  s.state += ",\"selection\":";
+  cmdcast::common::append_json_string(s.state, s.view->selection_text());
+  s.state += std::string(",\"theme\":") + (s.view->light() ? "\"light\"" : "\"dark\"");
+  s.state += std::string(",\"layout\":") + (s.view->narrow() ? "\"narrow\"" : "\"wide\"");
+  const auto [first, end] = s.view->visible_lines();
+  s.state += ",\"visible_lines\":[" + std::to_string(first) + "," + std::to_string(end) + "]";
   s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio()));
   s.state += ",\"first_frame_ms\":" + std::to_string(s.first_frame_ms);
   const std::size_t n = std::min(s.frames, frame_ring);
@@ -171,6 +228,12 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   }
   s.state += "}";
   return s.state.c_str();
+}
+
+/// A finger's swipe on the page, in CSS pixels (shell.html turns touches into this).
+extern "C" EMSCRIPTEN_KEEPALIVE void cmdcast_scroll_output(double css_pixels) {
+  the_shell->view->scroll_output(static_cast<float>(css_pixels * js_pixel_ratio()));
+  the_shell->input_seen = true;
 }
 
 int main() {
