@@ -459,6 +459,7 @@ void ui::draw_execution() {
     if (copy_text) copy_text(text);
     else ImGui::SetClipboardText(text.c_str());
   }
+  remember_item("copy");
   if (!narrow_) ImGui::SameLine();  // (on a phone the find has a line of its own)
   ImGui::SetNextItemWidth((narrow_ ? 150.0f : 180.0f) * scale);
   if (focus_find_) {

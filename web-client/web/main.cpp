@@ -58,6 +58,11 @@ EM_JS(void, js_mirror_output, (const char* lines, int following), {
     return div;
   }));
 });
+/// The controls drawn on the canvas, as DOM buttons for the keyboard and screen readers
+/// (shell.html); `items` is ui::items_json().
+EM_JS(void, js_sync_controls, (const char* items), {
+  if (window.cmdcastSyncControls) window.cmdcastSyncControls(JSON.parse(UTF8ToString(items)));
+});
 EM_JS(void, js_install_state, (), {
   window.cmdcast = {state : () => JSON.parse(Module.ccall("cmdcast_state", "string", [], []))};
   document.title = "cmdcast";
@@ -91,6 +96,7 @@ struct shell {
   double last_drawn = -1e9, last_cost = 0;
   std::string mirrored;  // what the role="log" mirror holds
   bool mirrored_following = false;
+  std::string controls;  // the items the DOM buttons were made for
 };
 constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
@@ -185,6 +191,10 @@ void frame() {
   glClear(GL_COLOR_BUFFER_BIT);
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
   mirror_output(s);
+  if (auto items = s.view->items_json(static_cast<float>(ratio)); items != s.controls) {
+    s.controls = std::move(items);
+    js_sync_controls(s.controls.c_str());
+  }
   const double finished = emscripten_get_now();
   s.last_drawn = finished;
   s.last_cost = finished - started;
@@ -213,6 +223,7 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   cmdcast::common::append_json_string(s.state, s.view->selection_text());
   s.state += std::string(",\"theme\":") + (s.view->light() ? "\"light\"" : "\"dark\"");
   s.state += std::string(",\"layout\":") + (s.view->narrow() ? "\"narrow\"" : "\"wide\"");
+  s.state += std::string(",\"typing\":") + (ImGui::GetIO().WantTextInput ? "true" : "false");
   const auto [first, end] = s.view->visible_lines();
   s.state += ",\"visible_lines\":[" + std::to_string(first) + "," + std::to_string(end) + "]";
   s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio()));
@@ -254,6 +265,7 @@ int main() {
   ImGui::CreateContext();
   ImGuiIO& io = ImGui::GetIO();
   io.IniFilename = nullptr;
+  io.MouseDoubleClickTime = 0.5f;  // as most desktops (ImGui: 0.3 s); a triple-click is three clicks within it
   ImFontConfig font;
   font.SizePixels = static_cast<float>(13.0 * ratio);
   io.Fonts->AddFontDefault(&font);
