@@ -192,7 +192,7 @@ test("selecting output with the mouse: a drag to the character, a word, a line, 
   await waitForState(page, (st) => st.selection === "", "no selection after a click");
 });
 
-test("on a phone the layout is one column, the output full width, swiping scrolls it, and there is a way back", async () => {
+test("on a phone the layout is one column, the output full width, swiping scrolls it, a long press selects, and there is a way back", async () => {
   const id = await stack.run("lines", { count: "150" });
   const page = await openPage(browser, stack, `#/executions/${id}`,
                               { viewport: { width: 390, height: 844 }, scale: 3, touch: true });
@@ -215,6 +215,22 @@ test("on a phone the layout is one column, the output full width, swiping scroll
   }
   await touch("touchEnd");
   s = await waitForState(page, (st) => !st.follow_tail && st.visible_lines[0] < before - 10, "the output scrolled back");
+  // A long press, then a drag, selects: from "line N" column 0 to two lines further, column 4.
+  await pause(1500);  // the glide is over
+  s = await state(page);
+  const first = s.visible_lines[0];
+  const from = await textPoint(page, first + 2, 0), to = await textPoint(page, first + 4, 4);
+  await cdp.send("Input.dispatchTouchEvent", { type: "touchStart", touchPoints: [{ x: from.x, y: from.y }] });
+  await pause(700);
+  for (const f of [0.5, 1]) {
+    await cdp.send("Input.dispatchTouchEvent", { type: "touchMove",
+      touchPoints: [{ x: from.x + (to.x - from.x) * f, y: from.y + (to.y - from.y) * f }] });
+    await pause(60);
+  }
+  await touch("touchEnd");
+  const lineAt = (i) => `line ${i + 1}`;  // output line i is "line i+1"
+  await waitForState(page, (st) => st.selection === `${lineAt(first + 2)}\n${lineAt(first + 3)}\n${lineAt(first + 4).slice(0, 4)}`,
+                     "the long-press selection");
   // Back to the lists, then the execution again, by taps.
   let [bx, by, bw, bh] = s.items.back;
   await page.touchscreen.tap(bx + bw / 2, by + bh / 2);

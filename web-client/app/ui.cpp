@@ -527,8 +527,11 @@ void ui::handle_selection(const common::execution_view& v, ImVec2 origin, float 
     return text_position{line, column_at(out.line(line).text, mouse.x - origin.x)};
   };
   // Clicks on the text, not on the scrollbars.
-  const ImVec2 window = ImGui::GetWindowPos(), content = ImGui::GetWindowContentRegionMax();
-  const bool on_text = ImGui::IsWindowHovered() && io.MousePos.x < window.x + content.x && io.MousePos.y < window.y + content.y;
+  const ImVec2 window = ImGui::GetWindowPos();
+  const float bar = ImGui::GetStyle().ScrollbarSize;
+  const float right = window.x + ImGui::GetWindowWidth() - (ImGui::GetScrollMaxY() > 0 ? bar : 0);
+  const float bottom = window.y + ImGui::GetWindowHeight() - (ImGui::GetScrollMaxX() > 0 ? bar : 0);
+  const bool on_text = ImGui::IsWindowHovered() && io.MousePos.x < right && io.MousePos.y < bottom;
   if (on_text && ImGui::IsMouseClicked(0)) {
     const auto at = position_at(io.MousePos);
     const auto text = out.line(at.line).text;
