@@ -418,7 +418,10 @@ common::result<config> parse_config(std::string_view text, const std::string& or
   r.attempt([&] {
     const auto* actions = r.table(root, "actions");
     if (!actions) return;
-    for (const auto& [key, node] : *actions) {
+    // (Plain names, not structured bindings: clang 14, the fuzz build's, cannot capture those.)
+    for (const auto& entry : *actions) {
+      const auto& key = entry.first;
+      const auto& node = entry.second;
       r.attempt([&] {
         const std::string where = "actions." + std::string(key.str());
         if (!node.is_table()) r.fail(&node, where, "must be a table");
@@ -433,7 +436,9 @@ common::result<config> parse_config(std::string_view text, const std::string& or
           const toml::node* p = t.get("params");
           if (!p) return;
           if (!p->is_table()) r.fail(p, where + ".params", "must be a table of name = pattern");
-          for (const auto& [pname, pattern] : *p->as_table()) {
+          for (const auto& param : *p->as_table()) {
+            const auto& pname = param.first;
+            const auto& pattern = param.second;
             r.attempt([&] {
               const std::string pwhere = where + ".params." + std::string(pname.str());
               if (!pattern.is_string()) r.fail(&pattern, pwhere, "must be a pattern string");
@@ -458,7 +463,8 @@ common::result<config> parse_config(std::string_view text, const std::string& or
             if (!has) r.fail(t.get("command"), where + ".command", "uses {" + name + "} but params has no pattern for it");
           });
         }
-        for (const auto& [name, pattern] : a.params) {
+        for (const auto& declared_param : a.params) {
+          const std::string& name = declared_param.first;
           r.attempt([&] {
             if (!used.count(name)) r.fail(t.get("params"), where + ".params." + name, "is not used in the command");
           });
