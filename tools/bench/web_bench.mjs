@@ -81,7 +81,9 @@ try {
     // canvas' pixels, not with the output); building the UI is what the output costs.
     for (const [label, ring] of [["whole frame", s.frame_ms], ["building the UI", s.ui_ms]]) {
       const frames = ring.slice(-180);
-      console.log(`${label} with ${done.lines} lines: mean ${(frames.reduce((a, b) => a + b, 0) / frames.length).toFixed(2)} ms,` +
+      // The median too: with a few dozen frames one slow one (a GC, the VM) moves the mean.
+      console.log(`${label} with ${done.lines} lines: median ${median(frames).toFixed(2)} ms,` +
+                  ` mean ${(frames.reduce((a, b) => a + b, 0) / frames.length).toFixed(2)} ms,` +
                   ` p99 ${percentile(frames, 0.99).toFixed(2)} ms, max ${Math.max(...frames).toFixed(2)} ms (${frames.length} frames)`);
     }
   }

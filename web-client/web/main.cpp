@@ -97,6 +97,7 @@ struct shell {
   std::string mirrored;  // what the role="log" mirror holds
   bool mirrored_following = false;
   std::string controls;  // the items the DOM buttons were made for
+  double last_mirrored = -1e9;
 };
 constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
@@ -190,10 +191,16 @@ void frame() {
   }
   glClear(GL_COLOR_BUFFER_BIT);
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
-  mirror_output(s);
-  if (auto items = s.view->items_json(static_cast<float>(ratio)); items != s.controls) {
-    s.controls = std::move(items);
-    js_sync_controls(s.controls.c_str());
+  // The page's copies for screen readers and the keyboard, four times a second at most: a
+  // live region needs no more, and the DOM's work then stays off the frames that matter
+  // (a frame is drawn at least every second, so the last change is never left out).
+  if (started - s.last_mirrored >= 250) {
+    s.last_mirrored = started;
+    mirror_output(s);
+    if (auto items = s.view->items_json(static_cast<float>(ratio)); items != s.controls) {
+      s.controls = std::move(items);
+      js_sync_controls(s.controls.c_str());
+    }
   }
   const double finished = emscripten_get_now();
   s.last_drawn = finished;
