@@ -91,9 +91,9 @@ test("a machine's deep link opens onto it; find in output finds every match", as
 });
 
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
-/// A key as a person presses it: held long enough for a frame to see it (ImGui 1.86 misses a
-/// key pressed and released within one frame).
-const press = (page, key) => page.keyboard.press(key, { delay: 100 });
+/// A key as a person presses it: held long enough for frames to see it, even on a loaded
+/// machine (ImGui 1.86 misses a key pressed and released within one frame).
+const press = (page, key) => page.keyboard.press(key, { delay: 200 });
 
 /// Where column `column` of output line `line` is on the page (CSS px), from the first line
 /// on screen as the page reports it.

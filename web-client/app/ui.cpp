@@ -500,13 +500,16 @@ void ui::find_next(const common::execution_view& v, int direction) {
   if (needle.empty()) return;
   const auto& out = v.output();
   if (needle != find_for_ || out.version() != find_version_) {
+    // The same needle in grown output keeps its place: the next match is after the one shown.
+    const bool same = needle == find_for_;
     find_for_ = needle;
     find_version_ = out.version();
     find_matches_.clear();
     for (std::size_t i = 0; i < out.size(); ++i) {
       if (contains(out.line(i).text, needle)) find_matches_.push_back(i);
     }
-    find_current_ = direction > 0 ? -1 : 0;
+    if (!same) find_current_ = direction > 0 ? -1 : 0;
+    find_current_ = std::min(find_current_, static_cast<int>(find_matches_.size()) - 1);
   }
   if (find_matches_.empty()) return;
   const int n = static_cast<int>(find_matches_.size());
