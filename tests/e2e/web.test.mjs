@@ -126,7 +126,7 @@ test("the keyboard: Ctrl F finds, not the browser; Enter and Shift Enter step, E
   await press(page, "Enter");
   await waitForState(page, (st) => st.find.current === 1 && st.find.focused, "Enter: the next match");
   await press(page, "Shift+Enter");
-  await waitForState(page, (st) => st.find.current === 0, "Shift+Enter: the previous match");
+  await waitForState(page, (st) => st.find.current === 0 && st.find.focused, "Shift+Enter: the previous match");
   await press(page, "Escape");
   s = await waitForState(page, (st) => !st.find.focused, "Esc leaves the find field");
   // The keys now scroll the output: End follows the tail again, PgUp and Home leave it.

@@ -248,6 +248,8 @@ void ui::handle_keys() {
     focus_find_ = true;
     narrow_shows_output_ = true;
   }
+  // Esc leaves the find, even in the frames where it is about to take the keyboard back.
+  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape), false)) focus_find_ = false;
   if (io.WantTextInput) return;  // a text field has the keyboard
   if (command && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_C), false)) {
     if (const auto text = selection_text(); !text.empty()) {
