@@ -330,6 +330,9 @@ TEST(TrustedProxies, BehindAProxyThatWritesForwardedOnlyForwardedIsRead) {
   const auto bad = server::parse_config("[server]\nanonymous = \"viewer\"\nforwarded_header = \"X-Real-IP\"\n", "f.toml");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error(), "f.toml:3:20: server.forwarded_header: must be \"X-Forwarded-For\" or \"Forwarded\"");
+  const auto by_name = server::parse_config("[server]\nanonymous = \"viewer\"\ntrusted_proxies = [\"proxy.example\"]\n", "t.toml");
+  ASSERT_FALSE(by_name.ok());
+  EXPECT_EQ(by_name.error(), "t.toml:3:19: server.trusted_proxies: \"proxy.example\" is not an address or CIDR block (10.0.0.0/8)");
 }
 
 TEST(TrustedProxies, AnonymousAccessIsNotForRequestsThroughAProxy) {
