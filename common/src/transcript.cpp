@@ -140,6 +140,8 @@ void transcript::clear() {
   open_text_.clear();
   open_spans_.clear();
   cursor_ = 0;
+  open_t_ = 0;
+  open_t_pending_ = true;
   streams_[0] = {};
   streams_[1] = {};
   ++version_;
@@ -150,14 +152,19 @@ std::size_t transcript::size() const { return lines_.size() + (open_text_.empty(
 line_view transcript::line(std::size_t i) const {
   if (i < lines_.size()) {
     const stored_line& l = lines_[i];
-    return {std::string_view(l.text, l.text_size), std::span(l.spans, l.span_count), l.wrapped};
+    return {std::string_view(l.text, l.text_size), std::span(l.spans, l.span_count), l.wrapped, l.t};
   }
-  return {open_text_, open_spans_, false};
+  return {open_text_, open_spans_, false, open_t_};
 }
 
-void transcript::append(output_stream stream, std::string_view text) {
+void transcript::append(output_stream stream, std::string_view text, std::int64_t t) {
   if (text.empty()) return;
   ++version_;
+  const auto time = static_cast<std::uint32_t>(std::clamp<std::int64_t>(t, 0, UINT32_MAX));
+  if (open_t_pending_) {
+    open_t_ = time;
+    open_t_pending_ = false;
+  }
   stream_state& st = streams_[static_cast<std::size_t>(stream)];
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
@@ -176,7 +183,13 @@ void transcript::append(output_stream stream, std::string_view text) {
       continue;
     }
     switch (p[i]) {
-      case '\n': commit_open_line(false); break;
+      case '\n':
+        commit_open_line(false);
+        // What follows in this text begins the next line; a newline that ends the text leaves
+        // the next line to the next append.
+        open_t_ = time;
+        open_t_pending_ = i + 1 == n;
+        break;
       case '\r': cursor_ = 0; break;
       case '\b': backspace(); break;
       case '\t': tab(style); break;
@@ -481,6 +494,7 @@ void transcript::commit_open_line(bool wrapped) {
   l.span_count = static_cast<std::uint32_t>(open_spans_.size());
   l.text_size = static_cast<std::uint32_t>(open_text_.size());
   l.wrapped = wrapped;
+  l.t = open_t_;
   lines_.push_back(l);
   open_text_.clear();
   open_spans_.clear();

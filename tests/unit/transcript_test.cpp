@@ -216,6 +216,45 @@ TEST(Transcript, LongLinesWrapAtCharacterBoundaries) {
   expect_well_formed(t);
 }
 
+TEST(Transcript, EachLineKeepsTheTimeOfTheOutputThatBeganIt) {
+  transcript t;
+  t.append(out, "one\ntw", 100);    // "one" and "two" begin at 100
+  t.append(out, "o\nthree\n", 250);  // "three" begins at 250; the newline ends the text
+  t.append(err, "four", 400);         // so "four" begins at 400, not 250
+  t.append(out, "\rFOUR\n\n", 500);  // overwriting keeps the line's time; an empty line too
+  t.append(out, "six", 700);
+  ASSERT_EQ(t.size(), 6u);
+  const std::vector<std::int64_t> times = {100, 100, 250, 400, 500, 700};
+  for (std::size_t i = 0; i < t.size(); ++i) EXPECT_EQ(t.line(i).t, times[i]) << "line " << i;
+  EXPECT_EQ(t.line(3).text, "FOUR");
+  // An escape sequence alone begins a line too (it is output), and a cleared transcript
+  // starts afresh.
+  t.append(out, "\n", 800);
+  t.append(out, "\x1b[31m", 900);
+  t.append(out, "red\n", 950);
+  EXPECT_EQ(t.line(6).text, "red");
+  EXPECT_EQ(t.line(6).t, 900);
+  t.clear();
+  t.append(out, "again", 5);
+  EXPECT_EQ(t.line(0).t, 5);
+}
+
+TEST(Transcript, WrappedLinesKeepTheirTimeAndDroppedLinesTakeTheirsAlong) {
+  transcript t({.max_lines = 3, .max_line_bytes = 16});
+  t.append(out, std::string(40, 'x'), 10);
+  t.append(out, "\n", 20);
+  ASSERT_EQ(t.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(t.line(i).t, 10) << "line " << i;
+  for (int i = 0; i < 5; ++i) t.append(out, "l" + std::to_string(i) + "\n", 100 + i);
+  EXPECT_EQ(t.dropped_lines(), 5u);
+  EXPECT_EQ(t.line(0).text, "l2");
+  EXPECT_EQ(t.line(0).t, 102);
+  EXPECT_EQ(t.line(2).t, 104);
+  // Times past what 32 bits of milliseconds hold stay at the largest.
+  t.append(out, "late\n", std::int64_t{1} << 40);
+  EXPECT_EQ(t.line(2).t, 0xFFFFFFFFll);
+}
+
 TEST(Transcript, VersionChangesWithContentAndClearEmpties) {
   transcript t;
   const auto v0 = t.version();

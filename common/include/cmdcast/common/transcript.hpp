@@ -56,6 +56,9 @@ struct line_view {
   std::string_view text;  // valid UTF-8, no control characters
   std::span<const styled_span> spans;  // cover text in order, adjacent spans differ in style
   bool wrapped = false;  // the line went on past max_line_bytes: the next line continues it
+  /// The `t` (ms since the execution started) of the output that began the line; a line
+  /// wrapped onto keeps the time of the line it continues.
+  std::int64_t t = 0;
 };
 
 struct transcript_limits {
@@ -72,14 +75,19 @@ class transcript {
 
   /// Adds output. `text` must be valid UTF-8 cut at character boundaries (as event data is);
   /// escape sequences may be split across calls. Each stream has its own escape and colour
-  /// state; both write at one cursor, as on a terminal.
-  void append(output_stream stream, std::string_view text);
+  /// state; both write at one cursor, as on a terminal. `t` is when the text was read (the
+  /// event's `t`): a line keeps the `t` of the append that began it (times past about 49 days
+  /// are held as 2^32-1 ms).
+  void append(output_stream stream, std::string_view text, std::int64_t t = 0);
 
   /// Lines held, counting the unfinished last line when it has text.
   std::size_t size() const;
+  /// Lines held that are finished (a newline, or a wrap, ended them): size() less the open one.
+  std::size_t finished_lines() const { return lines_.size(); }
   /// Line `i` of size(); valid until the next append.
   line_view line(std::size_t i) const;
-  /// Lines dropped at the front to respect max_lines.
+  /// Lines dropped at the front to respect max_lines. Line i of size() is line number
+  /// dropped_lines() + i + 1 of the whole output: a line's number never changes.
   std::uint64_t dropped_lines() const { return dropped_; }
   /// Changes whenever the content does: renderers redraw only then.
   std::uint64_t version() const { return version_; }
@@ -93,6 +101,7 @@ class transcript {
     std::uint32_t span_count;
     std::uint32_t text_size;
     std::uint64_t block;  // arena block holding it
+    std::uint32_t t;      // line_view::t (in what was padding: a line costs no more)
     bool wrapped;
   };
   struct block {
@@ -131,6 +140,8 @@ class transcript {
   std::vector<styled_span> open_spans_;
   std::vector<styled_span> scratch_spans_;
   std::size_t cursor_ = 0;  // byte offset in open_text_, at a character boundary
+  std::uint32_t open_t_ = 0;      // the open line's time
+  bool open_t_pending_ = true;    // the open line was begun by nothing yet: the next append sets it
 };
 
 }  // namespace cmdcast::common
