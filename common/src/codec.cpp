@@ -139,6 +139,7 @@ struct event_encoder {
     w.string("type", to_string(e.stream));
     w.integer("seq", e.seq);
     w.string("data", e.data);
+    w.integer("t", e.t);
   }
   void operator()(const progress_event& e) {
     object_writer w(out);
@@ -150,6 +151,7 @@ struct event_encoder {
       w.null("percent");
     }
     w.string("phase", e.phase);
+    w.integer("t", e.t);
   }
   void operator()(const exit_event& e) {
     object_writer w(out);
@@ -171,6 +173,17 @@ struct event_encoder {
     object_writer w(out);
     w.string("type", "watchers");
     w.integer("count", e.count);
+  }
+  void operator()(const queued_event& e) {
+    object_writer w(out);
+    w.string("type", "queued");
+    w.integer("position", e.position);
+  }
+  void operator()(const awaiting_approval_event& e) {
+    object_writer w(out);
+    w.string("type", "awaiting_approval");
+    w.string("requested_by", e.requested_by);
+    w.string("expires_at", e.expires_at);
   }
   void operator()(const error_event& e) {
     object_writer w(out);
@@ -197,6 +210,8 @@ void encode_record(const execution_record& r, std::string& out) {
   w.integer("bytes_stderr", r.bytes_stderr);
   w.boolean("output_truncated", r.output_truncated);
   w.integer("watchers", r.watchers);
+  if (r.approved_by) w.string("approved_by", *r.approved_by);
+  if (r.approved_at) w.string("approved_at", *r.approved_at);
 }
 
 }  // namespace
@@ -307,6 +322,17 @@ std::string encode(const std::vector<machine_info>& machines) {
       aw.string("name", a.name);
       aw.string_map("params", a.params);
       aw.optional_string("progress", a.progress);
+      if (!a.secret_params.empty()) {
+        auto& secret = aw.key("secret_params");
+        secret.push_back('[');
+        for (std::size_t k = 0; k < a.secret_params.size(); ++k) {
+          if (k) secret.push_back(',');
+          append_json_string(secret, a.secret_params[k]);
+        }
+        secret.push_back(']');
+      }
+      if (a.exclusive) aw.boolean("exclusive", true);
+      if (a.approval) aw.boolean("approval", true);
     }
     actions.push_back(']');
   }
@@ -558,7 +584,9 @@ bool read_event(object_reader& r, event& out) {
   if (type == "stdout" || type == "stderr") {
     output_event e;
     e.stream = type == "stdout" ? output_stream::out : output_stream::err;
-    if (!r.integer("seq", e.seq, 0, max_seq) || !r.text("data", e.data)) return false;
+    if (!r.integer("seq", e.seq, 0, max_seq) || !r.text("data", e.data) || !r.integer("t", e.t, 0, max_seq, false)) {
+      return false;
+    }
     out = std::move(e);
     return true;
   }
@@ -583,7 +611,7 @@ bool read_event(object_reader& r, event& out) {
       if (!(x >= 0.0 && x <= 100.0)) return r.fail("percent", "out of range");
       e.percent = x;
     }
-    if (!r.text("phase", e.phase)) return false;
+    if (!r.text("phase", e.phase) || !r.integer("t", e.t, 0, max_seq, false)) return false;
     out = std::move(e);
     return true;
   }
@@ -617,6 +645,18 @@ bool read_event(object_reader& r, event& out) {
     out = e;
     return true;
   }
+  if (type == "queued") {
+    queued_event e;
+    if (!r.integer("position", e.position, 1, max_seq)) return false;
+    out = e;
+    return true;
+  }
+  if (type == "awaiting_approval") {
+    awaiting_approval_event e;
+    if (!r.name("requested_by", e.requested_by) || !r.name("expires_at", e.expires_at)) return false;
+    out = std::move(e);
+    return true;
+  }
   if (type == "error") {
     error_event e;
     std::string code;
@@ -640,7 +680,9 @@ bool read_record(object_reader& r, execution_record& out) {
          r.integer("bytes_stdout", out.bytes_stdout, 0, max_seq) &&
          r.integer("bytes_stderr", out.bytes_stderr, 0, max_seq) &&
          r.boolean("output_truncated", out.output_truncated) &&
-         r.integer("watchers", out.watchers, 0, max_seq);
+         r.integer("watchers", out.watchers, 0, max_seq) &&
+         r.optional_string("approved_by", out.approved_by, 256) &&
+         r.optional_string("approved_at", out.approved_at, 64);
 }
 
 }  // namespace
@@ -730,8 +772,16 @@ result<std::vector<machine_info>> decode_machines(std::string_view text,
           object_reader ar(item.get_object(), "action", limits, error);
           action_info a;
           if (!ar.name("name", a.name) || !ar.string_map("params", a.params) ||
-              !ar.optional_string("progress", a.progress, limits.max_name_bytes)) {
+              !ar.optional_string("progress", a.progress, limits.max_name_bytes) ||
+              !ar.boolean("exclusive", a.exclusive, false) || !ar.boolean("approval", a.approval, false)) {
             return r.fail("actions", error);
+          }
+          if (const json::value* secret = ar.find("secret_params")) {
+            if (!secret->is_array()) return r.fail("actions", "secret_params must be an array of names");
+            for (const auto& name : secret->get_array()) {
+              if (!name.is_string()) return r.fail("actions", "secret_params must be an array of names");
+              a.secret_params.emplace_back(name.get_string());
+            }
           }
           out.actions.push_back(std::move(a));
         }

@@ -6,8 +6,8 @@
 namespace cmdcast::common {
 namespace {
 
-constexpr std::array<std::string_view, 5> exit_state_names = {"exited", "cancelled", "timed_out",
-                                                              "failed", "lost"};
+constexpr std::array<std::string_view, 7> exit_state_names = {"exited", "cancelled", "timed_out", "failed",
+                                                              "lost",   "rejected",  "expired"};
 
 constexpr std::array<std::pair<std::string_view, int>, 13> error_code_table = {{
     {"bad_request", 400},

@@ -184,15 +184,13 @@ std::optional<common::execution_record> read_record(sqlite3* db, std::string_vie
   return decode_record(q.text(0));
 }
 
-std::vector<common::execution_record> read_list(sqlite3* db, std::string_view state, std::size_t limit) {
-  const bool all = state == "all";
-  statement q(db, all ? "SELECT record FROM executions ORDER BY started_at DESC LIMIT ?"
-                      : "SELECT record FROM executions WHERE state = ? ORDER BY started_at DESC LIMIT ?");
-  if (all) {
-    q.bind(1, static_cast<std::int64_t>(limit));
-  } else {
-    q.bind(1, state).bind(2, static_cast<std::int64_t>(limit));
-  }
+std::vector<common::execution_record> read_list(sqlite3* db, std::string_view state, std::string_view machine,
+                                                std::size_t limit) {
+  // (?1 = 'all' and ?2 = '' switch a filter off.)
+  statement q(db,
+              "SELECT record FROM executions WHERE (?1 = 'all' OR state = ?1) AND (?2 = '' OR machine_id = ?2) "
+              "ORDER BY started_at DESC LIMIT ?3");
+  q.bind(1, state).bind(2, machine).bind(3, static_cast<std::int64_t>(limit));
   std::vector<common::execution_record> out;
   int rc = 0;
   while ((rc = q.step()) == SQLITE_ROW) {
@@ -234,7 +232,12 @@ std::vector<stored_event> read_events_after(sqlite3* db, std::string_view id, co
 
 /// Marks the executions a previous process left running as lost; how many.
 std::size_t mark_lost(sqlite3* db) {
-  std::vector<common::execution_record> running = read_list(db, "running", std::numeric_limits<std::int64_t>::max());
+  // Queued and awaiting approval too: the queue and the approvals lived in that process.
+  std::vector<common::execution_record> running;
+  for (const char* state : {"running", "queued", "awaiting_approval"}) {
+    auto some = read_list(db, state, "", std::numeric_limits<std::int64_t>::max());
+    running.insert(running.end(), std::make_move_iterator(some.begin()), std::make_move_iterator(some.end()));
+  }
   for (auto& r : running) {
     const common::seq_t last = read_last_seq(db, r.execution_id);
     r.state = std::string(common::to_string(common::exit_state::lost));
@@ -451,9 +454,12 @@ net::awaitable<std::optional<common::execution_record>> audit_store::async_recor
                                                        [id = std::move(id)](sqlite3* db) { return read_record(db, id); });
 }
 
-net::awaitable<std::vector<common::execution_record>> audit_store::async_list(std::string state, std::size_t limit) {
-  return ask<std::vector<common::execution_record>>(
-      *worker_, [state = std::move(state), limit](sqlite3* db) { return read_list(db, state, limit); });
+net::awaitable<std::vector<common::execution_record>> audit_store::async_list(std::string state, std::string machine,
+                                                                             std::size_t limit) {
+  return ask<std::vector<common::execution_record>>(*worker_, [state = std::move(state), machine = std::move(machine),
+                                                               limit](sqlite3* db) {
+    return read_list(db, state, machine, limit);
+  });
 }
 
 net::awaitable<common::seq_t> audit_store::async_last_seq(std::string id) {

@@ -78,8 +78,10 @@ class audit_store {
   /// and have ended. Returns how many (0 when the database refused).
   net::awaitable<std::size_t> async_prune(std::string cutoff);
   net::awaitable<std::optional<common::execution_record>> async_record(std::string id);
-  /// Newest first; `state` "all", "running" or an exit state.
-  net::awaitable<std::vector<common::execution_record>> async_list(std::string state, std::size_t limit);
+  /// Newest first; `state` "all", "running", "queued", "awaiting_approval" or an exit state;
+  /// `machine` a machine id, or empty for all.
+  net::awaitable<std::vector<common::execution_record>> async_list(std::string state, std::string machine,
+                                                                   std::size_t limit);
   /// The seq of the last stored event (-1: none).
   net::awaitable<common::seq_t> async_last_seq(std::string id);
   /// Stored events with seq > after, in order, up to about `max_bytes` of frames (at least one

@@ -427,7 +427,8 @@ common::result<config> parse_config(std::string_view text, const std::string& or
         if (!node.is_table()) r.fail(&node, where, "must be a table");
         const auto& t = *node.as_table();
         r.attempt([&] {
-          r.only_keys(t, where, {"command", "params", "progress", "timeout_s", "machines", "line_buffered"});
+          r.only_keys(t, where, {"command", "params", "progress", "timeout_s", "machines", "line_buffered", "exclusive",
+                               "on_busy", "approval", "approval_timeout_s"});
         });
         action_entry a;
         a.name = std::string(key.str());
@@ -441,13 +442,33 @@ common::result<config> parse_config(std::string_view text, const std::string& or
             const auto& pattern = param.second;
             r.attempt([&] {
               const std::string pwhere = where + ".params." + std::string(pname.str());
-              if (!pattern.is_string()) r.fail(&pattern, pwhere, "must be a pattern string");
+              // A pattern string, or { pattern = "...", secret = true }.
+              const toml::node* pattern_node = &pattern;
+              bool secret = false;
+              if (const auto* spec = pattern.as_table()) {
+                r.only_keys(*spec, pwhere, {"pattern", "secret"});
+                pattern_node = spec->get("pattern");
+                if (!pattern_node) r.fail(&pattern, pwhere + ".pattern", "is missing");
+                if (const toml::node* sn = spec->get("secret")) {
+                  if (!sn->is_boolean()) r.fail(sn, pwhere + ".secret", "must be true or false");
+                  secret = **sn->as_boolean();
+                }
+              }
+              if (!pattern_node->is_string()) {
+                r.fail(pattern_node, pwhere, "must be a pattern string, or a table { pattern = \"...\", secret = true }");
+              }
+              const std::string& text = **pattern_node->as_string();
               RE2::Options options;
               options.set_log_errors(false);
-              auto matcher = std::make_shared<const RE2>(**pattern.as_string(), options);
-              if (!matcher->ok()) r.fail(&pattern, pwhere, "is not a valid RE2 pattern: " + matcher->error());
-              a.params.emplace(std::string(pname.str()), **pattern.as_string());
+              auto matcher = std::make_shared<const RE2>(text, options);
+              if (!matcher->ok()) r.fail(pattern_node, pwhere, "is not a valid RE2 pattern: " + matcher->error());
+              // An empty secret cannot be masked (it is everywhere): the pattern must refuse it.
+              if (secret && RE2::FullMatch("", *matcher)) {
+                r.fail(pattern_node, pwhere, "is secret, so its pattern must not match an empty value");
+              }
+              a.params.emplace(std::string(pname.str()), text);
               a.matchers.emplace(std::string(pname.str()), std::move(matcher));
+              if (secret) a.secret_params.insert(std::string(pname.str()));
             });
           }
         });
@@ -486,11 +507,30 @@ common::result<config> parse_config(std::string_view text, const std::string& or
             if (!known) r.fail(t.get("machines"), where + ".machines", "names an unknown machine \"" + id + "\"");
           }
         });
+        const auto flag = [&](std::string_view name, bool& out) {
+          r.attempt([&] {
+            if (const toml::node* n = t.get(name)) {
+              if (!n->is_boolean()) r.fail(n, where + "." + std::string(name), "must be true or false");
+              out = **n->as_boolean();
+            }
+          });
+        };
+        flag("line_buffered", a.line_buffered);
+        flag("exclusive", a.exclusive);
+        flag("approval", a.approval);
         r.attempt([&] {
-          if (const toml::node* lb = t.get("line_buffered")) {
-            if (!lb->is_boolean()) r.fail(lb, where + ".line_buffered", "must be true or false");
-            a.line_buffered = **lb->as_boolean();
+          if (!t.get("on_busy")) return;
+          const std::string on_busy = r.string(t, where, "on_busy");
+          if (on_busy != "queue" && on_busy != "refuse") {
+            r.fail(t.get("on_busy"), where + ".on_busy", "must be \"queue\" or \"refuse\"");
           }
+          if (!a.exclusive) r.fail(t.get("on_busy"), where + ".on_busy", "applies only with exclusive = true");
+          a.refuse_when_busy = on_busy == "refuse";
+        });
+        r.attempt([&] {
+          if (!t.get("approval_timeout_s")) return;
+          a.approval_timeout = std::chrono::seconds(r.integer(t, where, "approval_timeout_s", 3600, 1, 30 * 86400));
+          if (!a.approval) r.fail(t.get("approval_timeout_s"), where + ".approval_timeout_s", "applies only with approval = true");
         });
         c.actions.emplace(a.name, std::move(a));
       });
@@ -570,10 +610,19 @@ std::variant<resolved_command, request_error> resolve(const config& c, std::stri
     }
   }
   // One pass over the template: what a value holds is never looked at again.
-  std::string command;
+  std::string command, shown;
+  std::vector<std::string> secrets;
   for (const auto& piece : a.pieces) {
-    command += piece.is_param ? ssh::shell_quote(request.params.at(piece.text)) : piece.text;
+    if (!piece.is_param) {
+      command += piece.text;
+      shown += piece.text;
+      continue;
+    }
+    const std::string& value = request.params.at(piece.text);
+    command += ssh::shell_quote(value);
+    shown += a.secret_params.count(piece.text) ? std::string(secret_mark) : ssh::shell_quote(value);
   }
+  for (const auto& name : a.secret_params) secrets.push_back(request.params.at(name));
   // An SSH exec request carries at most about 32 KiB (libssh2's packet); quoting can make a
   // long value several times longer.
   constexpr std::size_t max_command_line = 30000;
@@ -586,7 +635,10 @@ std::variant<resolved_command, request_error> resolve(const config& c, std::stri
   if (request.command && *request.command != command) {
     return request_error{error_code::not_whitelisted, "Command not whitelisted"};
   }
-  return resolved_command{m, &a, std::move(command), std::move(run_line)};
+  auto shown_params = request.params;
+  for (const auto& name : a.secret_params) shown_params[name] = std::string(secret_mark);
+  return resolved_command{m, &a, std::move(command), std::move(run_line), std::move(shown), std::move(shown_params),
+                          std::move(secrets)};
 }
 
 std::string command_line(const action_entry& action, const std::string& resolved) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,11 @@ struct action_entry {
   std::chrono::seconds timeout{3600};
   std::optional<std::vector<std::string>> machines;  // ids or names; empty: every machine
   bool line_buffered = true;  // run under stdbuf -oL -eL with PYTHONUNBUFFERED=1
+  std::set<std::string> secret_params;  // values masked everywhere (records, logs, output)
+  bool exclusive = false;         // at most one exclusive run per machine at a time
+  bool refuse_when_busy = false;  // exclusive and busy: 429 instead of queueing
+  bool approval = false;          // another operator approves each run before it starts
+  std::chrono::seconds approval_timeout{3600};
 };
 
 struct machine_entry {
@@ -104,11 +110,17 @@ common::result<config> load_config(const std::string& path, bool check_files = t
 common::result<config> parse_config(std::string_view text, const std::string& origin, bool check_files = false);
 
 /// A run request checked against the whitelist.
+/// What stands in for a secret param's value wherever it would be shown.
+inline constexpr std::string_view secret_mark = "***";
+
 struct resolved_command {
   const machine_entry* machine = nullptr;
   const action_entry* action = nullptr;
   std::string command;   // params substituted, each shell-quoted
   std::string run_line;  // what runs: command_line(action, command)
+  std::string shown_command;                         // command with secret_mark for each secret value
+  std::map<std::string, std::string> shown_params;   // the params, secret values as secret_mark
+  std::vector<std::string> secret_values;            // masked in the output
 };
 
 struct request_error {

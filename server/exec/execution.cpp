@@ -33,30 +33,35 @@ std::string random_uuid() {
   return buf;
 }
 
-execution::execution(net::any_io_executor executor, std::string id, const machine_entry& machine,
-                     const action_entry& action, std::string command, std::map<std::string, std::string> params,
-                     std::string user, const server_settings& settings, audit_store* audit)
+execution::execution(net::any_io_executor executor, std::string id, const resolved_command& r, std::string user,
+                     const server_settings& settings, audit_store* audit)
     : executor_(executor),
       id_(std::move(id)),
-      machine_id_(machine.id),
-      action_type_(action.name),
-      command_(std::move(command)),
-      params_(std::move(params)),
+      machine_id_(r.machine->id),
+      action_type_(r.action->name),
+      command_(r.shown_command),
+      run_line_(r.run_line),
+      params_(r.shown_params),
       user_(std::move(user)),
       settings_(settings),
-      timeout_(action.timeout),
+      timeout_(r.action->timeout),
       started_at_(rfc3339_now()),
       started_(std::chrono::steady_clock::now()),
       watchers_timer_(executor),
+      maskers_{secret_masker(r.secret_values), secret_masker(r.secret_values)},
       flush_timer_(executor),
       progress_timer_(executor),
       audit_timer_(executor) {
-  if (action.progress) progress_ = common::make_progress_parser(*action.progress);
+  if (r.action->progress) progress_ = common::make_progress_parser(*r.action->progress);
   if (audit) audit_ = std::make_shared<output_audit>(*audit, executor, settings.audit_head_bytes, settings.audit_tail_bytes);
 }
 
-void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::string run_line,
-                      std::function<void()> on_end) {
+void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::function<void()> on_end) {
+  launched_ = true;
+  pending_ = pending_state::none;
+  // Its time counts from here: waiting in a queue or for an approval is not part of the run.
+  started_at_ = rfc3339_now();
+  started_ = std::chrono::steady_clock::now();
   emit(common::started_event{0, id_, machine_id_, action_type_, command_, started_at_});
   flush_audit();  // the record exists from the start
   ssh::run_options options;
@@ -64,7 +69,7 @@ void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::
   options.kill_grace = settings_.kill_grace;
   net::co_spawn(
       executor_,
-      [self = shared_from_this(), connection, options, line = std::move(run_line),
+      [self = shared_from_this(), connection, options, line = std::exchange(run_line_, std::string()),
        on_end = std::move(on_end)]() -> net::awaitable<void> {
         // A named handler, not a lambda temporary in the co_await: GCC 12 destroys such a
         // temporary twice, which here released `self` once too often.
@@ -82,12 +87,58 @@ void execution::cancel() {
   if (!finished()) control_->cancel();
 }
 
+frame execution::pending_frame() const {
+  if (pending_ == pending_state::queued) return make_frame(common::encode(common::event{common::queued_event{queue_position_}}));
+  return make_frame(common::encode(common::event{common::awaiting_approval_event{user_, approval_expires_at_}}));
+}
+
+void execution::set_queued(std::int64_t position) {
+  if (pending_ == pending_state::queued && queue_position_ == position) return;
+  const bool state_changed = pending_ != pending_state::queued;
+  pending_ = pending_state::queued;
+  queue_position_ = position;
+  if (state_changed) flush_audit_record();
+  publish(pending_frame(), -1);
+}
+
+void execution::set_awaiting_approval(std::string expires_at) {
+  pending_ = pending_state::awaiting_approval;
+  approval_expires_at_ = std::move(expires_at);
+  flush_audit_record();
+  publish(pending_frame(), -1);
+}
+
+void execution::set_decided_by(const std::string& user) {
+  decided_by_ = user;
+  decided_at_ = rfc3339_now();
+}
+
+void execution::end_unstarted(common::exit_state state, std::string why) {
+  if (finished()) return;
+  pending_ = pending_state::none;
+  run_line_.clear();
+  emit(common::output_event{0, common::output_stream::err, "cmdcast: " + why + "\n", 0});
+  common::exit_event e;
+  e.state = state;
+  conclude(e);
+}
+
+std::int64_t execution::elapsed_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
+}
+
 void execution::on_output(common::output_stream stream, std::string_view bytes) {
   const auto index = static_cast<std::size_t>(stream);
   bytes_[index] += bytes.size();
+  if (maskers_[index].active()) {
+    masked_.clear();
+    maskers_[index].feed(bytes, masked_);
+    bytes = masked_;
+  }
   if (stream != pending_stream_ && !pending_text_.empty()) flush_output();
   pending_stream_ = stream;
   const std::size_t before = pending_text_.size();
+  if (before == 0) pending_t_ = elapsed_ms();
   decoders_[index].decode(bytes, pending_text_);
   if (progress_ && progress_->feed(std::string_view(pending_text_).substr(before))) report_progress(false);
   if (pending_text_.empty()) return;
@@ -109,6 +160,7 @@ void execution::flush_output() {
   common::output_event e;
   e.stream = pending_stream_;
   e.data = std::move(pending_text_);
+  e.t = pending_t_;
   pending_text_ = std::string();
   emit(std::move(e));
 }
@@ -131,13 +183,19 @@ void execution::report_progress(bool force) {
   last_progress_ = now;
   flush_output();  // progress refers to output already sent
   const auto& p = progress_->current();
-  emit(common::progress_event{0, p.percent, p.phase});
+  emit(common::progress_event{0, p.percent, p.phase, elapsed_ms()});
 }
 
 void execution::finish(const ssh::run_result& r) {
   for (std::size_t i = 0; i < 2; ++i) {
-    std::string rest;  // an incomplete character at the very end becomes U+FFFD
-    decoders_[i].finish(rest);
+    std::string rest;
+    if (maskers_[i].active()) {
+      // What was held as the possible start of a secret was not one.
+      std::string tail;
+      maskers_[i].finish(tail);
+      decoders_[i].decode(tail, rest);
+    }
+    decoders_[i].finish(rest);  // an incomplete character at the very end becomes U+FFFD
     if (rest.empty()) continue;
     const auto stream = static_cast<common::output_stream>(i);
     if (stream != pending_stream_) flush_output();
@@ -162,7 +220,11 @@ void execution::finish(const ssh::run_result& r) {
   e.code = r.exit_code;
   e.signal = r.signal;
   e.state = r.state;
-  e.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
+  e.duration_ms = elapsed_ms();
+  conclude(e);
+}
+
+void execution::conclude(common::exit_event e) {
   ended_at_ = rfc3339_now();
   exit_ = e;
   emit(e);
@@ -187,6 +249,10 @@ void execution::arm_audit() {
 
 void execution::flush_audit() {
   if (audit_ && audit_->dirty()) audit_->flush(record(), finished());
+}
+
+void execution::flush_audit_record() {
+  if (audit_) audit_->flush(record(), finished());
 }
 
 void execution::emit(common::event e) {
@@ -307,6 +373,7 @@ void execution::feed(subscriber* s) {
   pace();
   // The newcomer learns the count at once; the others when it has settled (subscribe()).
   if (newcomer) caught_up->push(watchers_frame(), -1);
+  if (newcomer && pending_ != pending_state::none) caught_up->push(pending_frame(), -1);
 }
 
 void execution::unsubscribe(const subscriber* s) {
@@ -325,7 +392,12 @@ common::execution_record execution::record() const {
   r.command = command_;
   r.params = params_;
   r.user = user_;
-  r.state = exit_ ? std::string(common::to_string(exit_->state)) : "running";
+  r.state = exit_                                        ? std::string(common::to_string(exit_->state))
+            : pending_ == pending_state::queued            ? "queued"
+            : pending_ == pending_state::awaiting_approval ? "awaiting_approval"
+                                                           : "running";
+  r.approved_by = decided_by_;
+  r.approved_at = decided_at_;
   if (exit_) {
     r.exit_code = exit_->code;
     r.signal = exit_->signal;

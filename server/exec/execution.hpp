@@ -25,6 +25,7 @@
 #include "config/config.hpp"
 #include "exec/coalescer.hpp"
 #include "exec/event_frame.hpp"
+#include "exec/secret_masker.hpp"
 #include "ssh/machine_connection.hpp"
 
 namespace cmdcast::server {
@@ -46,17 +47,36 @@ class subscriber {
   virtual void ended() = 0;
 };
 
+/// Before an execution runs: nothing to wait for, waiting for the machine's running exclusive
+/// action, or for another operator's approval.
+enum class pending_state : std::uint8_t { none, queued, awaiting_approval };
+
 class execution : public std::enable_shared_from_this<execution> {
  public:
-  execution(net::any_io_executor executor, std::string id, const machine_entry& machine,
-            const action_entry& action, std::string command, std::map<std::string, std::string> params,
-            std::string user, const server_settings& settings, audit_store* audit);
+  /// An execution of `r` asked for by `user`. It runs once start() is called; until then it is
+  /// a record (and watchers may attach). Secret params are shown as secret_mark everywhere,
+  /// and masked in the output.
+  execution(net::any_io_executor executor, std::string id, const resolved_command& r, std::string user,
+            const server_settings& settings, audit_store* audit);
 
-  /// Runs `run_line` (the command as executed: command_line()) on `connection`; `on_end` runs
-  /// once the exit event is out.
-  void start(std::shared_ptr<ssh::machine_connection> connection, std::string run_line,
-             std::function<void()> on_end);
+  /// Runs the command on `connection`; `on_end` runs once the exit event is out.
+  void start(std::shared_ptr<ssh::machine_connection> connection, std::function<void()> on_end);
+  /// Cancels it while it runs (execution_registry::cancel also ends one that waits).
   void cancel();
+
+  /// While it waits to run: tells its watchers (a queued or awaiting_approval event, which a
+  /// newcomer also gets) and puts it in its record.
+  void set_queued(std::int64_t position);
+  void set_awaiting_approval(std::string expires_at);
+  /// Records who approved or rejected it, and when.
+  void set_decided_by(const std::string& user);
+  pending_state pending() const { return pending_; }
+  bool started() const { return launched_; }
+  /// Ends it before it ran (rejected, expired, cancelled while waiting), with a stderr line
+  /// saying why, then the exit event.
+  void end_unstarted(common::exit_state state, std::string why);
+  const std::string& user() const { return user_; }
+  const std::string& action_type() const { return action_type_; }
 
   /// Sends `s` the held events with seq > after (a gap event first when some of them are no
   /// longer held), as fast as it takes them, then everything live. Returns false when the
@@ -98,16 +118,29 @@ class execution : public std::enable_shared_from_this<execution> {
   void announce_watchers();
   frame watchers_frame() const;
   void finish(const ssh::run_result& r);
+  /// Sends the exit event and lets the watchers go.
+  void conclude(common::exit_event e);
+  /// Milliseconds since it started (the `t` of events).
+  std::int64_t elapsed_ms() const;
+  frame pending_frame() const;
   void arm_audit();
   void flush_audit();
+  /// Writes the record now, output or not (a state change before it runs).
+  void flush_audit_record();
 
   net::any_io_executor executor_;
   std::string id_;
   std::string machine_id_;
   std::string action_type_;
-  std::string command_;
+  std::string command_;  // as shown: secret values are secret_mark
+  std::string run_line_;
   std::map<std::string, std::string> params_;
   std::string user_;
+  pending_state pending_ = pending_state::none;
+  std::int64_t queue_position_ = 0;
+  std::string approval_expires_at_;
+  std::optional<std::string> decided_by_, decided_at_;
+  bool launched_ = false;
   const server_settings settings_;  // as when it started: a reload does not change a run
   std::chrono::seconds timeout_;
   std::string started_at_;
@@ -134,8 +167,11 @@ class execution : public std::enable_shared_from_this<execution> {
   std::size_t watchers_announced_ = 0;
 
   // Output is decoded to UTF-8 per stream and coalesced (coalescer.hpp).
+  secret_masker maskers_[2];
+  std::string masked_;  // scratch for the masked bytes of one read
   common::utf8_decoder decoders_[2];
   std::string pending_text_;
+  std::int64_t pending_t_ = 0;  // when the first bytes of pending_text_ were read
   common::output_stream pending_stream_ = common::output_stream::out;
   coalescer coalescer_{16 * 1024, std::chrono::milliseconds(3)};
   net::steady_timer flush_timer_;

@@ -12,6 +12,8 @@ namespace {
 // served from the audit store.
 constexpr std::size_t max_finished_kept = 1000;
 constexpr std::size_t max_finished_replay_bytes = 64u << 20;
+// Executions queued or awaiting approval, per machine: past it a run request is refused busy.
+constexpr std::size_t max_waiting_per_machine = 64;
 
 }  // namespace
 
@@ -58,17 +60,103 @@ std::shared_ptr<ssh::machine_connection> execution_registry::connection_for(cons
   return c;
 }
 
-std::shared_ptr<execution> execution_registry::start(const resolved_command& r,
-                                                     const std::map<std::string, std::string>& params,
-                                                     const std::string& user, audit_store* audit,
-                                                     std::function<void()> on_end) {
+std::size_t execution_registry::waiting_on(const std::string& machine_id) const {
+  std::size_t n = 0;
+  for (const auto& [id, w] : waiting_) n += w.machine.id == machine_id;
+  return n;
+}
+
+std::variant<std::shared_ptr<execution>, request_error> execution_registry::submit(const resolved_command& r,
+                                                                                   const std::string& user,
+                                                                                   audit_store* audit,
+                                                                                   std::function<void()> on_end) {
+  const std::string& machine = r.machine->id;
+  const auto busy_with = exclusive_running_.find(machine);
+  if (r.action->exclusive && r.action->refuse_when_busy && busy_with != exclusive_running_.end()) {
+    const auto other = find(busy_with->second);
+    return request_error{common::error_code::busy,
+                         "machine "" + machine + "" is running an exclusive action (" + (other ? other->action_type() : "") +
+                             ", execution " + busy_with->second + ")"};
+  }
+  if (waiting_on(machine) >= max_waiting_per_machine) {
+    return request_error{common::error_code::busy, "machine "" + machine + "" already has " +
+                                                       std::to_string(max_waiting_per_machine) +
+                                                       " executions queued or awaiting approval"};
+  }
   const std::string id = random_uuid();
-  auto e = std::make_shared<execution>(executor_, id, *r.machine, *r.action, r.command, params, user, settings_, audit);
+  auto e = std::make_shared<execution>(executor_, id, r, user, settings_, audit);
   executions_.emplace(id, e);
-  ++running_per_machine_[r.machine->id];
-  const std::string machine = r.machine->id;
+  waiting w{e, *r.machine, r.action->exclusive, std::move(on_end), nullptr};
+  if (!r.action->approval) {
+    proceed(std::move(w));
+    return e;
+  }
+  const auto timeout = r.action->approval_timeout;
+  e->set_awaiting_approval(rfc3339(std::chrono::system_clock::now() + timeout));
+  log_event("awaiting_approval", {{"execution_id", id}, {"machine", machine}, {"action", r.action->name}, {"user", user}});
+  w.expiry = std::make_shared<net::steady_timer>(executor_, timeout);
+  w.expiry->async_wait([this, id, timeout](boost::system::error_code ec) {
+    if (ec) return;  // decided, or cancelled
+    end_waiting(id, common::exit_state::expired,
+                "no other operator approved it within " + std::to_string(timeout.count()) + " s");
+  });
+  waiting_.emplace(id, std::move(w));
+  return e;
+}
+
+std::optional<request_error> execution_registry::approve(const std::shared_ptr<execution>& e, const std::string& user) {
+  const auto it = waiting_.find(e->id());
+  if (it == waiting_.end() || e->pending() != pending_state::awaiting_approval) {
+    return request_error{common::error_code::bad_request, "execution "" + e->id() + "" is not awaiting approval"};
+  }
+  waiting w = std::move(it->second);
+  waiting_.erase(it);
+  w.expiry->cancel();
+  w.expiry.reset();
+  e->set_decided_by(user);
+  log_event("approved", {{"execution_id", e->id()}, {"user", user}});
+  proceed(std::move(w));
+  return std::nullopt;
+}
+
+std::optional<request_error> execution_registry::reject(const std::shared_ptr<execution>& e, const std::string& user) {
+  if (!waiting_.count(e->id()) || e->pending() != pending_state::awaiting_approval) {
+    return request_error{common::error_code::bad_request, "execution "" + e->id() + "" is not awaiting approval"};
+  }
+  e->set_decided_by(user);
+  log_event("rejected_run", {{"execution_id", e->id()}, {"user", user}});
+  end_waiting(e->id(), common::exit_state::rejected, "rejected by " + user);
+  return std::nullopt;
+}
+
+void execution_registry::cancel(const std::shared_ptr<execution>& e) {
+  if (waiting_.count(e->id())) {
+    end_waiting(e->id(), common::exit_state::cancelled, "cancelled before it ran");
+  } else {
+    e->cancel();
+  }
+}
+
+void execution_registry::proceed(waiting w) {
+  const std::string machine = w.machine.id;  // (a copy: w is moved)
+  if (w.exclusive && exclusive_running_.count(machine)) {
+    const std::string id = w.e->id();
+    queues_[machine].push_back(id);
+    log_event("queued", {{"execution_id", id}, {"machine", machine}});
+    waiting_.emplace(id, std::move(w));
+    renumber(machine);
+    return;
+  }
+  launch(std::move(w));
+}
+
+void execution_registry::launch(waiting w) {
+  const std::string machine = w.machine.id;
+  auto e = w.e;
+  ++running_per_machine_[machine];
+  if (w.exclusive) exclusive_running_[machine] = e->id();
   // (on_end holds the server, and so this registry, until the end.)
-  e->start(connection_for(*r.machine), r.run_line, [this, e, machine, on_end = std::move(on_end)] {
+  e->start(connection_for(w.machine), [this, e, machine, exclusive = w.exclusive, on_end = std::move(w.on_end)] {
     --running_per_machine_[machine];
     const auto rec = e->record();
     ssh_bytes_in_ended_ += static_cast<std::uint64_t>(rec.bytes_stdout + rec.bytes_stderr);
@@ -76,9 +164,43 @@ std::shared_ptr<execution> execution_registry::start(const resolved_command& r,
                        {"exit_code", rec.exit_code ? std::to_string(*rec.exit_code) : ""},
                        {"signal", rec.signal.value_or("")}});
     file_finished(e);
+    if (exclusive) {
+      exclusive_running_.erase(machine);
+      // The next one queued for the machine runs now.
+      auto& queue = queues_[machine];
+      if (!queue.empty()) {
+        const std::string next = queue.front();
+        queue.pop_front();
+        auto w = std::move(waiting_.at(next));
+        waiting_.erase(next);
+        launch(std::move(w));
+        renumber(machine);
+      }
+    }
     on_end();
   });
-  return e;
+}
+
+void execution_registry::end_waiting(const std::string& id, common::exit_state state, const std::string& why) {
+  const auto it = waiting_.find(id);
+  if (it == waiting_.end()) return;
+  waiting w = std::move(it->second);
+  waiting_.erase(it);
+  if (w.expiry) w.expiry->cancel();
+  auto& queue = queues_[w.machine.id];
+  const bool was_queued = std::erase(queue, id) > 0;
+  w.e->end_unstarted(state, why);
+  log_event("exit", {{"execution_id", id}, {"state", std::string(common::to_string(state))}});
+  file_finished(w.e);
+  if (was_queued) renumber(w.machine.id);
+  if (w.on_end) w.on_end();
+}
+
+void execution_registry::renumber(const std::string& machine_id) {
+  const auto& queue = queues_[machine_id];
+  for (std::size_t i = 0; i < queue.size(); ++i) {
+    waiting_.at(queue[i]).e->set_queued(static_cast<std::int64_t>(i + 1));
+  }
 }
 
 void execution_registry::file_finished(const std::shared_ptr<execution>& e) {
@@ -94,6 +216,9 @@ void execution_registry::file_finished(const std::shared_ptr<execution>& e) {
 }
 
 void execution_registry::cancel_all() {
+  std::vector<std::string> waiting_ids;
+  for (const auto& [id, w] : waiting_) waiting_ids.push_back(id);
+  for (const auto& id : waiting_ids) end_waiting(id, common::exit_state::cancelled, "cancelled: the server is shutting down");
   for (auto& [id, e] : executions_) e->cancel();
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <cstdint>
 #include <deque>
@@ -12,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <variant>
 
 #include "config/config.hpp"
 #include "exec/execution.hpp"
@@ -33,10 +35,19 @@ class execution_registry {
   std::size_t running_on(const std::string& machine_id) const;
   bool all_finished() const;
 
-  /// Starts `r` for `user`, audited in `audit` (may be null); `on_end` runs once it has ended
-  /// and been filed.
-  std::shared_ptr<execution> start(const resolved_command& r, const std::map<std::string, std::string>& params,
-                                   const std::string& user, audit_store* audit, std::function<void()> on_end);
+  /// Makes an execution of `r` for `user`, audited in `audit` (may be null), and starts it, or
+  /// has it wait: for another operator's approval (an approval action), then for the machine's
+  /// running exclusive action (an exclusive one). `on_end` runs once it has ended and been
+  /// filed. A `busy` error when an exclusive action with on_busy = "refuse" finds the machine
+  /// busy, or too many wait on the machine.
+  std::variant<std::shared_ptr<execution>, request_error> submit(const resolved_command& r, const std::string& user,
+                                                                 audit_store* audit, std::function<void()> on_end);
+  /// Approves or rejects an execution awaiting approval (the caller checked who may); an error
+  /// when it is not awaiting one.
+  std::optional<request_error> approve(const std::shared_ptr<execution>& e, const std::string& user);
+  std::optional<request_error> reject(const std::shared_ptr<execution>& e, const std::string& user);
+  /// Cancels a running execution, or ends a waiting one `cancelled`.
+  void cancel(const std::shared_ptr<execution>& e);
   void cancel_all();
   void disconnect_all();
   /// A reload: new runs use `settings`; a machine removed or reached differently from now on
@@ -47,7 +58,24 @@ class execution_registry {
   std::uint64_t ssh_bytes_in() const;
 
  private:
+  /// An execution that has not started yet, with what starting it takes (copies: a reload
+  /// may replace the config meanwhile).
+  struct waiting {
+    std::shared_ptr<execution> e;
+    machine_entry machine;
+    bool exclusive = false;
+    std::function<void()> on_end;
+    std::shared_ptr<net::steady_timer> expiry;  // approval_timeout_s, while awaiting approval
+  };
   std::shared_ptr<ssh::machine_connection> connection_for(const machine_entry& m);
+  /// After its approval (if any): starts it, or queues it behind the machine's exclusive run.
+  void proceed(waiting w);
+  void launch(waiting w);
+  /// Ends a waiting execution that never ran.
+  void end_waiting(const std::string& id, common::exit_state state, const std::string& why);
+  /// Tells each queued execution of `machine_id` its position.
+  void renumber(const std::string& machine_id);
+  std::size_t waiting_on(const std::string& machine_id) const;
   void file_finished(const std::shared_ptr<execution>& e);
 
   net::any_io_executor executor_;
@@ -57,6 +85,9 @@ class execution_registry {
   std::deque<std::string> finished_order_;
   std::size_t finished_replay_bytes_ = 0;
   std::map<std::string, std::size_t> running_per_machine_;
+  std::map<std::string, waiting> waiting_;                      // by execution id: queued or awaiting approval
+  std::map<std::string, std::deque<std::string>> queues_;       // by machine id: queued execution ids, in order
+  std::map<std::string, std::string> exclusive_running_;        // by machine id: its running exclusive execution
   std::uint64_t ssh_bytes_in_ended_ = 0;  // output bytes of the executions that have ended
 };
 

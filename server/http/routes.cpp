@@ -126,7 +126,11 @@ std::vector<common::machine_info> server::impl::machine_list() const {
   std::vector<common::machine_info> out;
   for (const auto& m : cfg->machines) {
     common::machine_info info{m.id, m.name, {}};
-    for (const auto* a : cfg->actions_for(m)) info.actions.push_back({a->name, a->params, a->progress});
+    for (const auto* a : cfg->actions_for(m)) {
+      info.actions.push_back({a->name, a->params, a->progress,
+                              std::vector<std::string>(a->secret_params.begin(), a->secret_params.end()), a->exclusive,
+                              a->approval});
+    }
     out.push_back(std::move(info));
   }
   return out;
@@ -150,7 +154,8 @@ std::string server::impl::metrics_text() const {
     << "# TYPE cmdcast_connections_refused_total counter\ncmdcast_connections_refused_total " << connections_refused << "\n"
     << "# TYPE cmdcast_accept_errors_total counter\ncmdcast_accept_errors_total " << accept_errors << "\n"
     << "# TYPE cmdcast_executions gauge\n";
-  for (const char* state : {"running", "exited", "cancelled", "timed_out", "failed", "lost"}) {
+  for (const char* state : {"queued", "awaiting_approval", "running", "exited", "cancelled", "timed_out", "failed", "lost",
+                            "rejected", "expired"}) {
     m << "cmdcast_executions{state=\"" << state << "\"} " << (by_state.count(state) ? by_state.at(state) : 0) << "\n";
   }
   m << "# TYPE cmdcast_subscribers gauge\ncmdcast_subscribers " << subscribers << "\n"
@@ -185,20 +190,24 @@ std::optional<response> server::impl::serve_static(const request& req, const tar
 }
 
 /// The audit's records (it has every execution) with the live ones' current state on top.
-net::awaitable<std::vector<common::execution_record>> server::impl::execution_list(std::string state, std::size_t limit) {
+net::awaitable<std::vector<common::execution_record>> server::impl::execution_list(std::string state, std::string machine,
+                                                                                  std::size_t limit) {
   std::vector<common::execution_record> list;
   std::set<std::string> seen;
+  const auto wanted = [&](const common::execution_record& r) {
+    return (state == "all" || r.state == state) && (machine.empty() || r.machine_id == machine);
+  };
   if (audit) {
-    for (auto& r : co_await audit->async_list(state, limit)) {
+    for (auto& r : co_await audit->async_list(state, machine, limit)) {
       if (const auto e = registry.find(r.execution_id)) r = e->record();
       seen.insert(r.execution_id);
-      if (state == "all" || r.state == state) list.push_back(std::move(r));
+      if (wanted(r)) list.push_back(std::move(r));
     }
   }
   for (const auto& [id, e] : registry.all()) {
     if (seen.count(id)) continue;
     auto r = e->record();
-    if (state == "all" || r.state == state) list.push_back(std::move(r));
+    if (wanted(r)) list.push_back(std::move(r));
   }
   std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
   if (list.size() > limit) list.resize(limit);
@@ -224,7 +233,9 @@ std::variant<std::shared_ptr<execution>, request_error> server::impl::begin_run(
     return request_error{error_code::busy,
                          "machine \"" + r.machine->id + "\" already runs " + std::to_string(running) + " commands"};
   }
-  auto e = registry.start(r, req->params, who.name, audit.get(), [self = shared_from_this()] { self->maybe_stopped(); });
+  auto submitted = registry.submit(r, who.name, audit.get(), [self = shared_from_this()] { self->maybe_stopped(); });
+  if (auto* err = std::get_if<request_error>(&submitted)) return *err;
+  auto e = std::get<std::shared_ptr<execution>>(std::move(submitted));
   log_event("run", {{"execution_id", e->id()}, {"machine", r.machine->id}, {"action", r.action->name}, {"user", who.name},
                     {"client", who.from.client}, {"proxy", who.from.proxy}});
   return e;
@@ -273,14 +284,19 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   if (get && p.size() == 1 && p[0] == "machines") co_return json_response(req, http::status::ok, common::encode(machine_list()));
   if (get && p.size() == 1 && p[0] == "executions") {
     const auto state = t.query.count("state") ? t.query.at("state") : "all";
+    const auto machine = t.query.count("machine") ? t.query.at("machine") : "";
     const auto limit = query_number(t, "limit", 100, 1);
     if (!limit) co_return error_response(req, error_code::bad_request, "limit must be a positive number");
-    if (state != "all" && state != "running" && !common::parse_exit_state(state)) {
+    if (state != "all" && state != "running" && state != "queued" && state != "awaiting_approval" &&
+        !common::parse_exit_state(state)) {
       co_return error_response(req, error_code::bad_request, "unknown state \"" + state + "\"");
+    }
+    if (!machine.empty() && !cfg->find_machine(machine)) {
+      co_return error_response(req, error_code::unknown_machine, "unknown machine \"" + machine + "\"");
     }
     // A bounded answer, however much the audit holds.
     const auto capped = static_cast<std::size_t>(std::min(*limit, max_list_limit));
-    const auto list = co_await execution_list(state, capped);
+    const auto list = co_await execution_list(state, machine, capped);
     co_return json_response(req, http::status::ok, common::encode(list));
   }
   if (req.method() == http::verb::post && p.size() == 3 && p[0] == "machines" && p[2] == "commands") {
@@ -302,8 +318,32 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
       if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
       log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
-      if (live) live->cancel();  // one that is only in the audit has ended
+      if (live) registry.cancel(live);  // one that is only in the audit has ended
       co_return json_response(req, http::status::accepted, common::encode(rec()));
+    }
+    if (req.method() == http::verb::post && p.size() == 3 && (p[2] == "approve" || p[2] == "reject")) {
+      const bool approving = p[2] == "approve";
+      if (who->granted != role::operator_) {
+        co_return error_response(req, error_code::forbidden, std::string(p[2]) + " needs the operator role");
+      }
+      if (!live || live->pending() != pending_state::awaiting_approval) {
+        co_return error_response(req, error_code::bad_request, "execution \"" + id + "\" is not awaiting approval (" +
+                                                                   rec().state + ")");
+      }
+      // Four eyes: the one who asked for it cannot decide it, whatever token they use.
+      if (live->user() == who->name) {
+        request_facts facts;
+        facts.from = who->from;
+        log_denied(req, facts, error_code::forbidden, "the requester cannot decide their own run");
+        co_return error_response(req, error_code::forbidden,
+                                 "only another operator can " + std::string(p[2]) + " a run; \"" + who->name + "\" asked for it");
+      }
+      log_event(approving ? "approve" : "reject", {{"execution_id", id}, {"user", who->name}, {"client", who->from.client},
+                                                   {"proxy", who->from.proxy}});
+      if (auto err = approving ? registry.approve(live, who->name) : registry.reject(live, who->name)) {
+        co_return error_response(req, err->code, err->message);
+      }
+      co_return json_response(req, http::status::ok, common::encode(live->record()));
     }
   }
   co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +

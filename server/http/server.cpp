@@ -251,6 +251,15 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
     } else if (!t) {
       res = error_response(req, error_code::bad_request, "malformed request target");
     } else if (who && req.method() == http::verb::get && t->parts.size() == 3 && t->parts[0] == "executions" &&
+               t->parts[2] == "output") {
+      auto answer = co_await download(req, *t, *who, *conn);
+      if (auto* keep = std::get_if<bool>(&answer)) {
+        if (*keep) continue;
+        conn->close();
+        co_return;
+      }
+      res = std::get<response>(std::move(answer));
+    } else if (who && req.method() == http::verb::get && t->parts.size() == 3 && t->parts[0] == "executions" &&
                t->parts[2] == "events") {
       // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).
       res = co_await long_poll(req, *t, *who);

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -135,7 +136,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// a FILE.gz beside it and the browser takes gzip.
   std::optional<response> serve_static(const request& req, const target& t);
   /// The audit's records (it has every execution) with the live ones' current state on top.
-  net::awaitable<std::vector<common::execution_record>> execution_list(std::string state, std::size_t limit);
+  net::awaitable<std::vector<common::execution_record>> execution_list(std::string state, std::string machine,
+                                                                       std::size_t limit);
   /// A run request (the first WebSocket message or a POST body) checked and started.
   std::variant<std::shared_ptr<execution>, request_error> begin_run(const std::string& machine_id,
                                                                      std::string_view body, const principal& who);
@@ -148,6 +150,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// first new events within S seconds. The poller is a watcher while it waits.
   net::awaitable<response> long_poll(const request& req, const target& t, const principal& who);
   static std::string past_the_end(common::seq_t after, common::seq_t last);
+  /// GET /executions/{id}/output (download_route.cpp): an error to answer, or the file was
+  /// written to `conn` and whether the connection may serve another request.
+  net::awaitable<std::variant<response, bool>> download(const request& req, const target& t, const principal& who,
+                                                        transport& conn);
 
   // Runs and attaches over WebSocket (websocket_routes.cpp).
   /// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.

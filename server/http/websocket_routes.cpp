@@ -99,7 +99,7 @@ net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<exec
       watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
     } else {
       log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
-      e->cancel();
+      registry.cancel(e);
     }
   }
   e->unsubscribe(watcher.get());

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,5 +18,7 @@ void log_event(std::string_view event,
 /// "2026-11-24T06:00:00.123Z"
 std::string rfc3339(std::chrono::system_clock::time_point t);
 inline std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
+/// The time rfc3339() wrote (UTC, "Z", milliseconds optional); nullopt for anything else.
+std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text);
 
 }  // namespace cmdcast::server

@@ -207,7 +207,7 @@ TEST(AuditStore, ReadsGoOnWhileAWriterHoldsTheLockAndResumeOnTheCallersThread) {
         EXPECT_EQ(std::this_thread::get_id(), caller);
         EXPECT_EQ(r ? r->user : "", "olivia");
         EXPECT_FALSE(co_await s.async_record("nope"));
-        const auto list = co_await s.async_list("exited", 10);
+        const auto list = co_await s.async_list("exited", "", 10);
         EXPECT_EQ(list.size(), 1u);
         EXPECT_EQ(list.empty() ? "" : list[0].execution_id, "e3");
         EXPECT_EQ(co_await s.async_last_seq("e3"), 2);

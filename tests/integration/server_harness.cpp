@@ -34,7 +34,9 @@ server_process::server_process(const loopback_sshd& sshd, const std::string& ext
                          << (anonymous ? "" : "[[tokens]]\nname = \"olivia\"\nsha256 = \"" + server::sha256_hex(operator_token) +
                                                   "\"\nrole = \"operator\"\n"
                                                   "[[tokens]]\nname = \"victor\"\nsha256 = \"" + server::sha256_hex(viewer_token) +
-                                                  "\"\nrole = \"viewer\"\n")
+                                                  "\"\nrole = \"viewer\"\n"
+                                                  "[[tokens]]\nname = \"oscar\"\nsha256 = \"" + server::sha256_hex(second_operator_token) +
+                                                  "\"\nrole = \"operator\"\n")
                          << sshd.machine_toml("box")
                          << R"(
 [actions.lines]
@@ -74,6 +76,26 @@ command = "DEBIAN_FRONTEND=noninteractive sudo -n apt-get install --reinstall -y
 params = { package = "^[a-z0-9][a-z0-9+.-]{0,63}$" }
 progress = "apt"
 timeout_s = 600
+[actions.secret_echo]
+command = "printf 'once %s\\n' {token}; printf 'twice %s and %s\\n' {token} {token}; v={token}; printf 'split %.10s' \"$v\"; sleep 0.3; printf '%s end\\n' \"${v#??????????}\"; printf 'progress 10%%\\rkey=%s done\\n' {token}; printf 'err %s\\n' {token} >&2"
+params = { token = { pattern = "^[A-Za-z0-9]{20,64}$", secret = true } }
+[actions.exclusive_wait]
+command = "echo start {tag}; while [ ! -e {go} ]; do sleep 0.05; done; echo end {tag}"
+params = { tag = "^[a-z0-9]{1,16}$", go = "^/tmp/cmdcast-go-[A-Za-z0-9]{1,32}$" }
+exclusive = true
+[actions.exclusive_refuse]
+command = "echo refusing {tag}"
+params = { tag = "^[a-z0-9]{1,16}$" }
+exclusive = true
+on_busy = "refuse"
+[actions.approved_echo]
+command = "echo approved run {word}"
+params = { word = "^[a-z]{1,16}$" }
+approval = true
+[actions.approval_expires]
+command = "echo never"
+approval = true
+approval_timeout_s = 1
 )";
   std::vector<std::string> args = launcher;
   for (const char* a : {CMDCAST_SERVER_BINARY, "--config", config_.c_str()}) args.emplace_back(a);

@@ -31,6 +31,7 @@ using common::event;
 
 inline const std::string operator_token = "op-secret-token";
 inline const std::string viewer_token = "view-secret-token";
+inline const std::string second_operator_token = "op2-secret-token";  // "oscar", a second operator
 
 /// cmdcast-server started from its binary with a config for a loopback sshd: machine "box", the
 /// test actions, an operator and a viewer token, the audit in the sshd's folder (so a server

@@ -38,7 +38,9 @@ using seq_t = std::int64_t;
 
 enum class output_stream : std::uint8_t { out, err };
 
-enum class exit_state : std::uint8_t { exited, cancelled, timed_out, failed, lost };
+/// How an execution ended. `rejected` and `expired`: an action needing approval was refused,
+/// or nobody approved it within approval_timeout_s; it never ran.
+enum class exit_state : std::uint8_t { exited, cancelled, timed_out, failed, lost, rejected, expired };
 
 enum class error_code : std::uint8_t {
   bad_request,
@@ -66,11 +68,13 @@ struct started_event {
   bool operator==(const started_event&) const = default;
 };
 
-/// stdout or stderr text; `data` is valid UTF-8.
+/// stdout or stderr text; `data` is valid UTF-8. `t`: milliseconds since the execution's
+/// started_at, when the bytes were read from SSH.
 struct output_event {
   seq_t seq = 0;
   output_stream stream = output_stream::out;
   std::string data;
+  std::int64_t t = 0;
   bool operator==(const output_event&) const = default;
 };
 
@@ -78,6 +82,7 @@ struct progress_event {
   seq_t seq = 0;
   std::optional<double> percent;  // empty: busy, no measure
   std::string phase;
+  std::int64_t t = 0;  // as in output_event
   bool operator==(const progress_event&) const = default;
 };
 
@@ -98,6 +103,21 @@ struct gap_event {
   bool operator==(const gap_event&) const = default;
 };
 
+/// Before it runs: an exclusive action waits for the machine's running one (live only, no seq;
+/// a newcomer gets the current one). `position`: 1 is next.
+struct queued_event {
+  std::int64_t position = 0;
+  bool operator==(const queued_event&) const = default;
+};
+
+/// Before it runs: an action that needs another operator's approval (live only, no seq; a
+/// newcomer gets it). `expires_at`: RFC 3339, when it ends `expired` unless approved.
+struct awaiting_approval_event {
+  std::string requested_by;
+  std::string expires_at;
+  bool operator==(const awaiting_approval_event&) const = default;
+};
+
 /// Live only, carries no seq.
 struct watchers_event {
   std::int64_t count = 0;
@@ -111,7 +131,7 @@ struct error_event {
 };
 
 using event = std::variant<started_event, output_event, progress_event, exit_event, gap_event,
-                           watchers_event, error_event>;
+                           watchers_event, error_event, queued_event, awaiting_approval_event>;
 
 /// The seq of a sequenced event; empty for watchers and error events.
 std::optional<seq_t> event_seq(const event& e);
@@ -136,6 +156,9 @@ struct action_info {
   std::string name;
   std::map<std::string, std::string> params;  // name -> regex pattern
   std::optional<std::string> progress;        // parser family, e.g. "apt"
+  std::vector<std::string> secret_params;     // params whose values are masked everywhere
+  bool exclusive = false;                     // one exclusive run per machine at a time
+  bool approval = false;                      // another operator must approve each run
   bool operator==(const action_info&) const = default;
 };
 
@@ -154,8 +177,8 @@ struct execution_record {
   std::string action_type;
   std::string command;
   std::map<std::string, std::string> params;
-  std::string user;
-  std::string state;  // "running" or an exit_state name
+  std::string user;   // who asked for it
+  std::string state;  // "queued", "awaiting_approval", "running" or an exit_state name
   std::optional<int> exit_code;
   std::optional<std::string> signal;
   std::string started_at;
@@ -164,6 +187,8 @@ struct execution_record {
   std::int64_t bytes_stderr = 0;
   bool output_truncated = false;
   std::int64_t watchers = 0;
+  std::optional<std::string> approved_by;  // approval actions: who approved (or rejected) it
+  std::optional<std::string> approved_at;  // and when (RFC 3339)
   bool operator==(const execution_record&) const = default;
 };
 
