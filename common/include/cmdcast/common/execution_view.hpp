@@ -29,6 +29,12 @@ class execution_view {
   const std::optional<progress_event>& progress() const { return progress_; }
   const std::optional<exit_event>& exit() const { return exit_; }
   std::optional<std::int64_t> watchers() const { return watchers_; }
+  /// Before it runs: its place in the machine's queue (1 is next), or the approval it waits
+  /// for (who asked, until when). Both end when it starts or ends.
+  std::optional<std::int64_t> queued_position() const { return queued_; }
+  const std::optional<awaiting_approval_event>& awaiting_approval() const { return awaiting_; }
+  /// The `t` of the last output or progress applied (ms since started_at).
+  std::int64_t last_t() const { return last_t_; }
   /// Events the server no longer held when asked for (gap events), in total.
   std::int64_t missed_events() const { return missed_; }
   bool finished() const { return exit_.has_value(); }
@@ -37,8 +43,15 @@ class execution_view {
   /// server lost its last events in a crash and marked it lost). No-op when finished already.
   void end_from_record(const execution_record& r);
 
-  /// The last `n` lines as plain text (for tests and screen readers).
+  /// The last `n` lines as plain text (for tests and screen readers), and their times.
   std::vector<std::string> tail(std::size_t n) const;
+  std::vector<std::int64_t> tail_times(std::size_t n) const;
+  /// Line numbers as links use them: 1-based over the whole output, so the same line keeps
+  /// its number while output grows and after the oldest lines are dropped. index_of_line:
+  /// the transcript index of line number `n`, empty when it is not held (dropped, or not yet
+  /// arrived).
+  std::uint64_t line_number(std::size_t index) const { return output_.dropped_lines() + index + 1; }
+  std::optional<std::size_t> index_of_line(std::uint64_t n) const;
   /// The whole output as plain text, one line per line.
   std::string plain_text() const;
 
@@ -50,6 +63,9 @@ class execution_view {
   std::optional<progress_event> progress_;
   std::optional<exit_event> exit_;
   std::optional<std::int64_t> watchers_;
+  std::optional<std::int64_t> queued_;
+  std::optional<awaiting_approval_event> awaiting_;
+  std::int64_t last_t_ = 0;
   std::int64_t missed_ = 0;
   bool at_line_start_ = true;  // the output so far ends a line
 };
