@@ -80,6 +80,11 @@ void client_app::refresh_executions() {
   transport_.request("GET", "/executions?limit=50", "", [this](http_answer a) {
     if (a.status != 200) return;
     if (auto list = common::decode_execution_records(a.body)) executions_ = std::move(*list);
+    if (!view_) return;
+    for (const auto& r : executions_) {
+      if (r.execution_id != view_->execution_id()) continue;
+      record_ = r;
+    }
   });
 }
 
@@ -97,25 +102,55 @@ void client_app::select_machine(const std::string& id) {
   if (!view_) route_ = "#/machines/" + id;
 }
 
-void client_app::open_route(const std::string& route) {
-  constexpr std::string_view executions = "#/executions/", machines = "#/machines/";
-  if (route.starts_with(executions) && route.size() > executions.size()) {
-    attach(route.substr(executions.size()));
-  } else if (route.starts_with(machines) && route.size() > machines.size()) {
-    select_machine(route.substr(machines.size()));
+void client_app::open_route(const std::string& hash) {
+  const auto r = parse_route(hash);
+  if (r.what == route::kind::execution) {
+    attach(r.id);
+    // A link to lines scrolls there; the same lines again (the address bar catching up) do not.
+    if (r.lines != line_link_) set_line_link(r.lines, true);
+  } else if (r.what == route::kind::machine) {
+    select_machine(r.id);
   }
+}
+
+void client_app::set_line_link(std::optional<line_range> lines, bool scroll) {
+  if (!view_) return;
+  line_link_ = lines;
+  if (scroll && lines) ++line_link_scrolls_;
+  update_route();
+}
+
+void client_app::update_route() {
+  if (view_) route_ = execution_route(view_->execution_id(), line_link_);
 }
 
 void client_app::show_execution(const std::string& id) {
   ++generation_;
   socket_.reset();
   view_ = std::make_unique<common::execution_view>(id);
-  route_ = "#/executions/" + id;
+  line_link_.reset();
+  record_.reset();
+  seen_unfinished_ = false;
+  finish_notice_.reset();
+  update_route();
   degraded_ = false;
   poll_in_flight_ = false;
   attempts_ = 0;
   retry_at_ = -1;
   error_.clear();
+  fetch_record();
+}
+
+void client_app::fetch_record() {
+  if (!view_) return;
+  const std::string id = view_->execution_id();
+  transport_.request("GET", "/executions/" + id, "", [this, id](http_answer a) {
+    if (!view_ || view_->execution_id() != id || a.status != 200) return;
+    auto r = common::decode_execution_record(a.body);
+    if (!r) return;
+    record_ = std::move(*r);
+    if (!view_->finished() && !common::parse_exit_state(record_->state)) seen_unfinished_ = true;
+  });
 }
 
 void client_app::attach(const std::string& execution_id) {
@@ -132,24 +167,34 @@ void client_app::run(const std::string& machine_id, const std::string& action,
   view_.reset();
   error_.clear();
   pending_run_ = std::pair{machine_id, common::encode(common::run_request{action, params, std::nullopt})};
+  // An action that may wait (for the machine, or for an approval) has no started event to
+  // learn its id from until it runs: it is posted, then watched like any other.
+  for (const auto& m : machines_) {
+    if (m.id != machine_id) continue;
+    for (const auto& a : m.actions) {
+      if (a.name == action && (a.approval || a.exclusive)) return post_run(false);
+    }
+  }
   connect_socket("/machines/" + machine_id + "/commands/stream", pending_run_->second);
   if (!socket_) post_run();  // no WebSocket in this client
 }
 
-void client_app::post_run() {
+void client_app::post_run(bool fallback) {
   if (!pending_run_) return;
   const auto [machine, body] = *pending_run_;
   const auto gen = ++generation_;
-  transport_.request("POST", "/machines/" + machine + "/commands", body, [this, gen](http_answer a) {
+  transport_.request("POST", "/machines/" + machine + "/commands", body, [this, gen, fallback](http_answer a) {
     if (gen != generation_) return;
     pending_run_.reset();
     if (unauthorized(a)) return;
     auto accepted = common::decode_run_accepted(a.body);
     if (a.status != 202 || !accepted) return fail(error_message(a, "run"));
     show_execution(accepted->execution_id);
+    seen_unfinished_ = true;  // our own run: its end is news
+    refresh_executions();
+    if (!fallback) return connect();
     degraded_ = true;  // the WebSocket just failed: poll this one
     poll();
-    refresh_executions();
   });
 }
 
@@ -162,6 +207,20 @@ void client_app::cancel() {
   transport_.request("POST", "/executions/" + view_->execution_id() + "/cancel", "", [this](http_answer a) {
     if (unauthorized(a)) return;
     if (a.status != 202) fail(error_message(a, "cancel"));
+  });
+}
+
+void client_app::approve() { decide("approve"); }
+void client_app::reject() { decide("reject"); }
+
+void client_app::decide(const std::string& what) {
+  if (!view_ || view_->finished()) return;
+  const std::string id = view_->execution_id();
+  transport_.request("POST", "/executions/" + id + "/" + what, "", [this, what, id](http_answer a) {
+    if (unauthorized(a)) return;
+    if (a.status < 200 || a.status >= 300) return fail(error_message(a, what));
+    if (view_ && view_->execution_id() == id) fetch_record();
+    refresh_executions();
   });
 }
 
@@ -215,12 +274,33 @@ void client_app::apply_event_text(const std::string& text) {
     if (!started || !pending_run_) return;
     // Our run has started: from here on it is watched like any other execution.
     view_ = std::make_unique<common::execution_view>(started->execution_id);
-    route_ = "#/executions/" + started->execution_id;
+    line_link_.reset();
+    record_.reset();
+    finish_notice_.reset();
+    seen_unfinished_ = true;  // our own run, live from its start
+    update_route();
     pending_run_.reset();
     refresh_executions();
   }
-  view_->apply(*e);
-  if (view_->finished()) refresh_executions();
+  const bool was_finished = view_->finished();
+  apply_to_view(*e);
+  if (view_->finished() && !was_finished) refresh_executions();
+}
+
+void client_app::apply_to_view(const common::event& e) {
+  if (!view_) return;
+  const bool was_finished = view_->finished();
+  // After the replay a subscriber gets the watcher count; queued and awaiting events are live.
+  if (!was_finished && (std::holds_alternative<common::watchers_event>(e) ||
+                        std::holds_alternative<common::queued_event>(e) ||
+                        std::holds_alternative<common::awaiting_approval_event>(e))) {
+    seen_unfinished_ = true;
+  }
+  view_->apply(e);
+  if (!was_finished && view_->finished()) {
+    if (seen_unfinished_) finish_notice_ = finish_notice(watched_action(), watched_machine(), *view_->exit());
+    fetch_record();
+  }
 }
 
 void client_app::on_socket_closed(int code, const std::string& reason) {
@@ -275,7 +355,7 @@ void client_app::poll() {
     }
     mode_ = link_mode::polling;
     attempts_ = 0;
-    for (const auto& e : answer->events) view_->apply(e);
+    for (const auto& e : answer->events) apply_to_view(e);
     ingest_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (answer->done || view_->finished()) {
       refresh_executions();
@@ -291,8 +371,13 @@ void client_app::end_from_record() {
   transport_.request("GET", "/executions/" + view_->execution_id(), "", [this, gen](http_answer a) {
     if (gen != generation_ || !view_) return;
     auto record = common::decode_execution_record(a.body);
-    if (a.status == 200 && record && record->state != "running") {
+    if (a.status == 200 && record && common::parse_exit_state(record->state)) {
+      const bool was_finished = view_->finished();
       view_->end_from_record(*record);
+      if (!was_finished && view_->finished() && seen_unfinished_) {
+        finish_notice_ = finish_notice(watched_action(), watched_machine(), *view_->exit());
+      }
+      record_ = *record;
       error_.clear();
       return refresh_executions();
     }
@@ -327,6 +412,9 @@ std::uint64_t client_app::revision() const {
     mix(view_->output().version());
     mix(static_cast<std::uint64_t>(view_->resume_after() + 1));
     mix(static_cast<std::uint64_t>(view_->watchers().value_or(-1)));
+    mix(static_cast<std::uint64_t>(view_->queued_position().value_or(-1)));
+    mix(view_->awaiting_approval().has_value());
+    if (record_) text(record_->state);
   }
   mix(static_cast<std::uint64_t>(mode_));
   mix(machines_.size());
@@ -340,6 +428,65 @@ std::uint64_t client_app::revision() const {
   text(route_);
   mix(needs_token_);
   return h;
+}
+
+std::string client_app::watched_action() const {
+  if (!view_) return "";
+  if (view_->started()) return view_->started()->action_type;
+  return record_ ? record_->action_type : "";
+}
+
+std::string client_app::watched_machine() const {
+  if (!view_) return "";
+  const std::string id = view_->started() ? view_->started()->machine_id : record_ ? record_->machine_id : "";
+  for (const auto& m : machines_) {
+    if (m.id == id && !m.name.empty()) return m.name;
+  }
+  return id;
+}
+
+bool client_app::waiting() const {
+  if (!view_ || view_->finished() || view_->started()) return false;
+  if (view_->queued_position() || view_->awaiting_approval()) return true;
+  return record_ && (record_->state == "queued" || record_->state == "awaiting_approval");
+}
+
+std::string client_app::approval_requester() const {
+  if (!view_ || view_->finished() || view_->started()) return "";
+  if (view_->awaiting_approval()) return view_->awaiting_approval()->requested_by;
+  if (record_ && record_->state == "awaiting_approval") return record_->user;
+  return "";
+}
+
+bool client_app::can_approve() const {
+  const std::string requester = approval_requester();
+  return !requester.empty() && role_ == "operator" && !user_.empty() && user_ != requester;
+}
+
+std::string client_app::title() const {
+  if (!view_) return "";
+  const std::string action = watched_action();
+  if (action.empty()) return "";
+  run_phase phase = run_phase::running;
+  if (const auto& e = view_->exit()) {
+    phase = e->state == common::exit_state::exited && e->code == 0 ? run_phase::succeeded : run_phase::failed;
+  } else if (waiting()) {
+    phase = run_phase::waiting;
+  }
+  std::optional<double> percent;
+  if (phase == run_phase::running && view_->progress()) percent = view_->progress()->percent;
+  return title_text(phase, percent, action, watched_machine());
+}
+
+std::optional<std::string> client_app::take_finish_notice() { return std::exchange(finish_notice_, std::nullopt); }
+
+std::string client_app::output_path(const std::string& format) const {
+  return view_ ? "/executions/" + view_->execution_id() + "/output?format=" + format : "";
+}
+
+void client_app::download(const std::string& format, std::function<void(http_answer)> done) {
+  if (!view_) return;
+  transport_.request("GET", output_path(format), "", std::move(done));
 }
 
 bool client_app::animating() const {
@@ -365,7 +512,51 @@ std::string client_app::state_json() const {
       common::append_json_string(s, tail[i]);
     }
   }
-  s += "],\"progress\":";
+  s += "],\"tail_times\":[";
+  if (view_) {
+    const auto times = view_->tail_times(state_tail_lines);
+    for (std::size_t i = 0; i < times.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(times[i]);
+    }
+  }
+  s += "],\"started_at\":";
+  if (view_ && view_->started()) {
+    common::append_json_string(s, view_->started()->started_at);
+  } else {
+    s += "null";
+  }
+  s += ",\"title\":";
+  common::append_json_string(s, title());
+  s += ",\"highlight\":";
+  s += line_link_ ? "[" + std::to_string(line_link_->first) + "," + std::to_string(line_link_->last) + "]" : "null";
+  s += ",\"record_state\":";
+  if (record_) {
+    common::append_json_string(s, record_->state);
+  } else {
+    s += "null";
+  }
+  s += ",\"approved_by\":";
+  if (record_ && record_->approved_by) {
+    common::append_json_string(s, *record_->approved_by);
+  } else {
+    s += "null";
+  }
+  s += ",\"queued_position\":";
+  s += view_ && view_->queued_position() ? std::to_string(*view_->queued_position()) : "null";
+  s += ",\"awaiting_approval\":";
+  if (view_ && view_->awaiting_approval()) {
+    s += "{\"requested_by\":";
+    common::append_json_string(s, view_->awaiting_approval()->requested_by);
+    s += ",\"expires_at\":";
+    common::append_json_string(s, view_->awaiting_approval()->expires_at);
+    s += "}";
+  } else {
+    s += "null";
+  }
+  s += ",\"can_approve\":";
+  s += can_approve() ? "true" : "false";
+  s += ",\"progress\":";
   const auto* p = view_ && view_->progress() ? &*view_->progress() : nullptr;
   s += p && p->percent ? std::to_string(*p->percent) : "null";
   s += ",\"phase\":";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "app/presentation.hpp"
 #include "app/transport.hpp"
 #include "cmdcast/common/execution_view.hpp"
 #include "cmdcast/common/protocol.hpp"
@@ -37,6 +38,13 @@ class client_app {
   void run(const std::string& machine_id, const std::string& action, const std::map<std::string, std::string>& params);
   void attach(const std::string& execution_id);
   void cancel();
+  /// Approves or rejects the watched execution (an operator other than its requester).
+  void approve();
+  void reject();
+  /// Highlights lines of the watched execution (1-based line numbers, as links name them),
+  /// shown in the route: "#/executions/ID/L5-L9". `scroll`: the output is to go there (a
+  /// link opened), not only mark it (a line picked on screen). Empty: no highlight.
+  void set_line_link(std::optional<line_range> lines, bool scroll);
   void refresh_executions();
 
   // --- What the UI shows ------------------------------------------------------------------
@@ -53,8 +61,33 @@ class client_app {
   bool can_run() const { return role_ == "operator"; }
   const std::string& user() const { return user_; }
   const std::string& token() const { return token_; }
-  /// The route of what is on screen, for the address bar ("#/executions/ID").
+  /// The route of what is on screen, for the address bar ("#/executions/ID", with "/L5" or
+  /// "/L5-L9" while lines are highlighted).
   const std::string& route() const { return route_; }
+  /// The highlighted lines, and a count that changes each time the output is to scroll to them.
+  const std::optional<line_range>& line_link() const { return line_link_; }
+  std::uint64_t line_link_scrolls() const { return line_link_scrolls_; }
+  /// The watched execution's record (GET /executions/{id}, kept fresh by the list), if known.
+  const std::optional<common::execution_record>& record() const { return record_; }
+  /// Its action and machine (the machine's name, not its id), from its events or its record;
+  /// empty until known.
+  std::string watched_action() const;
+  std::string watched_machine() const;
+  /// Waiting to run: queued, or awaiting approval (from its events, else its record).
+  bool waiting() const;
+  /// Who asked for the watched execution, when it awaits approval (empty otherwise).
+  std::string approval_requester() const;
+  /// Whether this user may approve or reject it: an operator other than the requester.
+  bool can_approve() const;
+  /// The window title: "⟳ 42% apt_upgrade · pihole", "✓ ...", "✗ ...", "⏸ ..."; empty
+  /// when nothing is watched.
+  std::string title() const;
+  /// Once, when a run watched while it ran has ended: "apt_upgrade on pihole: exited 0 (1m12s)".
+  std::optional<std::string> take_finish_notice();
+  /// The download of the watched execution's output (format text, ansi or ndjson).
+  std::string output_path(const std::string& format) const;
+  /// Fetches it through the transport (the desktop; the browser downloads itself).
+  void download(const std::string& format, std::function<void(http_answer)> done);
   double now() const { return now_; }
 
   /// Changes whenever what the UI would show does (output, events, lists, connection, errors):
@@ -78,10 +111,16 @@ class client_app {
   /// The stream ended without an exit: asks for the record and ends the view from it when the
   /// execution is over, or tries again.
   void end_from_record();
-  void post_run();
+  /// Posts the pending run; `fallback`: the WebSocket failed, so the execution is polled.
+  void post_run(bool fallback = true);
   void fail(const std::string& message);
   bool unauthorized(const http_answer& a);
   void show_execution(const std::string& id);
+  /// Applies an event to the view, noting an end seen live (for the notice).
+  void apply_to_view(const common::event& e);
+  void fetch_record();
+  void decide(const std::string& what);
+  void update_route();
 
   transport& transport_;
   std::vector<common::machine_info> machines_;
@@ -105,6 +144,11 @@ class client_app {
   double retry_at_ = -1;         // when to reconnect (-1: not scheduled)
   std::uint64_t generation_ = 0;  // callbacks of an older connection are ignored
   std::optional<std::pair<std::string, std::string>> pending_run_;  // machine, request JSON
+  std::optional<common::execution_record> record_;
+  std::optional<line_range> line_link_;
+  std::uint64_t line_link_scrolls_ = 0;
+  bool seen_unfinished_ = false;  // the watched execution was seen before its end
+  std::optional<std::string> finish_notice_;
   // Event bytes taken in, and the time spent decoding and applying them (benchmarks).
   std::uint64_t ingest_bytes_ = 0;
   double ingest_seconds_ = 0;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <regex>
 
+#include "app/presentation.hpp"
 #include "cmdcast/common/codec.hpp"
 
 namespace cmdcast::client {
@@ -16,7 +17,7 @@ namespace {
 /// The colours of one theme: the output's, and those of states and hints.
 struct palette {
   std::uint32_t fg, stderr_fg, bg;  // the output's defaults (RGB)
-  ImU32 output_bg, find_bg, selection_bg;
+  ImU32 output_bg, find_bg, selection_bg, link_bg, link_bar;
   ImVec4 green, yellow, red, grey;
 };
 const palette dark_palette{0xD8D8D8,
@@ -25,6 +26,8 @@ const palette dark_palette{0xD8D8D8,
                                IM_COL32(16, 16, 18, 255),
                                IM_COL32(90, 80, 20, 255),
                                IM_COL32(38, 79, 120, 255),
+                               IM_COL32(58, 46, 18, 255),
+                               IM_COL32(230, 170, 40, 255),
                                {0.35f, 0.85f, 0.45f, 1},
                                {0.95f, 0.8f, 0.3f, 1},
                                {1.0f, 0.45f, 0.4f, 1},
@@ -35,6 +38,8 @@ const palette light_palette{0x1E1E1E,
                                 IM_COL32(252, 252, 252, 255),
                                 IM_COL32(255, 226, 110, 255),
                                 IM_COL32(173, 214, 255, 255),
+                                IM_COL32(255, 244, 200, 255),
+                                IM_COL32(200, 130, 0, 255),
                                 {0.05f, 0.5f, 0.15f, 1},
                                 {0.6f, 0.4f, 0.0f, 1},
                                 {0.75f, 0.1f, 0.1f, 1},
@@ -62,6 +67,7 @@ bool matches(const std::string& pattern, const std::string& value) {
 
 ImVec4 state_colour(std::string_view state) {
   if (state == "running") return colours->yellow;
+  if (state == "queued" || state == "awaiting_approval") return colours->grey;
   if (state == "exited") return colours->green;
   return colours->red;
 }
@@ -79,6 +85,7 @@ std::string duration_text(std::int64_t ms) {
 
 /// "exit 0", "exit 3", "killed by TERM", with the state when it is not a plain exit.
 std::string exit_text(const common::exit_event& e) {
+  if (!e.code && !e.signal) return std::string(common::to_string(e.state));  // rejected, expired, ...
   std::string s = e.code ? "exit " + std::to_string(*e.code) : "killed by " + e.signal.value_or("a signal");
   if (e.state != common::exit_state::exited) s += " (" + std::string(common::to_string(e.state)) + ")";
   return s;
@@ -117,15 +124,16 @@ bool is_word_byte(char c) {
   return !std::isspace(static_cast<unsigned char>(c)) && std::string_view("\"'()[]{}<>,;").find(c) == std::string_view::npos;
 }
 
-/// One transcript line: each span in its colours and attributes, over the find highlight and
-/// the selected part [select_from, select_to) (select_to past the text: to the line's end).
-void draw_line(const common::line_view& line, bool highlighted, std::size_t select_from, std::size_t select_to) {
+/// One transcript line: each span in its colours and attributes, over a background (the find
+/// highlight or a linked line; 0: none) and the selected part [select_from, select_to)
+/// (select_to past the text: to the line's end).
+void draw_line(const common::line_view& line, ImU32 background, std::size_t select_from, std::size_t select_to) {
   ImDrawList* draw = ImGui::GetWindowDrawList();
   const ImVec2 start = ImGui::GetCursorScreenPos();
   const float height = ImGui::GetTextLineHeight();
-  if (highlighted) {
+  if (background != 0) {
     const float width = std::max(ImGui::GetContentRegionAvail().x, text_width(line.text));
-    draw->AddRectFilled(start, {start.x + width, start.y + height}, colours->find_bg);
+    draw->AddRectFilled(start, {start.x + width, start.y + height}, background);
   }
   if (select_from < select_to) {
     const float x0 = text_width(line.text.substr(0, std::min(select_from, line.text.size())));
@@ -300,6 +308,10 @@ void ui::draw_status_bar() {
     }
     ImGui::SameLine();
   }
+  if (!flash_.empty() && ImGui::GetTime() < flash_until_) {
+    ImGui::TextColored(colours->grey, "%s", flash_.c_str());
+    ImGui::SameLine();
+  }
   if (!app_.error().empty()) ImGui::TextColored(colours->red, "%s", app_.error().c_str());
   else ImGui::NewLine();
 }
@@ -358,6 +370,7 @@ void ui::draw_action(const common::machine_info& m, const common::action_info& a
     if (ImGui::Button("Run")) {
       app_.run(m.id, a.name, params);
       narrow_shows_output_ = true;
+      if (on_user_watch) on_user_watch();
     }
     remember_item("run:" + m.id + "/" + a.name);
     ImGui::EndDisabled();
@@ -385,13 +398,14 @@ void ui::draw_executions() {
     if (ImGui::Selectable(r.action_type.c_str(), current, ImGuiSelectableFlags_SpanAllColumns)) {
       app_.attach(r.execution_id);
       narrow_shows_output_ = true;
+      if (on_user_watch) on_user_watch();
     }
     remember_item("execution:" + r.execution_id);
     ImGui::PopID();
     ImGui::TableNextColumn();
     ImGui::TextColored(colours->grey, "%s", r.machine_id.c_str());
     ImGui::TableNextColumn();
-    ImGui::TextColored(state_colour(r.state), "%s", r.state.c_str());
+    ImGui::TextColored(state_colour(r.state), "%s", r.state == "awaiting_approval" ? "awaiting approval" : r.state.c_str());
     if (r.state == "running" && r.watchers > 0) {
       ImGui::SameLine();
       ImGui::TextColored(colours->grey, "%lld", static_cast<long long>(r.watchers));
@@ -419,14 +433,10 @@ void ui::draw_execution() {
   }
   // Header: what, where, state.
   const auto& s = v->started();
-  ImGui::Text("%s on %s", s ? s->action_type.c_str() : "...", s ? s->machine_id.c_str() : "...");
+  const std::string action = app_.watched_action(), machine = app_.watched_machine();
+  ImGui::Text("%s on %s", action.empty() ? "..." : action.c_str(), machine.empty() ? "..." : machine.c_str());
   ImGui::SameLine();
-  if (const auto& e = v->exit()) {
-    ImGui::TextColored(e->state == common::exit_state::exited && e->code == 0 ? colours->green : colours->red, "%s after %s",
-                       exit_text(*e).c_str(), duration_text(e->duration_ms).c_str());
-  } else {
-    ImGui::TextColored(colours->yellow, "running");
-  }
+  draw_execution_state(*v);
   if (v->watchers() && !v->finished()) {
     ImGui::SameLine();
     ImGui::TextColored(colours->grey, "%lld watching", static_cast<long long>(*v->watchers()));
@@ -462,7 +472,26 @@ void ui::draw_execution() {
     else ImGui::SetClipboardText(text.c_str());
   }
   remember_item("copy");
-  if (!narrow_) ImGui::SameLine();  // (on a phone the find has a line of its own)
+  // The whole output as the server holds it (also while it runs), as a file.
+  ImGui::SameLine();
+  if (ImGui::Button("Download .log") && download) download("text");
+  remember_item("download_text");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("the output as plain text");
+  ImGui::SameLine();
+  if (ImGui::Button("with colours") && download) download("ansi");
+  remember_item("download_ansi");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("the output as received, with its escape sequences");
+  ImGui::SameLine();
+  const char* time_button = time_mode_ == time_column::off       ? "Time: off###time"
+                            : time_mode_ == time_column::elapsed ? "Time: elapsed###time"
+                                                                 : "Time: clock###time";
+  if (ImGui::Button(time_button)) {
+    time_mode_ = time_mode_ == time_column::off       ? time_column::elapsed
+                 : time_mode_ == time_column::elapsed ? time_column::clock
+                                                      : time_column::off;
+  }
+  remember_item("time_toggle");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("a time on each line: off, since the start, or the clock");
   ImGui::SetNextItemWidth((narrow_ ? 150.0f : 180.0f) * scale);
   if (focus_find_) {
     ImGui::SetKeyboardFocusHere();
@@ -495,6 +524,139 @@ void ui::draw_execution() {
   ImGui::SameLine();
   ImGui::TextColored(colours->grey, "%zu lines", v->output().size());
   draw_output(*v);
+}
+
+void ui::draw_execution_state(const common::execution_view& v) {
+  const auto& record = app_.record();
+  if (const auto& e = v.exit()) {
+    const ImVec4 colour = e->state == common::exit_state::exited && e->code == 0 ? colours->green : colours->red;
+    if (!v.started()) {  // ended before it ran: rejected, expired, cancelled while waiting
+      std::string text = exit_text(*e);
+      if (e->state == common::exit_state::rejected && record && record->approved_by) text += " by " + *record->approved_by;
+      if (e->state == common::exit_state::expired) text += ": nobody approved it in time";
+      ImGui::TextColored(colour, "%s", text.c_str());
+    } else {
+      ImGui::TextColored(colour, "%s after %s", exit_text(*e).c_str(), duration_text(e->duration_ms).c_str());
+    }
+    return;
+  }
+  const bool queued = v.queued_position() || (!v.started() && record && record->state == "queued");
+  const std::string requester = app_.approval_requester();
+  if (queued) {
+    if (v.queued_position()) {
+      ImGui::TextColored(colours->yellow, "Queued (position %lld)", static_cast<long long>(*v.queued_position()));
+    } else {
+      ImGui::TextColored(colours->yellow, "Queued");
+    }
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("another exclusive action runs on this machine; this one starts after it");
+    return;
+  }
+  if (requester.empty()) {
+    ImGui::TextColored(colours->yellow, v.started() ? "running" : "starting");
+    if (record && record->approved_by && v.started()) {
+      ImGui::SameLine();
+      ImGui::TextColored(colours->grey, "approved by %s", record->approved_by->c_str());
+    }
+    return;
+  }
+  std::string expires;
+  if (v.awaiting_approval()) {
+    if (const auto at = parse_rfc3339_ms(v.awaiting_approval()->expires_at)) expires = " (expires " + clock_label(*at) + ")";
+  }
+  ImGui::TextColored(colours->yellow, "Awaiting approval from another operator%s", expires.c_str());
+  if (app_.can_approve()) {
+    ImGui::TextColored(colours->grey, "%s asks to run this:", requester.c_str());
+    ImGui::SameLine();
+    if (ImGui::Button("Approve")) app_.approve();
+    remember_item("approve");
+    ImGui::SameLine();
+    if (ImGui::Button("Reject")) app_.reject();
+    remember_item("reject");
+  } else if (requester == app_.user()) {
+    ImGui::TextColored(colours->grey, "waiting for approval: another operator must approve your request");
+  } else {
+    ImGui::TextColored(colours->grey, "requested by %s; an operator other than them may approve it", requester.c_str());
+  }
+}
+
+std::string ui::time_label(std::int64_t t) const {
+  switch (time_mode_) {
+    case time_column::off: return "";
+    case time_column::elapsed: return elapsed_label(t);
+    case time_column::clock: {
+      const auto* v = app_.view();
+      const auto started = v && v->started() ? parse_rfc3339_ms(v->started()->started_at) : std::nullopt;
+      return started ? clock_label(*started + t) : elapsed_label(t);
+    }
+  }
+  return "";
+}
+
+std::string ui::state_fields(float pixel_ratio) const {
+  std::string s = ",\"follow_tail\":";
+  s += follow_tail_ ? "true" : "false";
+  s += ",\"find\":{\"matches\":" + std::to_string(find_matches_.size()) + ",\"current\":" + std::to_string(find_current_) +
+       ",\"focused\":" + (find_focused_ ? "true" : "false") + "}";
+  s += ",\"selection\":";
+  common::append_json_string(s, selection_text());
+  s += std::string(",\"theme\":") + (light_ ? "\"light\"" : "\"dark\"");
+  s += std::string(",\"layout\":") + (narrow_ ? "\"narrow\"" : "\"wide\"");
+  s += std::string(",\"typing\":") + (ImGui::GetIO().WantTextInput ? "true" : "false");
+  s += ",\"visible_lines\":[" + std::to_string(visible_.first) + "," + std::to_string(visible_.second) + "]";
+  s += std::string(",\"time_column\":") +
+       (time_mode_ == time_column::off ? "\"off\"" : time_mode_ == time_column::elapsed ? "\"elapsed\"" : "\"clock\"");
+  // What the time column shows beside the last 100 lines (as "tail" holds them).
+  s += ",\"tail_time_labels\":[";
+  if (const auto* v = app_.view(); v && time_mode_ != time_column::off) {
+    const auto times = v->tail_times(100);
+    for (std::size_t i = 0; i < times.size(); ++i) {
+      if (i) s += ',';
+      common::append_json_string(s, time_label(times[i]));
+    }
+  }
+  s += "]";
+  s += ",\"items\":" + items_json(pixel_ratio);
+  return s;
+}
+
+void ui::draw_line_menu(const common::execution_view& v) {
+  if (!ImGui::BeginPopup("line_menu")) return;
+  const auto& out = v.output();
+  if (menu_line_ >= out.size()) {
+    ImGui::CloseCurrentPopup();
+    ImGui::EndPopup();
+    return;
+  }
+  // With several lines selected around it, the link is to all of them.
+  line_range range{v.line_number(menu_line_), v.line_number(menu_line_)};
+  if (anchor_ && cursor_ && anchor_->line != cursor_->line) {
+    const auto from = std::min(anchor_->line, cursor_->line), to = std::max(anchor_->line, cursor_->line);
+    if (menu_line_ >= from && menu_line_ <= to) range = {v.line_number(from), v.line_number(to)};
+  }
+  const std::string label = range.first == range.last
+                                ? "Copy link to this line"
+                                : "Copy link to lines " + std::to_string(range.first) + "-" + std::to_string(range.last);
+  if (ImGui::MenuItem(label.c_str())) {
+    app_.set_line_link(range, false);
+    const std::string route = execution_route(v.execution_id(), range);
+    const std::string link = link_for ? link_for(route) : route;
+    if (copy_text) {
+      copy_text(link);
+    } else {
+      ImGui::SetClipboardText(link.c_str());
+    }
+  }
+  remember_item("copy_line_link");
+  if (ImGui::MenuItem("Copy this line")) {
+    const std::string text(out.line(menu_line_).text);
+    if (copy_text) {
+      copy_text(text);
+    } else {
+      ImGui::SetClipboardText(text.c_str());
+    }
+  }
+  remember_item("copy_line");
+  ImGui::EndPopup();
 }
 
 void ui::find_next(const common::execution_view& v, int direction) {
@@ -611,11 +773,40 @@ void ui::draw_output(const common::execution_view& v) {
       find_current_ >= 0 && find_current_ < static_cast<int>(find_matches_.size())
           ? static_cast<long>(find_matches_[static_cast<std::size_t>(find_current_)])
           : -1;
+  // A line link opened: go there once its first line has arrived (or give up at the end).
+  const auto& link = app_.line_link();
+  if (app_.line_link_scrolls() != link_scrolls_done_) {
+    follow_tail_ = false;
+    if (!link) {
+      link_scrolls_done_ = app_.line_link_scrolls();
+    } else if (const auto index = v.index_of_line(link->first)) {
+      scroll_to_line_ = static_cast<long>(*index);
+      link_scrolls_done_ = app_.line_link_scrolls();
+    } else if (v.finished() && v.line_number(out.size()) <= link->first) {
+      link_scrolls_done_ = app_.line_link_scrolls();
+    }
+  }
   if (out.dropped_lines() > 0) {
     ImGui::TextColored(colours->grey, "[%llu older lines dropped]", static_cast<unsigned long long>(out.dropped_lines()));
   }
-  const ImVec2 origin = ImGui::GetCursorScreenPos();  // where line 0 is drawn
+  // The time column, as wide as its widest label.
+  gutter_ = time_mode_ == time_column::off
+                ? 0.0f
+                : ImGui::CalcTextSize(time_label(out.size() ? out.line(out.size() - 1).t : 0).c_str()).x +
+                      ImGui::CalcTextSize("  ").x;
+  const ImVec2 line_origin = ImGui::GetCursorScreenPos();  // where line 0 is drawn, time column included
+  const ImVec2 origin{line_origin.x + gutter_, line_origin.y};  // where line 0's text is drawn
   handle_selection(v, origin, line_height);
+  // Right-click (a long press on a phone): the line's menu.
+  if (ImGui::IsWindowHovered() && ImGui::IsMouseClicked(ImGuiMouseButton_Right) && out.size() > 0) {
+    const float row = std::floor((ImGui::GetIO().MousePos.y - origin.y) / line_height);
+    if (row >= 0 && row < static_cast<float>(out.size())) {
+      menu_line_ = static_cast<std::size_t>(row);
+      ImGui::OpenPopup("line_menu");
+    }
+  }
+  draw_line_menu(v);
+  const std::uint64_t link_first = link ? link->first : 0, link_last = link ? link->last : 0;
   // The selection, in order; only the lines on screen are looked at.
   const bool has_selection = anchor_ && cursor_ && *anchor_ != *cursor_;
   const text_position from = has_selection ? std::min(*anchor_, *cursor_) : text_position{};
@@ -633,7 +824,20 @@ void ui::draw_output(const common::execution_view& v) {
         select_from = index == from.line ? from.column : 0;
         select_to = index == to.line ? to.column : std::string_view::npos;
       }
-      draw_line(out.line(index), i == highlighted, select_from, select_to);
+      const auto line = out.line(index);
+      const std::uint64_t number = v.line_number(index);
+      const bool linked = link && number >= link_first && number <= link_last;
+      const ImVec2 row = ImGui::GetCursorScreenPos();
+      if (gutter_ > 0) {
+        const std::string label = time_label(line.t);
+        ImGui::GetWindowDrawList()->AddText(row, ImGui::GetColorU32(colours->grey), label.c_str());
+        ImGui::SetCursorScreenPos({row.x + gutter_, row.y});
+      }
+      if (linked) {  // a bar in the margin marks the linked lines
+        ImGui::GetWindowDrawList()->AddRectFilled({row.x - 4 * scale, row.y}, {row.x - 1 * scale, row.y + line_height},
+                                                  colours->link_bar);
+      }
+      draw_line(line, i == highlighted ? colours->find_bg : linked ? colours->link_bg : 0, select_from, select_to);
     }
   }
   clipper.End();

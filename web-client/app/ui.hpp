@@ -4,6 +4,10 @@
 // its own colour) with follow-tail, find and copy, its progress, state, exit and cancel.
 // Keyboard: Ctrl/Cmd+F find (Enter, Shift+Enter, Esc), Ctrl/Cmd+C copy the selection, PgUp,
 // PgDn, Home, End. Selection: drag, double-click a word, triple-click a line, shift-click.
+// A time column (off, elapsed since the start, wall clock); line links (#/executions/ID/L5-L9)
+// scroll to and highlight their lines, and a line's context menu (right-click, or a long press
+// on a phone) copies a link to it. Download .log (plain text or with colours). Queued and
+// awaiting-approval executions say so, with Approve and Reject for the operators who may.
 // Under about 700 CSS px the layout is one column: the lists, or the output with a way back.
 #pragma once
 
@@ -27,6 +31,18 @@ class ui {
   void draw();
   /// Where "Copy output" puts text (the web shell uses the browser's clipboard).
   std::function<void(const std::string&)> copy_text;
+  /// The full URL of a route ("#/executions/ID/L5"), for "Copy link to this line".
+  std::function<std::string(const std::string& route)> link_for;
+  /// Downloads the watched execution's output: "text" or "ansi".
+  std::function<void(const std::string& format)> download;
+  /// The user started watching something (Run, or a pick from the list): a user gesture, when
+  /// the browser may ask for the notification permission.
+  std::function<void()> on_user_watch;
+  /// A message for the status bar (a download saved), shown for a few seconds.
+  void flash(std::string message) {
+    flash_ = std::move(message);
+    flash_until_ = ImGui::GetTime() + 6.0;
+  }
   /// UI scale (HiDPI): sizes in the layout are multiplied by it.
   float scale = 1.0f;
   /// Where the main controls were drawn in the last frame, as JSON {"name": [x, y, w, h]} in
@@ -52,6 +68,15 @@ class ui {
   /// Scrolls the output by `pixels` (down when positive) at the next frame: a finger's swipe
   /// and its momentum, which the shell measures itself.
   void scroll_output(float pixels) { pending_scroll_ += pixels; }
+  /// The time column: none, the time since the start (+MM:SS.mmm), or the wall clock.
+  enum class time_column { off, elapsed, clock };
+  time_column time_mode() const { return time_mode_; }
+  void set_time_mode(time_column m) { time_mode_ = m; }
+  /// The time column's text for a line's `t` (empty when the column is off).
+  std::string time_label(std::int64_t t) const;
+  /// What the UI (beyond client_app) shows, as JSON fields to add to client_app::state_json():
+  /// ",\"follow_tail\":...,\"items\":{...}" (items in pixels / pixel_ratio).
+  std::string state_fields(float pixel_ratio) const;
 
  private:
   void draw_status_bar();
@@ -68,6 +93,8 @@ class ui {
   void handle_selection(const common::execution_view& v, ImVec2 origin, float line_height);
   /// Remembers the last item's rectangle under `name` (see items_json).
   void remember_item(const std::string& name);
+  void draw_execution_state(const common::execution_view& v);
+  void draw_line_menu(const common::execution_view& v);
 
   client_app& app_;
   std::map<std::string, std::string> param_values_;  // "machine/action/param" -> value
@@ -99,6 +126,12 @@ class ui {
     float x, y, w, h;
   };
   std::map<std::string, rect> items_;
+  time_column time_mode_ = time_column::off;
+  float gutter_ = 0;                  // the time column's width, this frame
+  std::size_t menu_line_ = 0;         // the line the context menu is for (a transcript index)
+  std::uint64_t link_scrolls_done_ = 0;  // client_app::line_link_scrolls() already acted on
+  std::string flash_;
+  double flash_until_ = 0;
 };
 
 }  // namespace cmdcast::client

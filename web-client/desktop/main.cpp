@@ -7,6 +7,8 @@
 // The token comes from --token or $CMDCAST_TOKEN. --open takes a deep link ("#/executions/ID",
 // "#/machines/ID"). --state-file keeps PATH holding what the user sees (the JSON of the web's
 // window.cmdcast.state()), replaced about every 250 ms and at exit, for tests and scripts.
+// The window's title shows the watched execution's state ("⟳ 42% apt_upgrade · pihole",
+// "✓ ...", "✗ ...", "⏸ ..."). Download .log saves the output into the current directory.
 // SIGINT and SIGTERM close the window as the user would. --help prints the usage to stdout and
 // exits 0; --version prints "cmdcast VERSION"; a usage error exits 2.
 #include <GLFW/glfw3.h>
@@ -14,6 +16,7 @@
 #include <imgui_impl_glfw.h>
 #include <imgui_impl_opengl3.h>
 
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -108,9 +111,13 @@ bool write_atomically(const std::string& path, const std::string& text) {
 class state_writer {
  public:
   explicit state_writer(std::string path) : path_(std::move(path)) {}
-  void write(const cmdcast::client::client_app& app) {
+  void write(const cmdcast::client::client_app& app, const cmdcast::client::ui& view) {
     if (path_.empty()) return;
-    if (!write_atomically(path_, app.state_json())) {
+    std::string state = app.state_json();
+    state.pop_back();
+    state += view.state_fields(1.0f);
+    state += "}";
+    if (!write_atomically(path_, state)) {
       std::fprintf(stderr, "cmdcast-desktop: cannot write the state file %s\n", path_.c_str());
       path_.clear();
     }
@@ -124,14 +131,42 @@ void report_glfw_error(int code, const char* description) {
   std::fprintf(stderr, "cmdcast-desktop: GLFW error %d: %s\n", code, description);
 }
 
+/// Download .log on the desktop: the output fetched, then written into the current directory
+/// as ACTION-MACHINE-EXECUTION[.ansi].log; the status bar says where (or why not).
+void save_download(cmdcast::client::client_app& app, cmdcast::client::ui& view, const std::string& format) {
+  const auto* v = app.view();
+  if (!v) return;
+  std::string name = app.watched_action() + "-" + app.watched_machine() + "-" + v->execution_id() +
+                     (format == "ansi" ? ".ansi.log" : ".log");
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  }
+  view.flash("downloading " + name + "...");
+  app.download(format, [name, &view](cmdcast::client::http_answer a) {
+    if (a.status != 200) {
+      view.flash("download failed: " + (a.status == 0 ? std::string("the server cannot be reached") : "HTTP " + std::to_string(a.status)));
+      return;
+    }
+    std::ofstream out(name, std::ios::binary | std::ios::trunc);
+    out << a.body;
+    view.flash(out.flush() ? "saved " + name : "cannot write " + name + " here");
+  });
+}
+
 /// The window's life: events, the network's callbacks, timers, a frame; until it is closed.
 void run_window(GLFWwindow* window, const connector& server, const options& o, float scale) {
+  const std::string idle_title = "cmdcast: " + o.server.authority();
   cmdcast::client::beast_transport transport(server, [] { glfwPostEmptyEvent(); });
   cmdcast::client::client_app app(transport);
   cmdcast::client::ui view(app);
   view.scale = scale;
   view.copy_text = [window](const std::string& text) { glfwSetClipboardString(window, text.c_str()); };
+  view.link_for = [&o](const std::string& route) {
+    return std::string(o.server.tls ? "https://" : "http://") + o.server.authority() + "/" + route;
+  };
+  view.download = [&app, &view](const std::string& format) { save_download(app, view, format); };
   state_writer state(o.state_file);
+  std::string title;  // the window's, as last set
   app.start(o.route, o.token);
   double next_state_write = 0;
   while (!glfwWindowShouldClose(window) && !quit_requested) {
@@ -139,6 +174,10 @@ void run_window(GLFWwindow* window, const connector& server, const options& o, f
     glfwWaitEventsTimeout(frame_wait_s);
     transport.pump();
     app.tick(glfwGetTime());
+    if (std::string t = app.title(); (t.empty() ? idle_title : t) != title) {
+      title = t.empty() ? idle_title : std::move(t);
+      glfwSetWindowTitle(window, title.c_str());
+    }
 
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplGlfw_NewFrame();
@@ -155,11 +194,11 @@ void run_window(GLFWwindow* window, const connector& server, const options& o, f
 
     // After the swap: the state file never runs ahead of the screen.
     if (glfwGetTime() >= next_state_write) {
-      state.write(app);
+      state.write(app, view);
       next_state_write = glfwGetTime() + state_interval_s;
     }
   }
-  state.write(app);
+  state.write(app, view);
 }
 
 }  // namespace

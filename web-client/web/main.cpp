@@ -3,7 +3,10 @@
 // token is kept in the browser's localStorage, never in the URL; window.cmdcast.state()
 // returns what the user sees as an object, for tests. The output lines on screen are mirrored
 // into a visually hidden role="log" element for screen readers; the colours follow the
-// browser's prefers-color-scheme.
+// browser's prefers-color-scheme. The tab's title shows the watched execution's state; a run
+// watched while it ran that ends while the page is hidden is a notification (the permission is
+// asked once, on the first Run or pick of an execution). Downloads go through fetch, with the
+// token, into a Blob saved by a temporary <a download>.
 #include <GLFW/glfw3.h>
 #include <emscripten.h>
 #include <emscripten/html5.h>
@@ -63,6 +66,28 @@ EM_JS(void, js_mirror_output, (const char* lines, int following), {
 EM_JS(void, js_sync_controls, (const char* items), {
   if (window.cmdcastSyncControls) window.cmdcastSyncControls(JSON.parse(UTF8ToString(items)));
 });
+EM_JS(void, js_set_title, (const char* title), { document.title = UTF8ToString(title); });
+/// The notification permission, asked once ever (on a user's Run or pick: a gesture).
+EM_JS(void, js_ask_notifications, (), {
+  if (!window.Notification || Notification.permission !== "default") return;
+  if (localStorage.getItem("cmdcast.notifications_asked")) return;
+  localStorage.setItem("cmdcast.notifications_asked", "1");
+  try { Notification.requestPermission(); } catch (e) {}
+});
+EM_JS(void, js_notify, (const char* text), {
+  if (!document.hidden || !window.Notification || Notification.permission !== "granted") return;
+  try { new Notification(UTF8ToString(text), { tag: "cmdcast" }); } catch (e) {}
+});
+EM_JS(void, js_download, (const char* path, const char* token, const char* fallback_name), {
+  if (window.cmdcastDownload) window.cmdcastDownload(UTF8ToString(path), UTF8ToString(token), UTF8ToString(fallback_name));
+});
+EM_JS(char*, js_page_base, (), {
+  const s = location.origin + location.pathname;
+  const size = lengthBytesUTF8(s) + 1;
+  const p = _malloc(size);
+  stringToUTF8(s, p, size);
+  return p;
+});
 EM_JS(void, js_install_state, (), {
   window.cmdcast = {state : () => JSON.parse(Module.ccall("cmdcast_state", "string", [], []))};
   document.title = "cmdcast";
@@ -98,6 +123,7 @@ struct shell {
   bool mirrored_following = false;
   std::string controls;  // the items the DOM buttons were made for
   double last_mirrored = -1e9;
+  std::string title = "cmdcast";  // the tab's
 };
 constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
@@ -166,6 +192,11 @@ void frame() {
     s.token = s.app->token();
     js_store_token(s.token.c_str());
   }
+  if (std::string title = s.app->title(); (title.empty() ? "cmdcast" : title) != s.title) {
+    s.title = title.empty() ? "cmdcast" : std::move(title);
+    js_set_title(s.title.c_str());
+  }
+  if (const auto notice = s.app->take_finish_notice()) js_notify(notice->c_str());
   // The theme is checked each frame: the system may switch to dark at dusk.
   const bool light = js_prefers_light() != 0;
   if (light != s.view->light()) {
@@ -221,19 +252,7 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   auto& s = *the_shell;
   s.state = s.app->state_json();
   s.state.pop_back();
-  s.state += ",\"follow_tail\":";
-  s.state += s.view->following() ? "true" : "false";
-  s.state += ",\"find\":{\"matches\":" + std::to_string(s.view->find_matches()) +
-             ",\"current\":" + std::to_string(s.view->find_current()) +
-             ",\"focused\":" + (s.view->find_focused() ? "true" : "false") + "}";
-  s.state += ",\"selection\":";
-  cmdcast::common::append_json_string(s.state, s.view->selection_text());
-  s.state += std::string(",\"theme\":") + (s.view->light() ? "\"light\"" : "\"dark\"");
-  s.state += std::string(",\"layout\":") + (s.view->narrow() ? "\"narrow\"" : "\"wide\"");
-  s.state += std::string(",\"typing\":") + (ImGui::GetIO().WantTextInput ? "true" : "false");
-  const auto [first, end] = s.view->visible_lines();
-  s.state += ",\"visible_lines\":[" + std::to_string(first) + "," + std::to_string(end) + "]";
-  s.state += ",\"items\":" + s.view->items_json(static_cast<float>(js_pixel_ratio()));
+  s.state += s.view->state_fields(static_cast<float>(js_pixel_ratio()));
   s.state += ",\"first_frame_ms\":" + std::to_string(s.first_frame_ms);
   const std::size_t n = std::min(s.frames, frame_ring);
   for (const auto& [name, ring] : {std::pair{"frame_ms", &s.frame_ms}, std::pair{"ui_ms", &s.ui_ms}}) {
@@ -292,6 +311,14 @@ int main() {
   s->view = std::make_unique<cmdcast::client::ui>(*s->app);
   s->view->scale = static_cast<float>(ratio);
   s->view->copy_text = [](const std::string& text) { js_copy(text.c_str()); };
+  s->view->link_for = [](const std::string& route) { return take(js_page_base()) + route; };
+  s->view->on_user_watch = [] { js_ask_notifications(); };
+  s->view->download = [s](const std::string& format) {
+    const auto* v = s->app->view();
+    if (!v) return;
+    const std::string name = v->execution_id() + (format == "ansi" ? ".ansi.log" : ".log");
+    js_download(s->app->output_path(format).c_str(), s->app->token().c_str(), name.c_str());
+  };
   s->token = take(js_string(1));
   s->hash = take(js_string(0));
   js_install_state();

@@ -1,0 +1,56 @@
+// What the UI says in words, apart from ImGui so that it can be tested alone: routes (deep
+// links, with line links #/executions/ID/L5 and /L5-L9), times (the time column, RFC 3339),
+// the window title and the notification at the end of a run.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "cmdcast/common/protocol.hpp"
+
+namespace cmdcast::client {
+
+/// A range of output lines, 1-based and inclusive, as line links name them.
+struct line_range {
+  std::uint64_t first = 0, last = 0;
+  bool operator==(const line_range&) const = default;
+};
+
+/// A deep link: "#/executions/ID", "#/executions/ID/L5", "#/executions/ID/L5-L9",
+/// "#/machines/ID". Anything else is kind none.
+struct route {
+  enum class kind { none, execution, machine };
+  kind what = kind::none;
+  std::string id;
+  std::optional<line_range> lines;  // executions only
+  bool operator==(const route&) const = default;
+};
+route parse_route(std::string_view hash);
+/// "#/executions/ID", with "/L5" or "/L5-L9" for lines.
+std::string execution_route(const std::string& id, const std::optional<line_range>& lines = std::nullopt);
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time ("2026-12-02T13:30:21.123Z", or
+/// with an offset such as +02:00); empty when it is not one.
+std::optional<std::int64_t> parse_rfc3339_ms(std::string_view text);
+/// The time column: "+MM:SS.mmm" since the start (minutes go on past 59), and the wall clock
+/// "HH:MM:SS" in local time.
+std::string elapsed_label(std::int64_t ms);
+std::string clock_label(std::int64_t epoch_ms);
+/// "12s", "1m12s", "2h03m".
+std::string short_duration(std::int64_t ms);
+
+/// "exited 0", "exited 3", "killed by TERM", "cancelled", "timed out", "rejected", ...
+std::string exit_summary(const common::exit_event& e);
+
+/// What a watched execution is doing, for its title.
+enum class run_phase { waiting, running, succeeded, failed };
+/// "⟳ 42% apt_upgrade · pihole" (the percent only when known), "✓ ...", "✗ ...", "⏸ ...".
+std::string title_text(run_phase phase, std::optional<double> percent, const std::string& action,
+                       const std::string& machine);
+/// "apt_upgrade on pihole: exited 0 (1m12s)".
+std::string finish_notice(const std::string& action, const std::string& machine, const common::exit_event& e);
+
+}  // namespace cmdcast::client
