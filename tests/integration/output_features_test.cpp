@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "config/config.hpp"
 #include "server_harness.hpp"
 
 namespace cmdcast::testing {
@@ -421,6 +422,35 @@ TEST_F(OutputFeatures, ARunNobodyApprovesExpires) {
   EXPECT_EQ(of_type<common::exit_event>(events).at(0).state, common::exit_state::expired);
   EXPECT_NE(text_of(events, common::output_stream::err).find("no other operator approved it within 1 s"), std::string::npos);
   EXPECT_EQ(record_of(port(), id).state, "expired");
+}
+
+TEST(OutputFeaturesConfig, SecretExclusiveAndApprovalKeysAreCheckedWithClearErrors) {
+  const std::string head = "[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\n";
+  auto good = server::parse_config(head + "[actions.a]\ncommand = \"login {user} {tok}\"\n"
+                                          "params = { user = \"^[a-z]+$\", tok = { pattern = \"^[A-Za-z0-9]{20,64}$\", secret = true } }\n"
+                                          "exclusive = true\non_busy = \"refuse\"\napproval = true\napproval_timeout_s = 60\n",
+                                   "good.toml");
+  ASSERT_TRUE(good.ok()) << good.error();
+  const auto& a = good->actions.at("a");
+  EXPECT_EQ(a.secret_params, std::set<std::string>{"tok"});
+  EXPECT_TRUE(a.exclusive && a.refuse_when_busy && a.approval);
+  EXPECT_EQ(a.approval_timeout, std::chrono::seconds(60));
+
+  auto bad = server::parse_config(head + "[actions.a]\ncommand = \"x {v} {w} {e}\"\n"
+                                         "params = { v = { pattern = \"^a$\", secret = \"yes\" }, w = { secret = true }, e = { pattern = \"^a*$\", secret = true } }\n"
+                                         "on_busy = \"wait\"\napproval_timeout_s = 60\nexclusive = 1\n",
+                                  "bad.toml");
+  ASSERT_FALSE(bad.ok());
+  for (const std::string problem :
+       {"actions.a.params.v.secret: must be true or false", "actions.a.params.w.pattern: is missing",
+        "actions.a.params.e: is secret, so its pattern must not match an empty value",
+        "actions.a.on_busy: must be \"queue\" or \"refuse\"", "actions.a.approval_timeout_s: applies only with approval = true",
+        "actions.a.exclusive: must be true or false"}) {
+    EXPECT_NE(bad.error().find(problem), std::string::npos) << problem << "\nin:\n" << bad.error();
+  }
+  auto stray = server::parse_config(head + "[actions.a]\ncommand = \"x {v}\"\nparams = { v = { pattern = \"^a$\", hidden = true } }\n", "s.toml");
+  ASSERT_FALSE(stray.ok());
+  EXPECT_NE(stray.error().find("actions.a.params.v.hidden: unknown key"), std::string::npos) << stray.error();
 }
 
 TEST_F(OutputFeatures, ListsFilterByMachineAndTheNewStates) {
