@@ -279,6 +279,58 @@ TEST_F(Desktop, ADeepLinkOpensTheExecutionAndShowsItToTheExit) {
   EXPECT_EQ(last->at("tail"), state.at("tail"));
 }
 
+/// The titles of the X server's windows (_NET_WM_NAME, UTF-8), as xprop reports them.
+std::vector<std::string> window_titles(const std::string& display) {
+  std::vector<std::string> titles;
+  std::istringstream tree(shell("xwininfo -display " + display + " -root -tree"));
+  for (std::string line; std::getline(tree, line);) {
+    const auto at = line.find("0x");
+    if (at == std::string::npos) continue;
+    const std::string id = line.substr(at, line.find(' ', at) - at);
+    const std::string name = shell("xprop -display " + display + " -id " + id + " _NET_WM_NAME 2>/dev/null || true");
+    const auto open = name.find(" = \""), close = name.rfind('"');
+    if (open != std::string::npos && close > open + 4) titles.push_back(name.substr(open + 4, close - open - 4));
+  }
+  return titles;
+}
+
+TEST_F(Desktop, TheWindowTitleShowsTheRunAndEveryLineHasItsTime) {
+  loopback_sshd sshd;
+  server_process server(sshd);
+  const std::string id = post_run(server.port(), run_request("lines"));  // three lines 0.3 s apart
+  ASSERT_FALSE(id.empty());
+  start_desktop({"--server", "http://127.0.0.1:" + std::to_string(server.port()), "--token", operator_token, "--open",
+                 "#/executions/" + id + "/L2"});
+  const auto running = wait_for_state(
+      [](const json::object& s) { return text_at(s, "title").starts_with("⟳ ") || text_at(s, "title").starts_with("✓ "); },
+      "a title", 60s);
+  const auto state = wait_for_state(
+      [](const json::object& s) { return s.contains("exit") && !s.at("exit").is_null() && text_at(s, "title").starts_with("✓"); },
+      "the exit", 60s);
+  ASSERT_FALSE(state.empty());
+  EXPECT_EQ(text_at(state, "title"), "✓ lines · box") << json::serialize(state);
+  // The window manager's title is the same (the state file is written after the frame).
+  std::vector<std::string> titles;
+  for (int i = 0; i < 40; ++i) {
+    titles = window_titles(display_->display());
+    if (std::find(titles.begin(), titles.end(), "✓ lines · box") != titles.end()) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(std::find(titles.begin(), titles.end(), "✓ lines · box"), titles.end())
+      << "window titles: " << ::testing::PrintToString(titles);
+  // Each line has the time it was read at, and they go forward (0.3 s apart).
+  const auto times = json::value_to<std::vector<std::int64_t>>(state.at("tail_times"));
+  ASSERT_EQ(times.size(), 4u) << json::serialize(state);
+  EXPECT_GE(times[2] - times[0], 400) << json::serialize(state);
+  EXPECT_TRUE(std::is_sorted(times.begin(), times.end())) << json::serialize(state);
+  EXPECT_EQ(text_at(state, "time_column"), "off");
+  // The line link of --open: line 2 highlighted.
+  EXPECT_EQ(json::serialize(state.at("highlight")), "[2,2]");
+  EXPECT_EQ(text_at(state, "route"), "#/executions/" + id + "/L2");
+  (void)running;
+  EXPECT_EQ(describe(desktop_->terminate(20s)), "exit 0") << desktop_->log();
+}
+
 TEST_F(Desktop, FollowsARunningExecutionLiveAndClosesWhileItStreams) {
   loopback_sshd sshd;
   server_process server(sshd);
