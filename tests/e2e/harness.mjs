@@ -17,6 +17,7 @@ const webRoot = process.env.CMDCAST_WEB_ROOT ?? `${root}/build/wasm/web`;
 export const artifacts = process.env.CMDCAST_E2E_ARTIFACTS ?? `${root}/build/e2e-artifacts`;
 export const operatorToken = "e2e-operator-token";
 export const viewerToken = "e2e-viewer-token";
+export const approverToken = "e2e-approver-token";  // a second operator, "oscar"
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -72,6 +73,11 @@ role = "operator"
 name = "victor"
 sha256 = "${sha256(viewerToken)}"
 role = "viewer"
+
+[[tokens]]
+name = "oscar"
+sha256 = "${sha256(approverToken)}"
+role = "operator"
 
 [[machines]]
 id = "box"
@@ -249,11 +255,12 @@ export async function launchBrowser() {
 
 /// A page of the web client with the token already entered once (kept in localStorage).
 /// `viewport`, `scale`, `touch` (a phone: touch and the mobile viewport rules), `colorScheme`
-/// and `permissions` (e.g. the clipboard's) make the browser the test needs.
+/// and `permissions` (e.g. the clipboard's) make the browser the test needs; `init` is a
+/// function run in the page before its scripts (stubs).
 export async function openPage(browser, stack, route = "",
                                { token = operatorToken, noWebSocket = false, waitForMachines = true, scale = 1,
                                  viewport = { width: 1280, height: 800 }, touch = false, colorScheme = "dark",
-                                 permissions = [] } = {}) {
+                                 permissions = [], init = null } = {}) {
   // A TLS stack's certificate is its own: the browser is told to take it, as a user who
   // imported the private CA would.
   const context = await browser.newContext({ viewport, deviceScaleFactor: scale, isMobile: touch, hasTouch: touch,
@@ -265,6 +272,7 @@ export async function openPage(browser, stack, route = "",
     if (t) localStorage.setItem("cmdcast.token", t);
     if (noWs) delete window.WebSocket;
   }, [token, noWebSocket]);
+  if (init) await page.addInitScript(init);
   await page.goto(`${stack.url}/${route}`);
   await page.waitForFunction((machines) => window.cmdcast && (!machines || window.cmdcast.state().machines > 0),
                              waitForMachines, { timeout: 20000 });

@@ -4,13 +4,13 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
 import {
-  Nginx, Stack, artifacts, click, freePort, launchBrowser, openPage, operatorToken, screenshot, state, waitForState,
-  viewerToken,
+  Nginx, Stack, approverToken, artifacts, click, freePort, launchBrowser, openPage, operatorToken, screenshot, state,
+  waitForState, viewerToken,
 } from "./harness.mjs";
 
 let stack, browser;
@@ -559,4 +559,252 @@ test("through nginx without the Upgrade headers the page falls back to polling a
     assert.match(log, /"GET \/executions\/[^/]+\/events\?after=-?\d+&wait=\d+ HTTP\/2\.0" 200/, log);
     assert.doesNotMatch(log, /" 101 /, log);
   });
+});
+
+// --- Issue 15: time column, downloads, line links, title and notifications, queue and approval.
+
+/// "+MM:SS.mmm" of `ms`, as the time column shows it.
+const elapsed = (ms) => `+${String(Math.floor(ms / 60000)).padStart(2, "0")}:${String(Math.floor(ms / 1000) % 60).padStart(2, "0")}.${String(ms % 1000).padStart(3, "0")}`;
+
+test("the time column shows a time on every line: off, elapsed since the start, the wall clock", async () => {
+  const id = await stack.run("lines", { count: "20" });  // a line every 50 ms
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  let s = await waitForState(page, (st) => st.exit !== null, "the exit");
+  assert.equal(s.time_column, "off");
+  assert.deepEqual(s.tail_time_labels, []);
+  // The times are the server's, per line: never going back, about a second from first to last.
+  const times = s.tail_times;
+  assert.equal(times.length, s.tail.length);
+  assert.ok(times.every((t, i) => i === 0 || t >= times[i - 1]), `times go forward: ${times}`);
+  assert.ok(times.at(-1) - times[0] >= 500, `20 lines 50 ms apart: ${times}`);
+  await click(page, "time_toggle");
+  s = await waitForState(page, (st) => st.time_column === "elapsed", "the elapsed column");
+  assert.deepEqual(s.tail_time_labels, s.tail_times.map(elapsed));
+  assert.ok(s.tail_time_labels.every((l) => /^\+\d\d:\d\d\.\d\d\d$/.test(l)), s.tail_time_labels.join(" "));
+  await screenshot(page, "web-time-elapsed");
+  // Selecting still finds the characters under the mouse, right of the column.
+  await click(page, "time_toggle");
+  s = await waitForState(page, (st) => st.time_column === "clock", "the clock column");
+  // started_at + t in the browser's local time, HH:MM:SS.
+  const clock = await page.evaluate(([startedAt, ts]) => ts.map((t) => {
+    const d = new Date(Date.parse(startedAt) + t);
+    return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+  }), [s.started_at, s.tail_times]);
+  assert.deepEqual(s.tail_time_labels, clock);
+  await click(page, "time_toggle");
+  s = await waitForState(page, (st) => st.time_column === "off", "the column off again");
+  assert.deepEqual(s.tail_time_labels, []);
+});
+
+test("a line link opens the execution scrolled to its lines and highlights them", async () => {
+  const id = await stack.run("lines", { count: "150" });
+  await waitForExit(id);
+  const page = await openPage(browser, stack, `#/executions/${id}/L30-L32`);
+  let s = await waitForState(page, (st) => st.exit !== null && st.visible_lines[1] > 0, "the output");
+  s = await waitForState(page, (st) => st.visible_lines[0] <= 29 && st.visible_lines[1] > 31, "line 30 in view");
+  assert.deepEqual(s.highlight, [30, 32]);
+  assert.equal(s.follow_tail, false);
+  assert.equal(s.route, `#/executions/${id}/L30-L32`);
+  assert.equal(await page.evaluate(() => location.hash), `#/executions/${id}/L30-L32`);
+  await screenshot(page, "web-line-link");
+  // Another link to the same execution, typed into the address bar: there at once.
+  await page.evaluate((h) => { location.hash = h; }, `#/executions/${id}/L140`);
+  s = await waitForState(page, (st) => st.highlight?.[0] === 140 && st.visible_lines[0] <= 139 && st.visible_lines[1] > 139,
+                         "line 140 highlighted and in view");
+  assert.deepEqual(s.highlight, [140, 140]);
+  assert.equal(s.tail[s.tail.length - (s.lines - 139)], "line 140", "line numbers count from 1");
+});
+
+test("a line link opened while the command runs waits for its line, then goes there", async () => {
+  const id = await stack.run("lines", { count: "200" });  // 10 s
+  const page = await openPage(browser, stack, `#/executions/${id}/L60`);
+  const s = await waitForState(page, (st) => st.lines > 60 && st.visible_lines[0] <= 59 && st.visible_lines[1] > 59,
+                               "line 60 in view once it arrived");
+  assert.deepEqual(s.highlight, [60, 60]);
+  assert.equal(s.follow_tail, false, "the output holds still at the link while more arrives");
+  const later = await waitForState(page, (st) => st.lines > s.lines + 20, "more output");
+  assert.ok(later.visible_lines[0] <= 59 && later.visible_lines[1] > 59, "still at line 60");
+});
+
+test("a line's context menu copies a link to it", async () => {
+  const id = await stack.run("lines", { count: "20" });
+  const page = await openPage(browser, stack, `#/executions/${id}`, { permissions: ["clipboard-read", "clipboard-write"] });
+  const done = await waitForState(page, (s) => s.exit !== null && s.visible_lines[1] === s.lines, "the exit");
+  const index = done.tail.indexOf("line 5");
+  const p = await textPoint(page, index, 2);
+  await page.mouse.move(p.x, p.y);
+  await pause(50);
+  await page.mouse.click(p.x, p.y, { button: "right", delay: 50 });
+  await click(page, "copy_line_link");
+  const s = await waitForState(page, (st) => st.highlight !== null, "the line marked");
+  assert.deepEqual(s.highlight, [5, 5]);
+  const link = `${stack.url}/#/executions/${id}/L5`;
+  let copied = "";
+  for (let i = 0; i < 40 && copied !== link; ++i) {
+    await pause(50);
+    copied = await page.evaluate(() => navigator.clipboard.readText());
+  }
+  assert.equal(copied, link);
+  assert.equal(s.route, `#/executions/${id}/L5`);
+  // The link, opened in another page, lands on that line.
+  const other = await openPage(browser, stack, `#/executions/${id}/L5`);
+  await waitForState(other, (st) => st.highlight?.[0] === 5 && st.visible_lines[0] <= 4 && st.visible_lines[1] > 4, "line 5");
+});
+
+/// Stubs the Notification API (permission "default" until asked) and makes the page hidden, so
+/// that a test sees what the page would show.
+function notificationStub() {
+  window.notifications = [];
+  window.permissionRequests = 0;
+  let permission = "default";
+  window.Notification = class {
+    static get permission() { return permission; }
+    static requestPermission() { ++window.permissionRequests; permission = "granted"; return Promise.resolve(permission); }
+    constructor(title) { window.notifications.push(title); }
+  };
+  Object.defineProperty(document, "hidden", { get: () => window.pretendHidden === true });
+}
+
+test("the tab title shows the watched run's state, and a hidden page is notified when it ends", async () => {
+  const page = await openPage(browser, stack, "", { init: notificationStub });
+  assert.equal(await page.title(), "cmdcast");
+  await page.evaluate(() => { window.pretendHidden = true; });
+  await runLinesFromThePage(page, 40);
+  let s = await waitForState(page, (st) => st.lines > 0 && st.exit === null, "the run going");
+  assert.equal(s.title, "⟳ lines · loopback box");
+  assert.equal(await page.title(), "⟳ lines · loopback box");
+  assert.equal(await page.evaluate(() => window.permissionRequests), 1, "asked on the first Run");
+  s = await waitForState(page, (st) => st.exit !== null, "the exit");
+  await page.waitForFunction(() => document.title.startsWith("✓"));
+  assert.equal(s.title, "✓ lines · loopback box");
+  await page.waitForFunction(() => window.notifications.length > 0);
+  const notes = await page.evaluate(() => window.notifications);
+  assert.equal(notes.length, 1);
+  assert.match(notes[0], /^lines on loopback box: exited 0 \(\ds\)$/);
+  // A command that fails: ✗; a visible page is not notified.
+  await page.evaluate(() => { window.pretendHidden = false; });
+  const id = await stack.run("ticks");
+  await page.evaluate((h) => { location.hash = h; }, `#/executions/${id}`);
+  await waitForState(page, (st) => st.execution_id === id && st.lines >= 2, "ticks");
+  assert.equal(await page.title(), "⟳ ticks · loopback box");
+  await click(page, "cancel");
+  s = await waitForState(page, (st) => st.exit !== null, "the cancel");
+  await page.waitForFunction(() => document.title.startsWith("✗"));
+  assert.equal(await page.title(), "✗ ticks · loopback box");
+  await pause(500);
+  assert.equal((await page.evaluate(() => window.notifications)).length, 1);
+  // An execution that ended before the page looked is no news, hidden or not.
+  await page.evaluate(() => { window.pretendHidden = true; });
+  const old = await stack.run("lines", { count: "1" });
+  await waitForExit(old);
+  await page.evaluate((h) => { location.hash = h; }, `#/executions/${old}`);
+  await waitForState(page, (st) => st.execution_id === old && st.exit !== null, "the old run");
+  await pause(500);
+  assert.equal((await page.evaluate(() => window.notifications)).length, 1);
+  // Asked once: picking an execution from the list (a watch) does not ask again.
+  await click(page, `execution:${id}`);
+  await waitForState(page, (st) => st.execution_id === id, "the picked execution");
+  assert.equal(await page.evaluate(() => window.permissionRequests), 1);
+});
+
+/// Polls the server until the execution has ended.
+async function waitForExit(id) {
+  for (let i = 0; i < 400; ++i) {
+    const r = await stack.request(`/executions/${id}`, { headers: { Authorization: `Bearer ${viewerToken}` } });
+    if (r.status === 200 && !["running", "queued", "awaiting_approval"].includes(JSON.parse(r.body).state)) return;
+    await pause(50);
+  }
+  throw new Error(`execution ${id} did not end`);
+}
+
+test("Download .log saves the output as plain text, and with colours as received", async () => {
+  const id = await stack.run("colours");
+  const page = await openPage(browser, stack, `#/executions/${id}`);
+  const done = await waitForState(page, (s) => s.exit !== null, "the exit");
+  const save = async (item) => {
+    const [download] = await Promise.all([page.waitForEvent("download", { timeout: 20000 }), click(page, item)]);
+    return { name: download.suggestedFilename(), text: readFileSync(await download.path(), "utf8") };
+  };
+  const text = await save("download_text");
+  assert.equal(text.text, done.tail.join("\n") + "\n");
+  assert.match(text.name, /\.log$/);
+  assert.match(text.name, /colours/, "the server's file name");
+  const ansi = await save("download_ansi");
+  assert.ok(ansi.text.includes("\x1b[32mgreen\x1b[0m"), JSON.stringify(ansi.text));
+  assert.ok(ansi.text.includes("progress 10%\r"), JSON.stringify(ansi.text));
+});
+
+test("an exclusive action waits its turn: the page says Queued at position 1, then shows it run", async () => {
+  const exclusive = await new Stack().start({
+    extraToml: '[actions.hold]\ncommand = "sleep {seconds}; echo held"\nparams = { seconds = "^[0-9]{1,2}$" }\nexclusive = true\n',
+  });
+  try {
+    const first = await exclusive.run("hold", { seconds: "8" });
+    const second = await exclusive.run("hold", { seconds: "1" });
+    const page = await openPage(browser, exclusive, `#/executions/${second}`);
+    let s = await waitForState(page, (st) => st.queued_position === 1, "queued behind the first");
+    assert.equal(s.title, "⏸ hold · loopback box");
+    assert.equal(s.exit, null);
+    await screenshot(page, "web-queued");
+    s = await waitForState(page, (st) => st.exit !== null, "its exit after the first", 30000);
+    assert.equal(s.exit.data, 0);
+    assert.deepEqual(s.tail, ["held"]);
+    assert.equal(s.queued_position, null);
+    assert.ok(first);
+  } finally {
+    await exclusive.stop();
+  }
+});
+
+test("an action that needs approval waits; another operator approves it in their page and both see it run", async () => {
+  const guarded = await new Stack().start({
+    extraToml: '[actions.guarded]\ncommand = "echo approved run; echo done"\napproval = true\napproval_timeout_s = 120\n',
+  });
+  try {
+    // Olivia asks from her page: it waits, and she is not offered Approve.
+    const requester = await openPage(browser, guarded);
+    await click(requester, "machine:box");
+    await click(requester, "action:box/guarded");
+    await click(requester, "run:box/guarded");
+    let r = await waitForState(requester, (st) => st.awaiting_approval !== null, "awaiting approval");
+    const id = r.execution_id;
+    assert.ok(id);
+    assert.equal(r.awaiting_approval.requested_by, "olivia");
+    assert.equal(r.can_approve, false);
+    assert.equal(r.items.approve, undefined, "the requester sees no Approve button");
+    assert.equal(r.title, "⏸ guarded · loopback box");
+    assert.equal(r.exit, null);
+    assert.deepEqual(r.tail, []);
+    await screenshot(requester, "web-awaiting-approval");
+    // A viewer sees it waiting, without the buttons.
+    const viewer = await openPage(browser, guarded, `#/executions/${id}`, { token: viewerToken });
+    const v = await waitForState(viewer, (st) => st.awaiting_approval !== null, "the viewer sees it waiting");
+    assert.equal(v.can_approve, false);
+    // Oscar, another operator, approves it from his page.
+    const approver = await openPage(browser, guarded, `#/executions/${id}`, { token: approverToken });
+    await waitForState(approver, (st) => st.can_approve && st.items.approve && st.items.reject, "Approve and Reject");
+    await screenshot(approver, "web-approve");
+    await click(approver, "approve");
+    for (const page of [requester, approver, viewer]) {
+      const s = await waitForState(page, (st) => st.exit !== null && st.approved_by === "oscar", "the approved run's exit");
+      assert.equal(s.exit.data, 0);
+      assert.deepEqual(s.tail, ["approved run", "done"]);
+      assert.equal(s.awaiting_approval, null);
+    }
+    r = await state(requester);
+    assert.equal(r.title, "✓ guarded · loopback box");
+    // Another request, rejected this time: it never runs.
+    const second = await guarded.run("guarded");
+    await approver.evaluate((h) => { location.hash = h; }, `#/executions/${second}`);
+    await waitForState(approver, (st) => st.execution_id === second && st.can_approve && st.items.reject, "the Reject button");
+    await click(approver, "reject");
+    const rejected = await waitForState(approver, (st) => st.exit !== null, "the rejection");
+    assert.equal(rejected.exit.state, "rejected");
+    assert.ok(!rejected.tail.includes("approved run"));
+    assert.match(rejected.title, /^✗ guarded/);
+    const record = JSON.parse((await guarded.request(`/executions/${second}`, { headers: { Authorization: `Bearer ${viewerToken}` } })).body);
+    assert.equal(record.state, "rejected");
+  } finally {
+    await guarded.stop();
+  }
 });
