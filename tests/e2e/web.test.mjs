@@ -651,6 +651,29 @@ test("a line's context menu copies a link to it", async () => {
   await waitForState(other, (st) => st.highlight?.[0] === 5 && st.visible_lines[0] <= 4 && st.visible_lines[1] > 4, "line 5");
 });
 
+test("on a phone a long press that does not move opens a line's menu, and its link is copied", async () => {
+  const id = await stack.run("lines", { count: "10" });
+  const page = await openPage(browser, stack, `#/executions/${id}`, {
+    viewport: { width: 390, height: 844 }, scale: 3, touch: true, permissions: ["clipboard-read", "clipboard-write"] });
+  const done = await waitForState(page, (st) => st.exit !== null && st.items.output && st.visible_lines[1] === st.lines, "the output");
+  const p = await textPoint(page, done.tail.indexOf("line 7"), 2);
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Input.dispatchTouchEvent", { type: "touchStart", touchPoints: [{ x: p.x, y: p.y }] });
+  await pause(800);
+  await cdp.send("Input.dispatchTouchEvent", { type: "touchEnd", touchPoints: [] });
+  const s = await waitForState(page, (st) => st.items.copy_line_link, "the line's menu");
+  const [x, y, w, h] = s.items.copy_line_link;
+  await page.touchscreen.tap(x + w / 2, y + h / 2);
+  await waitForState(page, (st) => st.highlight?.[0] === 7, "line 7 marked");
+  const link = `${stack.url}/#/executions/${id}/L7`;
+  let copied = "";
+  for (let i = 0; i < 40 && copied !== link; ++i) {
+    await pause(50);
+    copied = await page.evaluate(() => navigator.clipboard.readText());
+  }
+  assert.equal(copied, link);
+});
+
 /// Stubs the Notification API (permission "default" until asked) and makes the page hidden, so
 /// that a test sees what the page would show.
 function notificationStub() {
