@@ -74,6 +74,7 @@ void output_export::add_output(const common::output_event& e, std::string& out) 
   if (format_ == export_format::ansi) {
     if (!timestamps_) {
       out += e.data;
+      if (!e.data.empty()) at_line_start_ = e.data.back() == '\n';
       return;
     }
     std::size_t from = 0;

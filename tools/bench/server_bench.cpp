@@ -417,12 +417,67 @@ void tls_against_plaintext(net::io_context& io, const cmdcast::testing::loopback
   }
 }
 
+/// Reads GET `target` to the end (chunked or not), synchronously: the body's size.
+std::uint64_t download_size(std::uint16_t port, const std::string& target) {
+  net::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);
+  http::read_header(stream, buffer, parser);
+  std::uint64_t size = 0;
+  std::vector<char> chunk(1u << 20);
+  while (!parser.is_done()) {
+    parser.get().body().data = chunk.data();
+    parser.get().body().size = chunk.size();
+    beast::error_code ec;
+    http::read(stream, buffer, parser, ec);
+    if (ec && ec != http::error::need_buffer) break;
+    size += chunk.size() - parser.get().body().size;
+  }
+  return size;
+}
+
+/// 9. Downloads (GET /executions/{id}/output) of a finished apt-like output of BYTES, as text,
+/// ansi and ndjson: from the replay buffer, then from the audit store (each raised to hold it).
+void download_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd, const std::string& bytes) {
+  const std::string room = std::to_string(std::stoull(bytes) * 2 + (64u << 20));
+  std::printf("\n%-44s %8s %12s %10s %10s\n", ("download of a finished " + bytes + "-byte output").c_str(), "format",
+              "file bytes", "seconds", "MB/s");
+  for (const auto& [source, extra] :
+       {std::pair{"replay buffer (replay_bytes raised)", "replay_bytes = " + room + "\n"},
+        std::pair{"audit store (audit head raised)", "audit_head_bytes = " + room + "\n"}}) {
+    auto srv = start_server(sshd, "download", bytes, extra);
+    const auto stats = fan_out(io, srv.port, "apt_stream", 1, false);
+    const std::string id = stats[0].execution_id;
+    if (std::string(source).starts_with("audit")) {
+      // A fresh server: the execution is no longer in memory, only in the audit store.
+      std::this_thread::sleep_for(std::chrono::seconds(2));  // its last audit write
+      stop_server(srv);
+      srv = start_server(sshd, "download", bytes, extra);
+    }
+    for (const char* format : {"text", "ansi", "ndjson"}) {
+      const double t0 = now_seconds();
+      const auto size = download_size(srv.port, "/executions/" + id + "/output?format=" + std::string(format));
+      const double seconds = now_seconds() - t0;
+      std::printf("%-44s %8s %12llu %10.2f %10.0f\n", source, format, static_cast<unsigned long long>(size), seconds,
+                  std::stod(bytes) / seconds / 1e6);
+    }
+    stop_server(srv);
+  }
+}
+
 int main(int argc, char** argv) {
   const std::string bytes = argc > 1 ? argv[1] : "1000000000";
   const bool latency_only = argc > 2 && std::string_view(argv[2]) == "--latency-only";
   const bool tls_only = argc > 2 && std::string_view(argv[2]) == "--tls";
   const bool deflate_only = argc > 2 && std::string_view(argv[2]) == "--deflate";
   const bool fanout_only = argc > 2 && std::string_view(argv[2]) == "--fanout";
+  const bool download_only = argc > 2 && std::string_view(argv[2]) == "--download";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -430,11 +485,12 @@ int main(int argc, char** argv) {
 
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
   const auto e = sshd.endpoint();
-  if (tls_only || deflate_only) {
+  if (tls_only || deflate_only || download_only) {
     net::io_context io;
     auto work = net::make_work_guard(io);
     if (tls_only) tls_against_plaintext(io, sshd, bytes);
     if (deflate_only) deflate_rows(io, sshd, bytes);
+    if (download_only) download_rows(io, sshd, bytes);
     return 0;
   }
   auto main_server = start_server(sshd, "main", bytes, "");
