@@ -519,6 +519,13 @@ common::result<config> parse_config(std::string_view text, const std::string& or
         flag("exclusive", a.exclusive);
         flag("approval", a.approval);
         r.attempt([&] {
+          if (a.approval && c.server.anonymous) {
+            r.fail(t.get("approval"), where + ".approval",
+                   "needs [[tokens]]: with anonymous access everyone is the same user, so nobody could approve "
+                   "another's run");
+          }
+        });
+        r.attempt([&] {
           if (!t.get("on_busy")) return;
           const std::string on_busy = r.string(t, where, "on_busy");
           if (on_busy != "queue" && on_busy != "refuse") {

@@ -425,7 +425,9 @@ TEST_F(OutputFeatures, ARunNobodyApprovesExpires) {
 }
 
 TEST(OutputFeaturesConfig, SecretExclusiveAndApprovalKeysAreCheckedWithClearErrors) {
-  const std::string head = "[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\n";
+  const std::string anonymous_head = "[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\n";
+  const std::string head = "[server]\nlisten = \"127.0.0.1:8080\"\n[[tokens]]\nname = \"olivia\"\nsha256 = \"" +
+                           server::sha256_hex(operator_token) + "\"\nrole = \"operator\"\n";
   auto good = server::parse_config(head + "[actions.a]\ncommand = \"login {user} {tok}\"\n"
                                           "params = { user = \"^[a-z]+$\", tok = { pattern = \"^[A-Za-z0-9]{20,64}$\", secret = true } }\n"
                                           "exclusive = true\non_busy = \"refuse\"\napproval = true\napproval_timeout_s = 60\n",
@@ -448,6 +450,10 @@ TEST(OutputFeaturesConfig, SecretExclusiveAndApprovalKeysAreCheckedWithClearErro
         "actions.a.exclusive: must be true or false"}) {
     EXPECT_NE(bad.error().find(problem), std::string::npos) << problem << "\nin:\n" << bad.error();
   }
+  auto anonymous = server::parse_config(anonymous_head + "[actions.a]\ncommand = \"x\"\napproval = true\n", "a.toml");
+  ASSERT_FALSE(anonymous.ok());
+  EXPECT_NE(anonymous.error().find("a.toml:6:12: actions.a.approval: needs [[tokens]]"), std::string::npos)
+      << anonymous.error();
   auto stray = server::parse_config(head + "[actions.a]\ncommand = \"x {v}\"\nparams = { v = { pattern = \"^a$\", hidden = true } }\n", "s.toml");
   ASSERT_FALSE(stray.ok());
   EXPECT_NE(stray.error().find("actions.a.params.v.hidden: unknown key"), std::string::npos) << stray.error();
