@@ -20,6 +20,7 @@
 
 #include <exception>
 #include <type_traits>
+#include <vector>
 
 namespace cmdcast::client_net {
 
@@ -144,6 +145,49 @@ net::awaitable<http_reply> exchange_on(Stream& stream, const server_url& url, ht
     net::co_spawn(executor, shut_down_and_drop(std::move(stream)), net::detached);
   }
   co_return http_reply{static_cast<int>(parser.get().result_int()), std::move(parser.get().body())};
+}
+
+/// http_download on an open stream kind: the head within the timeout, then the body as it comes.
+template <class Stream>
+net::awaitable<http_reply> download_on(Stream& stream, const server_url& url, http::request<http::string_body> req,
+                                       std::chrono::seconds timeout, const std::function<void(std::string_view)>& sink) {
+  tcp::resolver resolver(stream.get_executor());
+  beast::get_lowest_layer(stream).expires_after(timeout);
+  const bool never_cancelled = false;
+  if (auto failed = co_await open_stream(stream, url, resolver, never_cancelled)) co_return http_reply{.error = failed};
+  auto [write_ec, bytes_written] = co_await http::async_write(stream, req, use_tuple);
+  if (write_ec) co_return http_reply{.error = connect_error{false, "sending to " + url.authority() + ": " + write_ec.message()}};
+  beast::flat_buffer buffer;
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);  // a followed run has no end known in advance
+  auto [head_ec, head_bytes] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+  if (head_ec) co_return http_reply{.error = connect_error{false, "reading from " + url.authority() + ": " + head_ec.message()}};
+  http_reply reply{static_cast<int>(parser.get().result_int())};
+  const bool success = reply.status / 100 == 2;
+  beast::get_lowest_layer(stream).expires_never();
+  if (!success) beast::get_lowest_layer(stream).expires_after(timeout);
+  std::vector<char> piece(64 * 1024);
+  while (!parser.is_done()) {
+    parser.get().body().data = piece.data();
+    parser.get().body().size = piece.size();
+    auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, use_tuple);
+    const std::size_t got = piece.size() - parser.get().body().size;
+    if (success) {
+      if (got) sink(std::string_view(piece.data(), got));
+    } else if (reply.body.size() < 64 * 1024) {
+      reply.body.append(piece.data(), got);
+    }
+    if (ec == http::error::need_buffer) continue;
+    if (ec) {
+      reply.error = connect_error{false, "reading from " + url.authority() + ": " + ec.message()};
+      co_return reply;
+    }
+  }
+  if constexpr (std::is_same_v<Stream, tls_stream>) {
+    const auto executor = stream.get_executor();
+    net::co_spawn(executor, shut_down_and_drop(std::move(stream)), net::detached);
+  }
+  co_return reply;
 }
 
 }  // namespace
@@ -323,6 +367,24 @@ net::awaitable<http_reply> http_exchange(connector server, http_request request,
   }
   tls_stream stream(executor, server.tls()->context);
   co_return co_await exchange_on(stream, server.url(), std::move(req), timeout);
+}
+
+net::awaitable<http_reply> http_download(connector server, http_request request, std::chrono::seconds connect_timeout,
+                                         std::function<void(std::string_view)> sink) {
+  http::request<http::string_body> req;
+  req.method_string(request.method.empty() ? "GET" : request.method);
+  req.target(request.target);
+  req.version(11);
+  req.set(http::field::host, server.url().authority());
+  if (!request.token.empty()) req.set(http::field::authorization, "Bearer " + request.token);
+  req.prepare_payload();
+  const auto executor = co_await net::this_coro::executor;
+  if (!server.tls()) {
+    beast::tcp_stream stream(executor);
+    co_return co_await download_on(stream, server.url(), std::move(req), connect_timeout, sink);
+  }
+  tls_stream stream(executor, server.tls()->context);
+  co_return co_await download_on(stream, server.url(), std::move(req), connect_timeout, sink);
 }
 
 }  // namespace cmdcast::client_net

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <sstream>
 #include <thread>
 
 #include "config/config.hpp"
@@ -514,6 +516,157 @@ TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
   EXPECT_EQ(watched.out, "line 1\nline 2\nline 3\n");
   EXPECT_EQ(watched.err, "done\n");
   EXPECT_EQ(cmdcast_cli("frobnicate").status, 2);
+}
+
+/// The newest execution of `action` in `state` (waits up to 20 s for one to be there).
+std::string newest_in_state(std::uint16_t port, const std::string& action, const std::string& state) {
+  const auto deadline = clock_type::now() + std::chrono::seconds(20);
+  while (clock_type::now() < deadline) {
+    const auto list = common::decode_execution_records(
+        http_request(port, http::verb::get, "/executions?state=" + state + "&machine=box", viewer_token).body);
+    if (list) {
+      for (const auto& r : *list) {
+        if (r.action_type == action) return r.execution_id;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "no " << action << " became " << state;
+  return "";
+}
+
+TEST_F(Server, TheCliListsMachinesAndExecutions) {
+  const std::string server = "127.0.0.1:" + std::to_string(port());
+  const auto machines = cmdcast_cli("machines " + server);
+  EXPECT_EQ(machines.status, 0) << machines.err;
+  EXPECT_TRUE(machines.out.starts_with("box\n")) << machines.out;
+  EXPECT_NE(machines.out.find("  restart_service   service=^[a-z0-9@._-]{1,64}$\n"), std::string::npos) << machines.out;
+  EXPECT_NE(machines.out.find("token=^[A-Za-z0-9]{20,64}$ (secret)\n"), std::string::npos) << machines.out;
+  EXPECT_NE(machines.out.find("[exclusive]\n"), std::string::npos) << machines.out;
+  EXPECT_NE(machines.out.find("  approval_expires  [needs approval]\n"), std::string::npos) << machines.out;
+  EXPECT_NE(machines.out.find("[progress: apt]\n"), std::string::npos) << machines.out;
+
+  const std::string failed = post_run(port(), run_request("fail"));
+  newest_in_state(port(), "fail", "exited");
+  const auto ls = cmdcast_cli("ls " + server + " --machine box --state exited --limit 1");
+  EXPECT_EQ(ls.status, 0) << ls.err;
+  EXPECT_TRUE(ls.out.starts_with("ID ")) << ls.out;
+  std::istringstream row(ls.out.substr(ls.out.find('\n') + 1));
+  std::vector<std::string> cells;
+  for (std::string cell; row >> cell && cells.size() < 6;) cells.push_back(cell);
+  EXPECT_EQ(cells, (std::vector<std::string>{failed, "box", "fail", "olivia", "exited", "3"})) << ls.out;
+  EXPECT_EQ(std::count(ls.out.begin(), ls.out.end(), '\n'), 2) << "the header and one row";
+  const auto none = cmdcast_cli("ls " + server + " --state expired");
+  EXPECT_EQ(none.status, 0);
+  EXPECT_EQ(none.out, "");
+  EXPECT_EQ(none.err, "cmdcast: no executions\n");
+  // The server's error object, as CODE: message; a bad state is the CLI's own usage error.
+  const auto unknown = cmdcast_cli("ls " + server + " --machine nope");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_TRUE(unknown.err.starts_with("cmdcast: unknown_machine: ")) << unknown.err;
+  const auto bad = cmdcast_cli("ls " + server + " --state sleeping");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("usage: cmdcast run"), std::string::npos) << bad.err;
+}
+
+TEST_F(Server, TheCliDownloadsAndFollowsTheOutput) {
+  const std::string server = "127.0.0.1:" + std::to_string(port());
+  const std::string coloured = "a \x1b[31mred\x1b[0m word\nprogress 10%\rprogress 100%\nlast";
+  std::string params = "{\"value\":";
+  common::append_json_string(params, coloured);
+  const std::string id = post_run(port(), run_request("echo_value", params + "}"));
+  newest_in_state(port(), "echo_value", "exited");
+  // Not a terminal: text by default.
+  const auto text = cmdcast_cli("logs " + server + " " + id);
+  EXPECT_EQ(text.status, 0) << text.err;
+  EXPECT_EQ(text.out, "a red word\nprogress 100%\nlast\n");
+  const auto ansi = cmdcast_cli("logs " + server + " " + id + " --format ansi");
+  EXPECT_EQ(ansi.out, coloured);
+  const auto ndjson = cmdcast_cli("logs " + server + " " + id + " --format=ndjson");
+  EXPECT_TRUE(ndjson.out.starts_with("{\"type\":\"started\"")) << ndjson.out;
+  const auto timed = cmdcast_cli("logs " + server + " " + id + " --timestamps");
+  EXPECT_EQ(timed.status, 0);
+  EXPECT_NE(timed.out, text.out);
+  EXPECT_NE(timed.out.find("a red word\n"), std::string::npos) << timed.out;
+  // --follow: from the start of a run that is still going, to its end.
+  const std::string slow = post_run(port(), run_request("slow"));
+  const auto start = clock_type::now();
+  const auto followed = cmdcast_cli("logs " + server + " " + slow + " --follow");
+  EXPECT_EQ(followed.status, 0) << followed.err;
+  EXPECT_EQ(followed.out, "started\nfinished\n");
+  EXPECT_GE(clock_type::now() - start, std::chrono::milliseconds(1000)) << "it waited for the end";
+  const auto missing = cmdcast_cli("logs " + server + " no-such-execution");
+  EXPECT_EQ(missing.status, 2);
+  EXPECT_TRUE(missing.err.starts_with("cmdcast: unknown_execution: ")) << missing.err;
+}
+
+TEST_F(Server, TheCliApprovesAndRejectsOnlyAnotherOperatorsRun) {
+  const std::string server = "127.0.0.1:" + std::to_string(port());
+  const std::string id = post_run(port(), run_request("approved_echo", R"({"word":"hi"})"));
+  // run_program's token is olivia's, who asked for it.
+  const auto own = cmdcast_cli("approve " + server + " " + id);
+  EXPECT_EQ(own.status, 2);
+  EXPECT_TRUE(own.err.starts_with("cmdcast: forbidden: ")) << own.err;
+  EXPECT_EQ(record_of(port(), id).state, "awaiting_approval");
+  const auto approved = cmdcast_cli("approve " + server + " " + id + " --token " + second_operator_token);
+  EXPECT_EQ(approved.status, 0) << approved.err;
+  EXPECT_TRUE(approved.out.starts_with(id + ": ")) << approved.out;
+  EXPECT_NE(approved.out.find(" (approved by oscar)\n"), std::string::npos) << approved.out;
+  const std::string other = post_run(port(), run_request("approved_echo", R"({"word":"no"})"));
+  const auto rejected = cmdcast_cli("reject " + server + " " + other + " --token " + second_operator_token);
+  EXPECT_EQ(rejected.status, 0) << rejected.err;
+  EXPECT_EQ(rejected.out, other + ": rejected (by oscar)\n");
+  const auto again = cmdcast_cli("reject " + server + " " + other + " --token " + second_operator_token);
+  EXPECT_EQ(again.status, 2);
+  EXPECT_TRUE(again.err.starts_with("cmdcast: bad_request: ")) << again.err;
+}
+
+TEST_F(Server, TheCliRunSaysItAwaitsApprovalAndWaits) {
+  const std::string server = "127.0.0.1:" + std::to_string(port());
+  auto run = std::async(std::launch::async, [&] { return cmdcast_cli("run " + server + " box approved_echo word=later"); });
+  const std::string id = newest_in_state(port(), "approved_echo", "awaiting_approval");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // it waits
+  EXPECT_EQ(run.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + id + "/approve", second_operator_token).status, 200u);
+  const auto done = run.get();
+  EXPECT_EQ(done.status, 0) << done.err;
+  EXPECT_EQ(done.out, "approved run later\n");
+  EXPECT_NE(done.err.find("cmdcast: waiting for another operator to approve (expires "), std::string::npos) << done.err;
+  EXPECT_NE(done.err.find("); cmdcast approve " + server + " " + id + "\n"), std::string::npos) << done.err;
+  // Rejected: said, and exit status 1.
+  auto refused = std::async(std::launch::async, [&] { return cmdcast_cli("run " + server + " box approved_echo word=never"); });
+  const std::string other = newest_in_state(port(), "approved_echo", "awaiting_approval");
+  EXPECT_EQ(http_request(port(), http::verb::post, "/executions/" + other + "/reject", second_operator_token).status, 200u);
+  const auto no = refused.get();
+  EXPECT_EQ(no.status, 1);
+  EXPECT_EQ(no.out, "");
+  EXPECT_NE(no.err.find("cmdcast: rejected (another operator refused it; it never ran)\n"), std::string::npos) << no.err;
+}
+
+TEST_F(Server, TheCliRunSaysItIsQueuedBehindAnExclusiveActionAndWaits) {
+  const std::string server = "127.0.0.1:" + std::to_string(port());
+  const std::string first_go = "/tmp/cmdcast-go-cli" + std::to_string(::getpid()) + "a";
+  const std::string second_go = "/tmp/cmdcast-go-cli" + std::to_string(::getpid()) + "b";
+  const std::string first =
+      post_run(port(), run_request("exclusive_wait", R"({"tag":"first","go":")" + first_go + R"("})"));
+  newest_in_state(port(), "exclusive_wait", "running");
+  std::ofstream(second_go) << "go";  // the second would end at once, once it runs
+  auto run = std::async(std::launch::async, [&] {
+    return cmdcast_cli("run " + server + " box exclusive_wait tag=second go=" + second_go);
+  });
+  newest_in_state(port(), "exclusive_wait", "queued");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(run.wait_for(std::chrono::seconds(0)), std::future_status::timeout) << "queued, it waits";
+  std::ofstream(first_go) << "go";
+  const auto done = run.get();
+  std::filesystem::remove(first_go);
+  std::filesystem::remove(second_go);
+  EXPECT_EQ(done.status, 0) << done.err;
+  EXPECT_EQ(done.out, "start second\nend second\n");
+  EXPECT_NE(done.err.find("cmdcast: queued behind the machine's running exclusive action (position 1)\n"),
+            std::string::npos)
+      << done.err;
+  EXPECT_EQ(record_of(port(), first).state, "exited");
 }
 
 /// A server with tight limits: watchers per execution; a large replay buffer, so that a

@@ -1,13 +1,20 @@
 // cmdcast: the terminal client.
 //   cmdcast run SERVER MACHINE ACTION [name=value ...]   run an action and stream its output
 //   cmdcast watch SERVER EXECUTION_ID                    attach to a running (or finished) one
+//   cmdcast machines SERVER                              the machines and their actions
+//   cmdcast ls SERVER [--machine M] [--state S] [--limit N]   executions, as a table
+//   cmdcast logs SERVER ID [--follow] [--format F] [--timestamps]   the whole output
+//   cmdcast approve|reject SERVER ID                     decide another operator's run
 // SERVER is https://host[:port] (TLS), or http://host[:port] or host[:port] (plain). Over TLS the
 // server's certificate must verify against the system's CAs, or those of --cacert FILE. The
-// token comes from $CMDCAST_TOKEN or --token.
-// stdout and stderr go to stdout and stderr as they arrive; on a terminal a progress line is
-// kept on stderr. Exits with the remote exit code (128+N for a signal, 1 when cancelled or
-// failed, 2 for a usage or request error or a refused certificate). Ctrl-C while running
-// cancels the command (a second Ctrl-C leaves it running and detaches).
+// token comes from $CMDCAST_TOKEN or --token. The command line and the tables are cli.cpp's.
+// run starts the execution with a POST (so it knows the id before the run starts: a run that
+// waits for approval names it for the approver), then streams it like watch: stdout and stderr
+// go to stdout and stderr as they arrive; on a terminal a progress line is kept on stderr;
+// while the run is queued behind the machine's exclusive action or awaits approval it says so
+// on stderr and waits. Exits with the remote exit code (128+N for a signal, 1 when cancelled,
+// failed, rejected or expired, 2 for a usage or request error or a refused certificate). Ctrl-C
+// while running cancels the command (a second Ctrl-C leaves it running and detaches).
 // A WebSocket upgrade answered without 101 (a proxy that drops the Upgrade headers) is said in
 // one line, and the run is then followed by long-polling (docs/proxy.md).
 // --help prints the usage to stdout and exits 0; --version prints "cmdcast VERSION".
@@ -32,6 +39,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "cmdcast/client_net/connection.hpp"
 #include "cmdcast/common/codec.hpp"
 
@@ -46,18 +54,7 @@ constexpr int poll_wait_s = 25;
 namespace {
 
 int usage(std::FILE* to = stderr, int status = 2) {
-  std::fprintf(to,
-               "usage: cmdcast run SERVER MACHINE ACTION [name=value ...]\n"
-               "       cmdcast watch SERVER EXECUTION_ID\n"
-               "SERVER: https://HOST[:PORT] (TLS; port 443 unless given), or plain http://HOST[:PORT]\n"
-               "        (port 80) or HOST[:PORT] (port 8080)\n"
-               "options: --token TOKEN   the bearer token (default $CMDCAST_TOKEN)\n"
-               "         --cacert FILE   verify the server's certificate with the CA certificates in\n"
-               "                         FILE (PEM) instead of the system's: for a private CA\n"
-               "         --help          this text\n"
-               "         --version       print cmdcast's version\n"
-               "exit status: the remote command's (128+N for signal N), 1 when it was cancelled or\n"
-               "failed, 2 for a usage or request error or a refused certificate\n");
+  std::fputs(cmdcast::cli::usage_text, to);
   return status;
 }
 
@@ -77,6 +74,9 @@ struct session_state {
   int cancels = 0;
   std::string execution_id;
   bool polling = false;  // WebSocket upgrades do not get through: follow by long-polling
+  std::string server_text;                 // SERVER as typed, for the commands it suggests
+  std::optional<std::int64_t> queued_at;   // the queue position said last
+  bool approval_said = false;
 };
 
 int signal_number(const std::string& name) {
@@ -121,6 +121,18 @@ void show(session_state& s, const event& e) {
     clear_progress(s);
     std::fprintf(stderr, "cmdcast: events %lld to %lld are no longer held by the server\n",
                  static_cast<long long>(g->missed_from), static_cast<long long>(g->missed_to));
+  } else if (const auto* q = std::get_if<queued_event>(&e)) {
+    if (s.queued_at != q->position) {
+      clear_progress(s);
+      std::fputs(cmdcast::cli::queued_message(q->position).c_str(), stderr);
+      s.queued_at = q->position;
+    }
+  } else if (const auto* a = std::get_if<awaiting_approval_event>(&e)) {
+    if (!s.approval_said) {
+      clear_progress(s);
+      std::fputs(cmdcast::cli::awaiting_approval_message(*a, s.server_text, s.execution_id).c_str(), stderr);
+      s.approval_said = true;
+    }
   } else if (const auto* st = std::get_if<started_event>(&e)) {
     s.execution_id = st->execution_id;
     if (s.tty) std::fprintf(stderr, "cmdcast: execution %s on %s: %s\n", st->execution_id.c_str(), st->machine_id.c_str(), st->command.c_str());
@@ -255,68 +267,156 @@ net::awaitable<void> follow_by_polling(session_state& s, const connector& server
   }
 }
 
+/// Runs one coroutine to its end on an io_context of its own.
+template <class T>
+T run_to_end(std::function<net::awaitable<T>()> work) {
+  net::io_context io;
+  std::optional<T> out;
+  net::co_spawn(io, work(), [&](std::exception_ptr failed, T value) {
+    if (failed) std::rethrow_exception(failed);
+    out = std::move(value);
+  });
+  io.run();
+  return std::move(*out);
+}
+
+cmdcast::client_net::http_reply exchange(const connector& server, std::string method, std::string target,
+                                         const std::string& token, std::string body = "") {
+  return run_to_end<cmdcast::client_net::http_reply>([&]() {
+    return cmdcast::client_net::http_exchange(server, {std::move(method), std::move(target), token, std::move(body)},
+                                              connect_timeout);
+  });
+}
+
+/// An answer that is not the one asked for, said in one line; returns the exit status: 2 for the
+/// server's error (printed "cmdcast: CODE: message") or a refused certificate, 1 when no answer
+/// came.
+int refused(const connector& server, const cmdcast::client_net::http_reply& reply) {
+  session_state s;
+  take_refusal(s, server, reply);
+  if (s.error) {
+    std::fprintf(stderr, "cmdcast: %s: %s\n", std::string(to_string(s.error->code)).c_str(), s.error->message.c_str());
+    return 2;
+  }
+  if (reply.status == 0) return reply.error && reply.error->certificate_rejected ? 2 : 1;
+  return 2;
+}
+
+int machines_command(const connector& server, const cmdcast::cli::invocation& inv) {
+  const auto reply = exchange(server, "GET", "/machines", inv.token);
+  if (reply.status != 200) return refused(server, reply);
+  const auto machines = decode_machines(reply.body);
+  if (!machines) {
+    std::fprintf(stderr, "cmdcast: bad answer from the server: %s\n", machines.error().c_str());
+    return 1;
+  }
+  std::fputs(cmdcast::cli::format_machines(*machines).c_str(), stdout);
+  return 0;
+}
+
+int ls_command(const connector& server, const cmdcast::cli::invocation& inv) {
+  const auto reply = exchange(server, "GET", cmdcast::cli::list_target(inv), inv.token);
+  if (reply.status != 200) return refused(server, reply);
+  const auto records = decode_execution_records(reply.body);
+  if (!records) {
+    std::fprintf(stderr, "cmdcast: bad answer from the server: %s\n", records.error().c_str());
+    return 1;
+  }
+  if (records->empty()) {
+    std::fputs("cmdcast: no executions\n", stderr);
+    return 0;
+  }
+  std::fputs(cmdcast::cli::format_executions(*records, std::chrono::system_clock::now()).c_str(), stdout);
+  return 0;
+}
+
+int logs_command(const connector& server, const cmdcast::cli::invocation& inv) {
+  const std::string format = inv.format ? *inv.format : (::isatty(1) ? "ansi" : "text");
+  const auto reply = run_to_end<cmdcast::client_net::http_reply>([&]() {
+    return cmdcast::client_net::http_download(server, {"GET", cmdcast::cli::output_target(inv, format), inv.token, ""},
+                                              connect_timeout, [](std::string_view piece) {
+                                                std::fwrite(piece.data(), 1, piece.size(), stdout);
+                                                std::fflush(stdout);
+                                              });
+  });
+  if (reply.status / 100 != 2) return refused(server, reply);
+  if (reply.error) {
+    std::fprintf(stderr, "cmdcast: the download broke off: %s\n", reply.error->message.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+int decide_command(const connector& server, const cmdcast::cli::invocation& inv) {
+  const auto reply = exchange(server, "POST", "/executions/" + cmdcast::cli::path_segment(inv.execution_id) + "/" + inv.command,
+                              inv.token);
+  if (reply.status != 200) return refused(server, reply);
+  const auto record = decode_execution_record(reply.body);
+  if (!record) {
+    std::fprintf(stderr, "cmdcast: bad answer from the server: %s\n", record.error().c_str());
+    return 1;
+  }
+  std::string by;
+  if (record->approved_by) by = inv.command == "approve" ? " (approved by " + *record->approved_by + ")" : " (by " + *record->approved_by + ")";
+  std::printf("%s: %s%s\n", record->execution_id.c_str(), record->state.c_str(), by.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args;
-  session_state s;
-  std::string ca_file;
-  if (const char* t = std::getenv("CMDCAST_TOKEN")) s.token = t;
-  bool options_done = false;  // after "--" everything is an argument (a machine id may start with '-')
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (options_done || arg.size() < 2 || arg[0] != '-') {
-      args.emplace_back(arg);
-    } else if (arg == "--") {
-      options_done = true;
-    } else if (arg == "--help" || arg == "-h") {
-      return usage(stdout, 0);
-    } else if (arg == "--version") {
-      std::printf("cmdcast %s\n", CMDCAST_VERSION);
-      return 0;
-    } else if (arg == "--token" || arg == "--cacert") {
-      if (i + 1 == argc) return usage_error(std::string(arg) + " needs a value");
-      (arg == "--token" ? s.token : ca_file) = argv[++i];
-    } else {
-      return usage_error("unknown option \"" + std::string(arg) + "\"");
-    }
+  std::optional<std::string> env_token;
+  if (const char* t = std::getenv("CMDCAST_TOKEN")) env_token = t;
+  auto parsed = cmdcast::cli::parse_args(std::vector<std::string>(argv + 1, argv + argc), env_token);
+  if (!parsed) return usage_error(parsed.error());
+  const auto& inv = *parsed;
+  if (inv.help) return usage(stdout, 0);
+  if (inv.version) {
+    std::printf("cmdcast %s\n", CMDCAST_VERSION);
+    return 0;
   }
-  if (args.size() < 3) return usage();
-  auto url = cmdcast::client_net::parse_server_url(args[1]);
+  auto url = cmdcast::client_net::parse_server_url(inv.server);
   if (!url) {
     std::fprintf(stderr, "cmdcast: %s\n", url.error().c_str());
     return usage();
   }
-  auto server = connector::make(std::move(*url), ca_file);
+  auto server = connector::make(std::move(*url), inv.ca_file);
   if (!server) {
     std::fprintf(stderr, "cmdcast: %s\n", server.error().c_str());
     return 2;
   }
+  if (inv.command == "machines") return machines_command(*server, inv);
+  if (inv.command == "ls") return ls_command(*server, inv);
+  if (inv.command == "logs") return logs_command(*server, inv);
+  if (inv.command == "approve" || inv.command == "reject") return decide_command(*server, inv);
 
+  session_state s;
+  s.token = inv.token;
+  s.server_text = inv.server;
   std::string target;
   std::optional<std::string> request;
-  if (args[0] == "run" && args.size() >= 4) {
+  if (inv.command == "run") {
     run_request r;
-    r.action_type = args[3];
-    for (std::size_t i = 4; i < args.size(); ++i) {
-      const auto eq = args[i].find('=');
-      if (eq == std::string::npos) return usage();
-      r.params[args[i].substr(0, eq)] = args[i].substr(eq + 1);
-    }
-    target = "/machines/" + args[2] + "/commands/stream";
+    r.action_type = inv.action;
+    r.params = inv.params;
     request = encode(r);
-  } else if (args[0] == "watch" && args.size() == 3) {
-    s.execution_id = args[2];
-    target = "/executions/" + s.execution_id + "/stream";
+    // Started with a POST: the id is known before it runs (a run awaiting approval names it).
+    const auto reply = exchange(*server, "POST", "/machines/" + cmdcast::cli::path_segment(inv.machine) + "/commands",
+                                s.token, *request);
+    const auto accepted = decode_run_accepted(reply.body);
+    if (reply.status != 202 || !accepted) return refused(*server, reply);
+    s.execution_id = accepted->execution_id;
   } else {
-    return usage();
+    s.execution_id = inv.execution_id;
   }
+  target = "/executions/" + cmdcast::cli::path_segment(s.execution_id) + "/stream";
+  std::vector<std::string> args = {inv.command, inv.server};
 
   net::io_context io;
   net::signal_set interrupts(io, SIGINT);
   int status = 1;
   net::co_spawn(io, [&]() -> net::awaitable<void> {
-    unsigned code = co_await stream_once(s, *server, target, request, interrupts);
+    unsigned code = co_await stream_once(s, *server, target, std::nullopt, interrupts);
     // Closed as idle (1013) or dropped: resume where the stream stopped.
     for (int attempt = 0; attempt < 5 && !s.exit && !s.error && !s.certificate_rejected && !s.polling && s.cancels < 2 &&
                           (code == 1013 || code == 0 || code == 1006);
@@ -324,7 +424,8 @@ int main(int argc, char** argv) {
       if (s.execution_id.empty()) break;  // a run that never started has nothing to resume
       net::steady_timer pause(io, std::chrono::milliseconds(200 << attempt));
       co_await pause.async_wait(use_tuple);
-      const std::string resume = "/executions/" + s.execution_id + "/stream?after=" + std::to_string(s.last_seq);
+      const std::string resume =
+          "/executions/" + cmdcast::cli::path_segment(s.execution_id) + "/stream?after=" + std::to_string(s.last_seq);
       code = co_await stream_once(s, *server, resume, std::nullopt, interrupts);
     }
     if (s.polling) co_await follow_by_polling(s, *server, target.substr(0, target.rfind("/stream")), request, interrupts);
@@ -342,7 +443,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "cmdcast: ended by signal %s (%s)\n", x.signal->c_str(), std::string(to_string(x.state)).c_str());
       } else {
         status = 1;
-        std::fprintf(stderr, "cmdcast: %s\n", std::string(to_string(x.state)).c_str());
+        const char* why = x.state == exit_state::rejected  ? " (another operator refused it; it never ran)"
+                          : x.state == exit_state::expired ? " (no other operator approved it in time; it never ran)"
+                                                           : "";
+        std::fprintf(stderr, "cmdcast: %s%s\n", std::string(to_string(x.state)).c_str(), why);
       }
     } else if (s.cancels >= 2) {
       std::fprintf(stderr, "cmdcast: detached; the command goes on (cmdcast watch %s %s)\n", args[1].c_str(),

@@ -8,6 +8,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -106,5 +107,14 @@ struct http_reply {
 /// One HTTP exchange on a connection of its own, within `timeout` in all.
 boost::asio::awaitable<http_reply> http_exchange(connector server, http_request request,
                                                  std::chrono::seconds timeout);
+
+/// A GET whose answer may be long or endless (a followed download): connects within
+/// `connect_timeout`, then hands each piece of a 2xx answer's body to `sink` as it arrives, with
+/// no time limit. Any other answer's body (an error object) is returned in the reply instead,
+/// up to 64 KiB. `status` is the answer's; `error` is set when connecting failed or the
+/// connection broke before the body's end.
+boost::asio::awaitable<http_reply> http_download(connector server, http_request request,
+                                                 std::chrono::seconds connect_timeout,
+                                                 std::function<void(std::string_view)> sink);
 
 }  // namespace cmdcast::client_net
