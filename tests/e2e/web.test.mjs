@@ -674,8 +674,9 @@ test("on a phone a long press that does not move opens a line's menu, and its li
   assert.equal(copied, link);
 });
 
-/// Stubs the Notification API (permission "default" until asked) and makes the page hidden, so
-/// that a test sees what the page would show.
+/// Stubs the Notification API (permission "default" until asked), and lets a test hide the page
+/// (window.hide(true)) as a background tab is: document.hidden, and no animation frames (so no
+/// drawing) until it is shown again.
 function notificationStub() {
   window.notifications = [];
   window.permissionRequests = 0;
@@ -685,18 +686,29 @@ function notificationStub() {
     static requestPermission() { ++window.permissionRequests; permission = "granted"; return Promise.resolve(permission); }
     constructor(title) { window.notifications.push(title); }
   };
-  Object.defineProperty(document, "hidden", { get: () => window.pretendHidden === true });
+  let hidden = false, drawing = true;
+  const held = [];
+  const frame = window.requestAnimationFrame.bind(window);
+  window.requestAnimationFrame = (callback) => (drawing ? frame(callback) : (held.push(callback), 0));
+  window.framesHeld = () => held.length;
+  window.hide = (h, { frames = !h } = {}) => {
+    hidden = h;
+    drawing = frames;
+    if (drawing) held.splice(0).forEach((callback) => frame(callback));
+  };
+  Object.defineProperty(document, "hidden", { get: () => hidden });
 }
 
 test("the tab title shows the watched run's state, and a hidden page is notified when it ends", async () => {
   const page = await openPage(browser, stack, "", { init: notificationStub });
   assert.equal(await page.title(), "cmdcast");
-  await page.evaluate(() => { window.pretendHidden = true; });
   await runLinesFromThePage(page, 40);
   let s = await waitForState(page, (st) => st.lines > 0 && st.exit === null, "the run going");
-  assert.equal(s.title, "⟳ lines · loopback box");
-  assert.equal(await page.title(), "⟳ lines · loopback box");
   assert.equal(await page.evaluate(() => window.permissionRequests), 1, "asked on the first Run");
+  // The user switches to another tab: no more frames, yet the title and the notification
+  // come from the events.
+  await page.evaluate(() => window.hide(true));
+  await page.waitForFunction(() => document.title === "⟳ lines · loopback box");
   s = await waitForState(page, (st) => st.exit !== null, "the exit");
   await page.waitForFunction(() => document.title.startsWith("✓"));
   assert.equal(s.title, "✓ lines · loopback box");
@@ -704,8 +716,9 @@ test("the tab title shows the watched run's state, and a hidden page is notified
   const notes = await page.evaluate(() => window.notifications);
   assert.equal(notes.length, 1);
   assert.match(notes[0], /^lines on loopback box: exited 0 \(\ds\)$/);
+  assert.ok(await page.evaluate(() => window.framesHeld()) > 0, "the page drew nothing while hidden (else this proves little)");
   // A command that fails: ✗; a visible page is not notified.
-  await page.evaluate(() => { window.pretendHidden = false; });
+  await page.evaluate(() => window.hide(false));
   const id = await stack.run("ticks");
   await page.evaluate((h) => { location.hash = h; }, `#/executions/${id}`);
   await waitForState(page, (st) => st.execution_id === id && st.lines >= 2, "ticks");
@@ -716,14 +729,16 @@ test("the tab title shows the watched run's state, and a hidden page is notified
   assert.equal(await page.title(), "✗ ticks · loopback box");
   await pause(500);
   assert.equal((await page.evaluate(() => window.notifications)).length, 1);
-  // An execution that ended before the page looked is no news, hidden or not.
-  await page.evaluate(() => { window.pretendHidden = true; });
+  // An execution that ended before the page looked is no news, hidden or not (frames kept, for
+  // the page to open it).
+  await page.evaluate(() => window.hide(true, { frames: true }));
   const old = await stack.run("lines", { count: "1" });
   await waitForExit(old);
   await page.evaluate((h) => { location.hash = h; }, `#/executions/${old}`);
   await waitForState(page, (st) => st.execution_id === old && st.exit !== null, "the old run");
   await pause(500);
   assert.equal((await page.evaluate(() => window.notifications)).length, 1);
+  await page.evaluate(() => window.hide(false));
   // Asked once: picking an execution from the list (a watch) does not ask again.
   await click(page, `execution:${id}`);
   await waitForState(page, (st) => st.execution_id === id, "the picked execution");
@@ -764,11 +779,20 @@ test("an exclusive action waits its turn: the page says Queued at position 1, th
   try {
     const first = await exclusive.run("hold", { seconds: "8" });
     const second = await exclusive.run("hold", { seconds: "1" });
+    const third = await exclusive.run("hold", { seconds: "1" });
     const page = await openPage(browser, exclusive, `#/executions/${second}`);
     let s = await waitForState(page, (st) => st.queued_position === 1, "queued behind the first");
     assert.equal(s.title, "⏸ hold · loopback box");
     assert.equal(s.exit, null);
     await screenshot(page, "web-queued");
+    // The third, second in the queue, is cancelled from its page before it ran.
+    const other = await openPage(browser, exclusive, `#/executions/${third}`);
+    await waitForState(other, (st) => st.queued_position === 2 && st.items.cancel, "queued second");
+    await click(other, "cancel");
+    const cancelled = await waitForState(other, (st) => st.exit !== null, "the cancel of a queued run");
+    assert.equal(cancelled.exit.state, "cancelled");
+    assert.ok(!cancelled.tail.includes("held"), cancelled.tail.join("\n"));
+    assert.match(cancelled.title, /^✗ hold/);
     s = await waitForState(page, (st) => st.exit !== null, "its exit after the first", 30000);
     assert.equal(s.exit.data, 0);
     assert.deepEqual(s.tail, ["held"]);
@@ -781,7 +805,8 @@ test("an exclusive action waits its turn: the page says Queued at position 1, th
 
 test("an action that needs approval waits; another operator approves it in their page and both see it run", async () => {
   const guarded = await new Stack().start({
-    extraToml: '[actions.guarded]\ncommand = "echo approved run; echo done"\napproval = true\napproval_timeout_s = 120\n',
+    extraToml: '[actions.guarded]\ncommand = "echo approved run; echo done"\napproval = true\napproval_timeout_s = 120\n' +
+               '[actions.fleeting]\ncommand = "echo never"\napproval = true\napproval_timeout_s = 1\n',
   });
   try {
     // Olivia asks from her page: it waits, and she is not offered Approve.
@@ -827,6 +852,14 @@ test("an action that needs approval waits; another operator approves it in their
     assert.match(rejected.title, /^✗ guarded/);
     const record = JSON.parse((await guarded.request(`/executions/${second}`, { headers: { Authorization: `Bearer ${viewerToken}` } })).body);
     assert.equal(record.state, "rejected");
+    // Nobody approves the next within its approval_timeout_s: it expires, and never ran.
+    const third = await guarded.run("fleeting");
+    await approver.evaluate((h) => { location.hash = h; }, `#/executions/${third}`);
+    const expired = await waitForState(approver, (st) => st.execution_id === third && st.exit !== null, "the expiry");
+    assert.equal(expired.exit.state, "expired");
+    assert.ok(!expired.tail.includes("never"));
+    assert.equal(expired.can_approve, false);
+    assert.equal(expired.items.approve, undefined);
   } finally {
     await guarded.stop();
   }

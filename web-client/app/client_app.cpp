@@ -150,6 +150,7 @@ void client_app::fetch_record() {
     if (!r) return;
     record_ = std::move(*r);
     if (!view_->finished() && !common::parse_exit_state(record_->state)) seen_unfinished_ = true;
+    title_may_change();
   });
 }
 
@@ -285,6 +286,7 @@ void client_app::apply_event_text(const std::string& text) {
   const bool was_finished = view_->finished();
   apply_to_view(*e);
   if (view_->finished() && !was_finished) refresh_executions();
+  title_may_change();
 }
 
 void client_app::apply_to_view(const common::event& e) {
@@ -298,7 +300,7 @@ void client_app::apply_to_view(const common::event& e) {
   }
   view_->apply(e);
   if (!was_finished && view_->finished()) {
-    if (seen_unfinished_) finish_notice_ = finish_notice(watched_action(), watched_machine(), *view_->exit());
+    if (seen_unfinished_) note_finish(finish_notice(watched_action(), watched_machine(), *view_->exit()));
     fetch_record();
   }
 }
@@ -356,6 +358,7 @@ void client_app::poll() {
     mode_ = link_mode::polling;
     attempts_ = 0;
     for (const auto& e : answer->events) apply_to_view(e);
+    title_may_change();
     ingest_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (answer->done || view_->finished()) {
       refresh_executions();
@@ -375,9 +378,10 @@ void client_app::end_from_record() {
       const bool was_finished = view_->finished();
       view_->end_from_record(*record);
       if (!was_finished && view_->finished() && seen_unfinished_) {
-        finish_notice_ = finish_notice(watched_action(), watched_machine(), *view_->exit());
+        note_finish(finish_notice(watched_action(), watched_machine(), *view_->exit()));
       }
       record_ = *record;
+      title_may_change();
       error_.clear();
       return refresh_executions();
     }
@@ -401,6 +405,7 @@ void client_app::tick(double now) {
     connect();
   }
   if (now >= next_list_refresh_) refresh_executions();
+  title_may_change();
 }
 
 std::uint64_t client_app::revision() const {
@@ -479,6 +484,22 @@ std::string client_app::title() const {
 }
 
 std::optional<std::string> client_app::take_finish_notice() { return std::exchange(finish_notice_, std::nullopt); }
+
+void client_app::note_finish(std::string notice) {
+  if (on_finish) {
+    on_finish(notice);
+  } else {
+    finish_notice_ = std::move(notice);
+  }
+}
+
+void client_app::title_may_change() {
+  if (!on_title) return;
+  std::string t = title();
+  if (t == last_title_) return;
+  last_title_ = std::move(t);
+  on_title(last_title_);
+}
 
 std::string client_app::output_path(const std::string& format) const {
   return view_ ? "/executions/" + view_->execution_id() + "/output?format=" + format : "";

@@ -84,6 +84,12 @@ class client_app {
   std::string title() const;
   /// Once, when a run watched while it ran has ended: "apt_upgrade on pihole: exited 0 (1m12s)".
   std::optional<std::string> take_finish_notice();
+  /// Told at once, from the event that caused it, rather than at the next frame: a browser
+  /// draws no frames in a hidden tab, where the title and the notification matter most.
+  /// on_finish takes the notice instead of take_finish_notice(); on_title gets title()
+  /// whenever it changes.
+  std::function<void(const std::string&)> on_finish;
+  std::function<void(const std::string&)> on_title;
   /// The download of the watched execution's output (format text, ansi or ndjson).
   std::string output_path(const std::string& format) const;
   /// Fetches it through the transport (the desktop; the browser downloads itself).
@@ -121,6 +127,8 @@ class client_app {
   void fetch_record();
   void decide(const std::string& what);
   void update_route();
+  void note_finish(std::string notice);
+  void title_may_change();
 
   transport& transport_;
   std::vector<common::machine_info> machines_;
@@ -149,6 +157,7 @@ class client_app {
   std::uint64_t line_link_scrolls_ = 0;
   bool seen_unfinished_ = false;  // the watched execution was seen before its end
   std::optional<std::string> finish_notice_;
+  std::string last_title_;  // as on_title was last told
   // Event bytes taken in, and the time spent decoding and applying them (benchmarks).
   std::uint64_t ingest_bytes_ = 0;
   double ingest_seconds_ = 0;

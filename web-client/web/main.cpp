@@ -123,7 +123,6 @@ struct shell {
   bool mirrored_following = false;
   std::string controls;  // the items the DOM buttons were made for
   double last_mirrored = -1e9;
-  std::string title = "cmdcast";  // the tab's
 };
 constexpr std::size_t frame_ring = 600;
 shell* the_shell = nullptr;
@@ -192,11 +191,7 @@ void frame() {
     s.token = s.app->token();
     js_store_token(s.token.c_str());
   }
-  if (std::string title = s.app->title(); (title.empty() ? "cmdcast" : title) != s.title) {
-    s.title = title.empty() ? "cmdcast" : std::move(title);
-    js_set_title(s.title.c_str());
-  }
-  if (const auto notice = s.app->take_finish_notice()) js_notify(notice->c_str());
+
   // The theme is checked each frame: the system may switch to dark at dusk.
   const bool light = js_prefers_light() != 0;
   if (light != s.view->light()) {
@@ -313,6 +308,9 @@ int main() {
   s->view->copy_text = [](const std::string& text) { js_copy(text.c_str()); };
   s->view->link_for = [](const std::string& route) { return take(js_page_base()) + route; };
   s->view->on_user_watch = [] { js_ask_notifications(); };
+  // From the events themselves: a hidden tab draws no frames, and that is when they matter.
+  s->app->on_title = [](const std::string& title) { js_set_title(title.empty() ? "cmdcast" : title.c_str()); };
+  s->app->on_finish = [](const std::string& notice) { js_notify(notice.c_str()); };
   s->view->download = [s](const std::string& format) {
     const auto* v = s->app->view();
     if (!v) return;
