@@ -2,17 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
 namespace cmdcast::server {
-
-namespace {
-// Past this many (first byte, second byte) filters the vector scan costs more than the table.
-constexpr std::size_t max_simd_filters = 8;
-}  // namespace
 
 std::vector<std::string> secret_masker::patterns_of(std::vector<std::string> secrets) {
   std::vector<std::string> patterns;
@@ -49,7 +45,7 @@ secret_masker::secret_masker(std::vector<std::string> secrets) : patterns_(patte
     if (std::find(filters_.begin(), filters_.end(), f) == filters_.end()) filters_.push_back(f);
   }
 #if defined(__SSE2__)
-  simd_ = !filters_.empty() && filters_.size() <= max_simd_filters;
+  simd_ = !filters_.empty();
 #endif
 }
 
@@ -87,28 +83,15 @@ void secret_masker::finish(std::string& out) {
 }
 
 #if defined(__SSE2__)
-// The vector scan of starts [c, limit) with K filters (a template, so that they stay in
-// registers): calls candidate(at) for each start that passes one, in order; candidate answers
-// where the scan goes on after a match, or 0. Returns the first start not scanned.
-template <std::size_t K, class Candidate>
-std::size_t secret_masker::vector_scan(const char* p, std::size_t c, std::size_t limit, const filter* filters,
-                                       const Candidate& candidate) {
-  __m128i first[K];
-  __m128i last[K];
-  std::size_t last_at[K];
-  for (std::size_t i = 0; i < K; ++i) {
-    first[i] = _mm_set1_epi8(static_cast<char>(filters[i].first));
-    last[i] = _mm_set1_epi8(static_cast<char>(filters[i].last));
-    last_at[i] = filters[i].last_at;
-  }
+namespace {
+
+/// The candidate loop of the vector scan over starts [c, limit): bits_at(c) tests the 16 starts
+/// from c; candidate(at) is called for each start that passes, in order, and answers where the
+/// scan goes on after a match there, or 0. Returns the first start not scanned.
+template <class BitsAt, class Candidate>
+std::size_t scan_blocks(std::size_t c, std::size_t limit, const BitsAt& bits_at, const Candidate& candidate) {
   while (c < limit) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c));
-    __m128i hit = _mm_setzero_si128();
-    for (std::size_t i = 0; i < K; ++i) {
-      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c + last_at[i]));
-      hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(a, first[i]), _mm_cmpeq_epi8(b, last[i])));
-    }
-    auto bits = static_cast<unsigned>(_mm_movemask_epi8(hit));
+    auto bits = bits_at(c);
     if (bits == 0) {
       c += 16;
       continue;
@@ -127,6 +110,54 @@ std::size_t secret_masker::vector_scan(const char* p, std::size_t c, std::size_t
     c = next;
   }
   return std::min(c, limit);
+}
+
+}  // namespace
+
+// With K filters (K > 0: a template, so that they stay in registers; K == 0: any number, from
+// memory).
+template <std::size_t K, class Candidate>
+std::size_t secret_masker::vector_scan(const char* p, std::size_t c, std::size_t limit, const filter* filters,
+                                       std::size_t count, const Candidate& candidate) {
+  if constexpr (K > 0) {
+    __m128i first[K];
+    __m128i last[K];
+    std::size_t last_at[K];
+    for (std::size_t i = 0; i < K; ++i) {
+      first[i] = _mm_set1_epi8(static_cast<char>(filters[i].first));
+      last[i] = _mm_set1_epi8(static_cast<char>(filters[i].last));
+      last_at[i] = filters[i].last_at;
+    }
+    const auto bits_at = [&](std::size_t at) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
+      __m128i hit = _mm_setzero_si128();
+      for (std::size_t i = 0; i < K; ++i) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at + last_at[i]));
+        hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(a, first[i]), _mm_cmpeq_epi8(b, last[i])));
+      }
+      return static_cast<unsigned>(_mm_movemask_epi8(hit));
+    };
+    return scan_blocks(c, limit, bits_at, candidate);
+  } else {
+    struct pair_of_lanes {
+      __m128i first;
+      __m128i last;
+    };
+    std::vector<pair_of_lanes> lanes(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      lanes[i] = {_mm_set1_epi8(static_cast<char>(filters[i].first)), _mm_set1_epi8(static_cast<char>(filters[i].last))};
+    }
+    const auto bits_at = [&](std::size_t at) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
+      __m128i hit = _mm_setzero_si128();
+      for (std::size_t i = 0; i < count; ++i) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at + filters[i].last_at));
+        hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(a, lanes[i].first), _mm_cmpeq_epi8(b, lanes[i].last)));
+      }
+      return static_cast<unsigned>(_mm_movemask_epi8(hit));
+    };
+    return scan_blocks(c, limit, bits_at, candidate);
+  }
 }
 #endif
 
@@ -152,15 +183,18 @@ std::size_t secret_masker::scan(std::string_view v, std::size_t from, std::size_
       take(at, m);
       return pos;
     };
-    switch (filters_.size()) {
-      case 1: c = vector_scan<1>(v.data(), c, limit, filters_.data(), candidate); break;
-      case 2: c = vector_scan<2>(v.data(), c, limit, filters_.data(), candidate); break;
-      case 3: c = vector_scan<3>(v.data(), c, limit, filters_.data(), candidate); break;
-      case 4: c = vector_scan<4>(v.data(), c, limit, filters_.data(), candidate); break;
-      case 5: c = vector_scan<5>(v.data(), c, limit, filters_.data(), candidate); break;
-      case 6: c = vector_scan<6>(v.data(), c, limit, filters_.data(), candidate); break;
-      case 7: c = vector_scan<7>(v.data(), c, limit, filters_.data(), candidate); break;
-      default: c = vector_scan<8>(v.data(), c, limit, filters_.data(), candidate); break;
+    const filter* f = filters_.data();
+    const std::size_t k = filters_.size();
+    switch (k) {
+      case 1: c = vector_scan<1>(v.data(), c, limit, f, k, candidate); break;
+      case 2: c = vector_scan<2>(v.data(), c, limit, f, k, candidate); break;
+      case 3: c = vector_scan<3>(v.data(), c, limit, f, k, candidate); break;
+      case 4: c = vector_scan<4>(v.data(), c, limit, f, k, candidate); break;
+      case 5: c = vector_scan<5>(v.data(), c, limit, f, k, candidate); break;
+      case 6: c = vector_scan<6>(v.data(), c, limit, f, k, candidate); break;
+      case 7: c = vector_scan<7>(v.data(), c, limit, f, k, candidate); break;
+      case 8: c = vector_scan<8>(v.data(), c, limit, f, k, candidate); break;
+      default: c = vector_scan<0>(v.data(), c, limit, f, k, candidate); break;
     }
     c = std::max(c, pos);  // a match may end past limit
   }

@@ -17,7 +17,8 @@
 //
 // Cost: candidate starts are found 16 at a time (SSE2) by a pattern's first byte there and its
 // last byte where it would end, then compared whole; text between matches is copied in bulk.
-// With more than 8 distinct (first, last, length) filters it falls back to a byte table.
+// Up to 8 distinct (first, last, length) filters are kept in registers; more are read from
+// memory. Without SSE2 it scans with a byte table.
 #pragma once
 
 #include <array>
@@ -73,7 +74,7 @@ class secret_masker {
   };
   template <std::size_t K, class Candidate>
   static std::size_t vector_scan(const char* p, std::size_t c, std::size_t limit, const filter* filters,
-                                 const Candidate& candidate);
+                                 std::size_t count, const Candidate& candidate);
 
   std::vector<std::string> patterns_;                 // longest first
   std::array<std::vector<std::uint16_t>, 256> by_first_{};  // indexes into patterns_, longest first
@@ -81,7 +82,7 @@ class secret_masker {
   // The vector scan's test of a start: a pattern's first byte there and its last byte where it
   // would end (rarer together in text than two adjacent bytes), one per distinct pair.
   std::vector<filter> filters_;
-  bool simd_ = false;  // few enough filters for the vector scan
+  bool simd_ = false;  // the vector scan (SSE2) is there
   std::size_t longest_ = 0;
   std::string held_;
   std::string joined_;  // scratch: held_ + the start of the next input

@@ -2,7 +2,7 @@
 // input. The output must be what a plain whole-text implementation gives (leftmost match, the
 // longest there), whatever the cuts, and must never hold a secret.
 //
-// Input: n = 1 + data[0] % 4 secrets, each a length byte (1 + b % 24) and that many bytes; then
+// Input: n = 1 + data[0] % 12 secrets, each a length byte (1 + b % 24) and that many bytes; then
 // a byte k (k % 8 cuts) and k cut bytes (each a fraction b/255 of the text); the rest is the text.
 #include <algorithm>
 #include <cstdint>
@@ -68,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
   const auto byte = [&]() -> std::size_t { return in.empty() ? 0 : static_cast<unsigned char>(take(1)[0]); };
   if (in.empty()) return 0;
-  std::vector<std::string> secrets(1 + byte() % 4);
+  std::vector<std::string> secrets(1 + byte() % 12);  // past 8 filters: the scan from memory
   for (auto& s : secrets) s = std::string(take(1 + byte() % 24));
   std::vector<std::size_t> cut_bytes(byte() % 8);
   for (auto& c : cut_bytes) c = byte();

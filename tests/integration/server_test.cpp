@@ -540,11 +540,20 @@ TEST_F(Server, TheCliListsMachinesAndExecutions) {
   const auto machines = cmdcast_cli("machines " + server);
   EXPECT_EQ(machines.status, 0) << machines.err;
   EXPECT_TRUE(machines.out.starts_with("box\n")) << machines.out;
-  EXPECT_NE(machines.out.find("  restart_service   service=^[a-z0-9@._-]{1,64}$\n"), std::string::npos) << machines.out;
-  EXPECT_NE(machines.out.find("token=^[A-Za-z0-9]{20,64}$ (secret)\n"), std::string::npos) << machines.out;
-  EXPECT_NE(machines.out.find("[exclusive]\n"), std::string::npos) << machines.out;
-  EXPECT_NE(machines.out.find("  approval_expires  [needs approval]\n"), std::string::npos) << machines.out;
-  EXPECT_NE(machines.out.find("[progress: apt]\n"), std::string::npos) << machines.out;
+  // An action's line: its name, padded to the longest, then its params and marks.
+  const auto line_of = [&](const std::string& action) {
+    const auto at = machines.out.find("\n  " + action + " ");
+    if (at == std::string::npos) return std::string();
+    const auto end = machines.out.find('\n', at + 1);
+    const std::string line = machines.out.substr(at + 3 + action.size(), end - at - 3 - action.size());
+    return line.substr(line.find_first_not_of(' '));
+  };
+  EXPECT_EQ(line_of("restart_service"), "service=^[a-z0-9@._-]{1,64}$") << machines.out;
+  EXPECT_EQ(line_of("secret_echo"), "token=^[A-Za-z0-9]{20,64}$ (secret)") << machines.out;
+  EXPECT_EQ(line_of("exclusive_refuse"), "tag=^[a-z0-9]{1,16}$  [exclusive]") << machines.out;
+  EXPECT_EQ(line_of("approval_expires"), "[needs approval]") << machines.out;
+  EXPECT_EQ(line_of("apt_reinstall"), "package=^[a-z0-9][a-z0-9+.-]{0,63}$  [progress: apt]") << machines.out;
+  EXPECT_NE(machines.out.find("\n  lines\n"), std::string::npos) << machines.out;
 
   const std::string failed = post_run(port(), run_request("fail"));
   newest_in_state(port(), "fail", "exited");
