@@ -121,6 +121,15 @@ class object_writer {
   bool first_ = true;
 };
 
+void write_counts(std::string& out, const batch_counts& c) {
+  object_writer w(out);
+  w.integer("queued", c.queued);
+  w.integer("running", c.running);
+  w.integer("succeeded", c.succeeded);
+  w.integer("failed", c.failed);
+  w.integer("cancelled", c.cancelled);
+}
+
 struct event_encoder {
   std::string& out;
 
@@ -184,6 +193,13 @@ struct event_encoder {
     w.string("type", "awaiting_approval");
     w.string("requested_by", e.requested_by);
     w.string("expires_at", e.expires_at);
+  }
+  void operator()(const batch_event& e) {
+    object_writer w(out);
+    w.string("type", "batch");
+    w.string("batch_id", e.batch_id);
+    w.string("state", e.state);
+    write_counts(w.key("counts"), e.counts);
   }
   void operator()(const error_event& e) {
     object_writer w(out);
@@ -335,6 +351,15 @@ std::string encode(const std::vector<machine_info>& machines) {
       if (a.approval) aw.boolean("approval", true);
     }
     actions.push_back(']');
+    if (!machines[i].groups.empty()) {
+      auto& groups = m.key("groups");
+      groups.push_back('[');
+      for (std::size_t j = 0; j < machines[i].groups.size(); ++j) {
+        if (j) groups.push_back(',');
+        append_json_string(groups, machines[i].groups[j]);
+      }
+      groups.push_back(']');
+    }
   }
   out.push_back(']');
   return out;
@@ -343,6 +368,80 @@ std::string encode(const std::vector<machine_info>& machines) {
 std::string encode(const execution_record& r) {
   std::string out;
   encode_record(r, out);
+  return out;
+}
+
+void encode_batch(const batch_record& b, std::string& out) {
+  object_writer w(out);
+  w.string("batch_id", b.batch_id);
+  w.string("group", b.group);
+  w.string("action_type", b.action_type);
+  w.string_map("params", b.params);
+  w.string("user", b.user);
+  w.string("started_at", b.started_at);
+  w.optional_string("ended_at", b.ended_at);
+  w.string("state", b.state);
+  if (b.parallel) {
+    w.integer("parallel", *b.parallel);
+  } else {
+    w.null("parallel");
+  }
+  w.boolean("stop_on_failure", b.stop_on_failure);
+  write_counts(w.key("counts"), b.counts);
+  auto& list = w.key("executions");
+  list.push_back('[');
+  for (std::size_t i = 0; i < b.executions.size(); ++i) {
+    const auto& m = b.executions[i];
+    if (i) list.push_back(',');
+    object_writer mw(list);
+    mw.string("machine_id", m.machine_id);
+    mw.string("execution_id", m.execution_id);
+    mw.string("state", m.state);
+    mw.optional_integer("exit_code", m.exit_code);
+    if (m.progress) {
+      append_percent(mw.key("progress"), *m.progress);
+    } else {
+      mw.null("progress");
+    }
+  }
+  list.push_back(']');
+}
+
+std::string encode(const batch_record& b) {
+  std::string out;
+  encode_batch(b, out);
+  return out;
+}
+
+std::string encode(const std::vector<batch_record>& batches) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    if (i) out.push_back(',');
+    encode_batch(batches[i], out);
+  }
+  out.push_back(']');
+  return out;
+}
+
+std::string encode(const group_run_request& r) {
+  std::string out = encode(r.run);
+  out.pop_back();  // (the run request's closing brace)
+  if (r.parallel) {
+    out += ",\"parallel\":";
+    append_int(out, *r.parallel);
+  }
+  if (r.stop_on_failure) out += ",\"stop_on_failure\":true";
+  out.push_back('}');
+  return out;
+}
+
+std::string tag_event(std::string_view event_json, std::string_view execution_id, std::string_view machine_id) {
+  std::string out(event_json.substr(0, event_json.size() - 1));  // without its closing brace
+  out += ",\"execution_id\":";
+  append_json_string(out, execution_id);
+  out += ",\"machine_id\":";
+  append_json_string(out, machine_id);
+  out.push_back('}');
   return out;
 }
 
@@ -578,6 +677,20 @@ bool read_run_request(object_reader& r, run_request& out) {
          r.optional_string("command", out.command, 65536);
 }
 
+bool read_counts(object_reader& r, batch_counts& out) {
+  const json::value* c = r.find("counts");
+  if (!c) return r.fail("counts", "missing");
+  if (!c->is_object()) return r.wrong_type("counts", *c, "an object");
+  for (const auto& [name, field] : {std::pair{"queued", &out.queued}, std::pair{"running", &out.running},
+                                    std::pair{"succeeded", &out.succeeded}, std::pair{"failed", &out.failed},
+                                    std::pair{"cancelled", &out.cancelled}}) {
+    const json::value* v = c->get_object().if_contains(name);
+    if (!v || !v->is_int64() || v->get_int64() < 0) return r.fail("counts", std::string(name) + " must be a count");
+    *field = v->get_int64();
+  }
+  return true;
+}
+
 bool read_event(object_reader& r, event& out) {
   std::string type;
   if (!r.name("type", type)) return false;
@@ -657,6 +770,12 @@ bool read_event(object_reader& r, event& out) {
     out = std::move(e);
     return true;
   }
+  if (type == "batch") {
+    batch_event e;
+    if (!r.name("batch_id", e.batch_id) || !r.name("state", e.state) || !read_counts(r, e.counts)) return false;
+    out = std::move(e);
+    return true;
+  }
   if (type == "error") {
     error_event e;
     std::string code;
@@ -716,6 +835,67 @@ result<client_message> decode_client_message(std::string_view text, const decode
         out = std::move(req);
         return r.no_unknown_fields({"type", "action_type", "params", "command"});
       });
+}
+
+result<group_run_request> decode_group_run_request(std::string_view text, const decode_limits& limits) {
+  return decode_object<group_run_request>(text, limits, "request", [](object_reader& r, group_run_request& out) {
+    const json::value* t = r.find("type");
+    if (t && (!t->is_string() || t->get_string() != "run")) return r.fail("type", "must be \"run\" when present");
+    std::int64_t parallel = 0;
+    if (!read_run_request(r, out.run) || !r.integer("parallel", parallel, 1, 100000, false) ||
+        !r.boolean("stop_on_failure", out.stop_on_failure, false)) {
+      return false;
+    }
+    if (r.find("parallel") && !r.find("parallel")->is_null()) out.parallel = parallel;
+    return r.no_unknown_fields({"type", "action_type", "params", "command", "parallel", "stop_on_failure"});
+  });
+}
+
+result<tagged_event> decode_tagged_event(std::string_view text, const decode_limits& limits) {
+  return decode_object<tagged_event>(text, limits, "event", [](object_reader& r, tagged_event& out) {
+    return read_event(r, out.e) && r.name("execution_id", out.execution_id, false) &&
+           r.name("machine_id", out.machine_id, false);
+  });
+}
+
+static bool read_batch(object_reader& r, batch_record& out, const decode_limits& limits) {
+  std::int64_t parallel = 0;
+  if (!r.name("batch_id", out.batch_id) || !r.name("group", out.group) || !r.name("action_type", out.action_type) ||
+      !r.string_map("params", out.params) || !r.name("user", out.user) || !r.name("started_at", out.started_at) ||
+      !r.optional_string("ended_at", out.ended_at, 64) || !r.name("state", out.state) ||
+      !r.boolean("stop_on_failure", out.stop_on_failure) || !read_counts(r, out.counts)) {
+    return false;
+  }
+  if (const json::value* p = r.find("parallel"); p && !p->is_null()) {
+    if (!r.integer("parallel", parallel, 1, 100000)) return false;
+    out.parallel = parallel;
+  }
+  const json::value* list = r.find("executions");
+  if (!list) return r.fail("executions", "missing");
+  if (!list->is_array()) return r.wrong_type("executions", *list, "an array");
+  std::string error;
+  for (const auto& item : list->get_array()) {
+    if (!item.is_object()) return r.fail("executions", "expected objects");
+    object_reader mr(item.get_object(), "batch execution", limits, error);
+    batch_member m;
+    if (!mr.name("machine_id", m.machine_id) || !mr.name("execution_id", m.execution_id) || !mr.name("state", m.state) ||
+        !mr.optional_int("exit_code", m.exit_code)) {
+      return r.fail("executions", error);
+    }
+    if (const json::value* p = mr.find("progress"); p && p->is_number()) m.progress = p->to_number<double>();
+    out.executions.push_back(std::move(m));
+  }
+  return true;
+}
+
+result<batch_record> decode_batch_record(std::string_view text, const decode_limits& limits) {
+  return decode_object<batch_record>(text, limits, "batch",
+                                     [&limits](object_reader& r, batch_record& out) { return read_batch(r, out, limits); });
+}
+
+result<std::vector<batch_record>> decode_batch_records(std::string_view text, const decode_limits& limits) {
+  return decode_array<batch_record>(text, limits, "batches",
+                                    [&limits](object_reader& r, batch_record& out) { return read_batch(r, out, limits); });
 }
 
 result<run_request> decode_run_request(std::string_view text, const decode_limits& limits) {
@@ -784,6 +964,13 @@ result<std::vector<machine_info>> decode_machines(std::string_view text,
             }
           }
           out.actions.push_back(std::move(a));
+        }
+        if (const json::value* groups = r.find("groups")) {
+          if (!groups->is_array()) return r.wrong_type("groups", *groups, "an array");
+          for (const auto& g : groups->get_array()) {
+            if (!g.is_string()) return r.fail("groups", "expected group ids");
+            out.groups.emplace_back(g.get_string());
+          }
         }
         return true;
       });

@@ -323,12 +323,21 @@ const machine_entry* config::find_machine(std::string_view id) const {
 
 std::vector<const action_entry*> config::actions_for(const machine_entry& m) const {
   std::vector<const action_entry*> out;
+  const auto names = [&](const std::string& x) {
+    if (x == m.id || x == m.name) return true;
+    const auto g = groups.find(x);  // a group holding it
+    return g != groups.end() && std::find(g->second.begin(), g->second.end(), m.id) != g->second.end();
+  };
   for (const auto& [name, a] : actions) {
-    if (!a.machines || std::find_if(a.machines->begin(), a.machines->end(), [&](const std::string& x) {
-                         return x == m.id || x == m.name;
-                       }) != a.machines->end()) {
-      out.push_back(&a);
-    }
+    if (!a.machines || std::find_if(a.machines->begin(), a.machines->end(), names) != a.machines->end()) out.push_back(&a);
+  }
+  return out;
+}
+
+std::vector<std::string> config::groups_of(const machine_entry& m) const {
+  std::vector<std::string> out;
+  for (const auto& [id, members] : groups) {
+    if (std::find(members.begin(), members.end(), m.id) != members.end()) out.push_back(id);
   }
   return out;
 }
@@ -344,7 +353,7 @@ common::result<config> parse_config(std::string_view text, const std::string& or
     return common::failure{origin + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) + ": " +
                            std::string(e.description())};
   }
-  r.attempt([&] { r.only_keys(root, "config", {"server", "tokens", "machines", "actions"}); });
+  r.attempt([&] { r.only_keys(root, "config", {"server", "tokens", "machines", "groups", "actions"}); });
   const toml::table* server_table = nullptr;
   r.attempt([&] { server_table = r.table(root, "server"); });
   if (server_table) parse_server(r, *server_table, c.server, check_files);
@@ -411,6 +420,33 @@ common::result<config> parse_config(std::string_view text, const std::string& or
         field([&] { m.endpoint.known_hosts = r.string(t, "machines", "known_hosts"); });
         if (readable && check_files) check_machine_files(r, t, m);
         c.machines.push_back(std::move(m));  // (kept when broken: actions naming it are not also wrong)
+      });
+    }
+  });
+
+  r.attempt([&] {
+    const auto* groups = r.table(root, "groups");
+    if (!groups) return;
+    for (const auto& entry : *groups) {
+      const std::string id(entry.first.str());
+      r.attempt([&] {
+        const std::string where = "groups." + id;
+        if (!is_valid_machine_id(id)) r.fail(&entry.second, where, "a group id must be 1 to 64 of A-Z a-z 0-9 _ -");
+        if (c.find_machine(id)) r.fail(&entry.second, where, "\"" + id + "\" is a machine's id: a group needs a name of its own");
+        std::vector<std::string> members;
+        for (const auto& name : r.strings(*groups, "groups", id)) {
+          const machine_entry* m = nullptr;
+          for (const auto& x : c.machines) {
+            if (x.id == name || x.name == name) m = &x;
+          }
+          if (!m) r.fail(&entry.second, where, "names an unknown machine \"" + name + "\"");
+          if (std::find(members.begin(), members.end(), m->id) != members.end()) {
+            r.fail(&entry.second, where, "names machine \"" + m->id + "\" twice");
+          }
+          members.push_back(m->id);
+        }
+        if (members.empty()) r.fail(&entry.second, where, "must name at least one machine");
+        c.groups.emplace(id, std::move(members));
       });
     }
   });
@@ -502,9 +538,9 @@ common::result<config> parse_config(std::string_view text, const std::string& or
           if (!t.get("machines")) return;
           a.machines = r.strings(t, where, "machines");
           for (const auto& id : *a.machines) {
-            bool known = false;
+            bool known = c.groups.count(id) > 0;
             for (const auto& m : c.machines) known = known || m.id == id || m.name == id;
-            if (!known) r.fail(t.get("machines"), where + ".machines", "names an unknown machine \"" + id + "\"");
+            if (!known) r.fail(t.get("machines"), where + ".machines", "names an unknown machine or group \"" + id + "\"");
           }
         });
         const auto flag = [&](std::string_view name, bool& out) {

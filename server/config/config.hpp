@@ -96,10 +96,13 @@ struct config {
   std::vector<token_entry> tokens;  // empty: server.anonymous says everyone's role
   std::vector<machine_entry> machines;
   std::map<std::string, action_entry> actions;
+  std::map<std::string, std::vector<std::string>> groups;  // [groups]: group id -> machine ids, in order
 
   const machine_entry* find_machine(std::string_view id) const;
-  /// The actions that apply to a machine, by name.
+  /// The actions that apply to a machine, by name (an action's `machines` may name groups).
   std::vector<const action_entry*> actions_for(const machine_entry& m) const;
+  /// The groups a machine is in.
+  std::vector<std::string> groups_of(const machine_entry& m) const;
 };
 
 /// Reads and checks a config file. The error holds every problem found, one per line, each

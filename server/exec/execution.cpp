@@ -123,6 +123,10 @@ void execution::end_unstarted(common::exit_state state, std::string why) {
   conclude(e);
 }
 
+std::optional<double> execution::progress() const {
+  return progress_ ? progress_->current().percent : std::nullopt;
+}
+
 std::int64_t execution::elapsed_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
 }

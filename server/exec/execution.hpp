@@ -76,6 +76,8 @@ class execution : public std::enable_shared_from_this<execution> {
   /// saying why, then the exit event.
   void end_unstarted(common::exit_state state, std::string why);
   const std::string& user() const { return user_; }
+  /// The progress percent last reported, if its action has a parser and it said one.
+  std::optional<double> progress() const;
   const std::string& action_type() const { return action_type_; }
 
   /// Sends `s` the held events with seq > after (a gap event first when some of them are no

@@ -14,6 +14,8 @@ constexpr std::size_t max_finished_kept = 1000;
 constexpr std::size_t max_finished_replay_bytes = 64u << 20;
 // Executions queued or awaiting approval, per machine: past it a run request is refused busy.
 constexpr std::size_t max_waiting_per_machine = 64;
+// Batches kept in memory (their executions are kept and audited as any other).
+constexpr std::size_t max_batches_kept = 1000;
 
 }  // namespace
 
@@ -155,8 +157,10 @@ void execution_registry::launch(waiting w) {
   auto e = w.e;
   ++running_per_machine_[machine];
   if (w.exclusive) exclusive_running_[machine] = e->id();
+  auto in_batch = w.in_batch;
   // (on_end holds the server, and so this registry, until the end.)
-  e->start(connection_for(w.machine), [this, e, machine, exclusive = w.exclusive, on_end = std::move(w.on_end)] {
+  e->start(connection_for(w.machine), [this, e, machine, exclusive = w.exclusive, in_batch,
+                                       on_end = std::move(w.on_end)] {
     --running_per_machine_[machine];
     const auto rec = e->record();
     ssh_bytes_in_ended_ += static_cast<std::uint64_t>(rec.bytes_stdout + rec.bytes_stderr);
@@ -177,8 +181,10 @@ void execution_registry::launch(waiting w) {
         renumber(machine);
       }
     }
+    if (in_batch) schedule(in_batch);
     on_end();
   });
+  if (in_batch) in_batch->changed();
 }
 
 void execution_registry::end_waiting(const std::string& id, common::exit_state state, const std::string& why) {
@@ -193,7 +199,105 @@ void execution_registry::end_waiting(const std::string& id, common::exit_state s
   log_event("exit", {{"execution_id", id}, {"state", std::string(common::to_string(state))}});
   file_finished(w.e);
   if (was_queued) renumber(w.machine.id);
+  if (w.in_batch) schedule(w.in_batch);
   if (w.on_end) w.on_end();
+}
+
+std::variant<std::shared_ptr<batch>, request_error> execution_registry::submit_batch(
+    const std::string& group, const std::vector<resolved_command>& runs, const common::group_run_request& request,
+    const std::string& user, audit_store* audit, std::function<void()> on_end) {
+  for (const auto& r : runs) {
+    if (r.action->approval) {
+      return request_error{common::error_code::bad_request,
+                           "action \"" + r.action->name + "\" needs approval, which a fleet run cannot have yet: run it "
+                           "machine by machine"};
+    }
+    if (waiting_on(r.machine->id) >= max_waiting_per_machine) {
+      return request_error{common::error_code::busy, "machine \"" + r.machine->id + "\" already has " +
+                                                         std::to_string(max_waiting_per_machine) +
+                                                         " executions queued or awaiting approval"};
+    }
+  }
+  const auto& first = runs.front();
+  auto b = std::make_shared<batch>(random_uuid(), group, first.action->name, first.shown_params, user, request.parallel,
+                                   request.stop_on_failure);
+  std::int64_t position = 0;
+  for (const auto& r : runs) {
+    const std::string id = random_uuid();
+    auto e = std::make_shared<execution>(executor_, id, r, user, settings_, audit);
+    executions_.emplace(id, e);
+    b->members().push_back({r.machine->id, e, false});
+    e->set_queued(++position);
+    waiting_.emplace(id, waiting{e, *r.machine, r.action->exclusive, on_end, nullptr, b, true});
+  }
+  batches_.push_back(b);
+  while (batches_.size() > max_batches_kept) batches_.pop_front();
+  log_event("batch", {{"batch_id", b->id()}, {"group", group}, {"action", first.action->name}, {"user", user},
+                      {"machines", std::to_string(runs.size())}});
+  schedule(b);
+  return b;
+}
+
+void execution_registry::schedule(const std::shared_ptr<batch>& b) {
+  auto& members = b->members();
+  if (b->stop_on_failure() && !b->stopping) {
+    for (const auto& m : members) {
+      if (!m.e->finished() || b->counts().failed == 0) continue;
+      const auto r = m.e->record();
+      if (r.state == "cancelled" || (r.state == "exited" && r.exit_code == 0)) continue;
+      b->stopping = true;
+      for (auto& other : members) {
+        if (other.released) continue;
+        other.released = true;
+        end_waiting(other.e->id(), common::exit_state::cancelled,
+                    "skipped: the fleet run stops on failure, and \"" + m.machine_id + "\" failed");
+      }
+      break;
+    }
+  }
+  if (!b->stopping) {
+    std::int64_t active = 0;
+    for (const auto& m : members) active += m.released && !m.e->finished();
+    const std::int64_t bound = b->parallel().value_or(static_cast<std::int64_t>(members.size()));
+    for (auto& m : members) {
+      if (active >= bound) break;
+      if (m.released) continue;
+      m.released = true;
+      ++active;
+      const auto it = waiting_.find(m.e->id());
+      if (it == waiting_.end()) continue;
+      waiting w = std::move(it->second);
+      waiting_.erase(it);
+      w.held = false;
+      proceed(std::move(w));
+    }
+    // The ones still held learn where they are.
+    std::int64_t position = 0;
+    for (auto& m : members) {
+      if (!m.released) m.e->set_queued(++position);
+    }
+  }
+  b->changed();
+}
+
+void execution_registry::cancel_batch(const std::shared_ptr<batch>& b) {
+  b->stopping = b->cancelled = true;
+  for (auto& m : b->members()) {
+    m.released = true;
+    if (!m.e->finished()) cancel(m.e);
+  }
+  b->changed();
+}
+
+std::shared_ptr<batch> execution_registry::find_batch(const std::string& id) const {
+  for (const auto& b : batches_) {
+    if (b->id() == id) return b;
+  }
+  return nullptr;
+}
+
+std::vector<std::shared_ptr<batch>> execution_registry::batches() const {
+  return {batches_.rbegin(), batches_.rend()};
 }
 
 void execution_registry::renumber(const std::string& machine_id) {

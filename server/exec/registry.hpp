@@ -16,6 +16,7 @@
 #include <variant>
 
 #include "config/config.hpp"
+#include "exec/batch.hpp"
 #include "exec/execution.hpp"
 
 namespace cmdcast::server {
@@ -48,6 +49,21 @@ class execution_registry {
   std::optional<request_error> reject(const std::shared_ptr<execution>& e, const std::string& user);
   /// Cancels a running execution, or ends a waiting one `cancelled`.
   void cancel(const std::shared_ptr<execution>& e);
+
+  /// A fleet run of `group`: an execution per machine (`runs`, in the group's order), started
+  /// `parallel` at a time (all when empty), the ones not started yet skipped once one failed
+  /// with `stop_on_failure`. `on_end` runs as each execution ends. A `busy` error when a
+  /// machine has too many waiting.
+  std::variant<std::shared_ptr<batch>, request_error> submit_batch(const std::string& group,
+                                                                   const std::vector<resolved_command>& runs,
+                                                                   const common::group_run_request& request,
+                                                                   const std::string& user, audit_store* audit,
+                                                                   std::function<void()> on_end);
+  /// Cancels every execution of `b` that has not ended.
+  void cancel_batch(const std::shared_ptr<batch>& b);
+  std::shared_ptr<batch> find_batch(const std::string& id) const;
+  /// Newest first.
+  std::vector<std::shared_ptr<batch>> batches() const;
   void cancel_all();
   void disconnect_all();
   /// A reload: new runs use `settings`; a machine removed or reached differently from now on
@@ -66,6 +82,8 @@ class execution_registry {
     bool exclusive = false;
     std::function<void()> on_end;
     std::shared_ptr<net::steady_timer> expiry;  // approval_timeout_s, while awaiting approval
+    std::shared_ptr<batch> in_batch;            // a fleet run's member
+    bool held = false;                          // the batch has not let it start yet
   };
   std::shared_ptr<ssh::machine_connection> connection_for(const machine_entry& m);
   /// After its approval (if any): starts it, or queues it behind the machine's exclusive run.
@@ -76,6 +94,9 @@ class execution_registry {
   /// Tells each queued execution of `machine_id` its position.
   void renumber(const std::string& machine_id);
   std::size_t waiting_on(const std::string& machine_id) const;
+  /// Lets a batch's next members start, up to its parallel bound; ends the ones stop_on_failure
+  /// skips; tells its listeners.
+  void schedule(const std::shared_ptr<batch>& b);
   void file_finished(const std::shared_ptr<execution>& e);
 
   net::any_io_executor executor_;
@@ -88,6 +109,7 @@ class execution_registry {
   std::map<std::string, waiting> waiting_;                      // by execution id: queued or awaiting approval
   std::map<std::string, std::deque<std::string>> queues_;       // by machine id: queued execution ids, in order
   std::map<std::string, std::string> exclusive_running_;        // by machine id: its running exclusive execution
+  std::deque<std::shared_ptr<batch>> batches_;                  // oldest first, the last max_batches_kept
   std::uint64_t ssh_bytes_in_ended_ = 0;  // output bytes of the executions that have ended
 };
 

@@ -6,6 +6,7 @@
 #include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -72,6 +73,9 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
 
   common::seq_t next() const { return next_; }
   bool done() const { return done_; }
+  const std::vector<frame>& frames() const { return frames_; }
+  /// Also called when it wakes (a batch poll waits for the first of its collectors).
+  void on_wake(std::function<void()> f) { on_wake_ = std::move(f); }
 
   /// {"events": [...], "next": SEQ, "done": bool}, from the frames as they are.
   std::string answer() const {
@@ -88,6 +92,7 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
   void wake_soon() {
     if (woken_) return;
     woken_ = true;
+    if (on_wake_) on_wake_();
     net::post(wake_.get_executor(), [self = shared_from_this()] { self->wake_.cancel(); });
   }
 
@@ -96,6 +101,7 @@ class poll_collector : public live_subscriber, public std::enable_shared_from_th
   common::seq_t next_;
   bool full_ = false, done_ = false, woken_ = false, answered_ = false;
   net::steady_timer wake_;
+  std::function<void()> on_wake_;
 };
 
 }  // namespace
@@ -125,7 +131,7 @@ response server::impl::error_response(const request& req, error_code code, std::
 std::vector<common::machine_info> server::impl::machine_list() const {
   std::vector<common::machine_info> out;
   for (const auto& m : cfg->machines) {
-    common::machine_info info{m.id, m.name, {}};
+    common::machine_info info{m.id, m.name, {}, cfg->groups_of(m)};
     for (const auto* a : cfg->actions_for(m)) {
       info.actions.push_back({a->name, a->params, a->progress,
                               std::vector<std::string>(a->secret_params.begin(), a->secret_params.end()), a->exclusive,
@@ -241,6 +247,36 @@ std::variant<std::shared_ptr<execution>, request_error> server::impl::begin_run(
   return e;
 }
 
+/// POST /groups/{group}/commands: the request checked against the whitelist for every machine of
+/// the group (one that fails refuses the whole run, naming the machine), then started.
+std::variant<std::shared_ptr<batch>, request_error> server::impl::begin_batch(const std::string& group,
+                                                                               std::string_view body, const principal& who) {
+  auto req = common::decode_group_run_request(body);
+  if (!req) return request_error{error_code::bad_request, req.error()};
+  if (who.granted != role::operator_) return request_error{error_code::forbidden, "running a command needs the operator role"};
+  if (stopping) return request_error{error_code::busy, "the server is shutting down"};
+  const auto g = cfg->groups.find(group);
+  if (g == cfg->groups.end()) return request_error{error_code::unknown_machine, "unknown group \"" + group + "\""};
+  std::vector<resolved_command> runs;
+  for (const auto& machine_id : g->second) {
+    auto resolved = resolve(*cfg, machine_id, req->run);
+    if (auto* err = std::get_if<request_error>(&resolved)) {
+      log_event("rejected", {{"group", group}, {"machine", machine_id}, {"action", req->run.action_type}, {"user", who.name},
+                             {"client", who.from.client}, {"proxy", who.from.proxy}, {"error", err->message}});
+      return request_error{err->code, "machine \"" + machine_id + "\": " + err->message};
+    }
+    runs.push_back(std::get<resolved_command>(std::move(resolved)));
+  }
+  auto submitted = registry.submit_batch(group, runs, *req, who.name, audit.get(), [self = shared_from_this()] {
+    self->maybe_stopped();
+  });
+  if (auto* err = std::get_if<request_error>(&submitted)) return *err;
+  auto b = std::get<std::shared_ptr<batch>>(std::move(submitted));
+  log_event("run_batch", {{"batch_id", b->id()}, {"group", group}, {"action", req->run.action_type}, {"user", who.name},
+                          {"client", who.from.client}, {"proxy", who.from.proxy}});
+  return b;
+}
+
 /// Every route but the long-poll and WebSockets. (Reading the audit store is awaited: it works
 /// on a thread of its own.)
 net::awaitable<response> server::impl::handle_http(const request& req, const target& t, std::optional<principal> who,
@@ -250,7 +286,8 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   if (get && p.size() == 1 && p[0] == "healthz") {
     co_return text_response(req, http::status::ok, "ok");
   }
-  const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me");
+  const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me" ||
+                                  p[0] == "groups" || p[0] == "batches");
   if (!api) {
     if (auto file = serve_static(req, t)) co_return *file;
     if (cfg->server.web_root && (get || req.method() == http::verb::head)) {
@@ -260,7 +297,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   }
   if (!who) co_return error_response(req, error_code::unauthorized, unauthenticated);
   const bool stream = (p.size() == 4 && p[0] == "machines" && p[2] == "commands" && p[3] == "stream") ||
-                      (p.size() == 3 && p[0] == "executions" && p[2] == "stream");
+                      (p.size() == 3 && (p[0] == "executions" || p[0] == "batches") && p[2] == "stream");
   if (stream) {
     // A WebSocket endpoint reached without the upgrade: most often a proxy that drops the
     // Upgrade and Connection headers. Say so, where curl and the browser's tools show it.
@@ -304,6 +341,34 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     if (auto* err = std::get_if<request_error>(&started)) co_return error_response(req, err->code, err->message);
     const auto& e = std::get<std::shared_ptr<execution>>(started);
     co_return json_response(req, http::status::accepted, common::encode(common::run_accepted{e->id()}));
+  }
+  if (req.method() == http::verb::post && p.size() == 3 && p[0] == "groups" && p[2] == "commands") {
+    auto started = begin_batch(p[1], req.body(), *who);
+    if (auto* err = std::get_if<request_error>(&started)) co_return error_response(req, err->code, err->message);
+    co_return json_response(req, http::status::accepted, common::encode(std::get<std::shared_ptr<batch>>(started)->record()));
+  }
+  if (get && p.size() == 1 && p[0] == "batches") {
+    const auto limit = query_number(t, "limit", 100, 1);
+    if (!limit) co_return error_response(req, error_code::bad_request, "limit must be a positive number");
+    std::vector<common::batch_record> list;
+    for (const auto& b : registry.batches()) {
+      if (static_cast<std::int64_t>(list.size()) >= std::min(*limit, max_list_limit)) break;
+      list.push_back(b->record());
+    }
+    co_return json_response(req, http::status::ok, common::encode(list));
+  }
+  if (p.size() == 2 || (p.size() == 3 && p[2] == "cancel")) {
+    if (p[0] == "batches") {
+      const auto b = registry.find_batch(p[1]);
+      if (!b) co_return error_response(req, error_code::unknown_execution, "unknown batch \"" + p[1] + "\"");
+      if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(b->record()));
+      if (req.method() == http::verb::post && p.size() == 3) {
+        if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
+        log_event("cancel_batch", {{"batch_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
+        registry.cancel_batch(b);
+        co_return json_response(req, http::status::accepted, common::encode(b->record()));
+      }
+    }
   }
   if (p.size() >= 2 && p[0] == "executions") {
     const std::string id = p[1];
@@ -396,6 +461,89 @@ net::awaitable<response> server::impl::long_poll(const request& req, const targe
   }
   maybe_stopped();
   co_return json_response(req, http::status::ok, collector->answer());
+}
+
+net::awaitable<response> server::impl::batch_poll(const request& req, const target& t, const principal& who) {
+  (void)who;  // every role may poll
+  const auto b = registry.find_batch(t.parts[1]);
+  if (!b) co_return error_response(req, error_code::unknown_execution, "unknown batch \"" + t.parts[1] + "\"");
+  auto parsed = parse_batch_after(t, *b);
+  if (auto* error = std::get_if<std::string>(&parsed)) co_return error_response(req, error_code::bad_request, *error);
+  const auto after = std::get<0>(std::move(parsed));
+  const auto wait = query_number(t, "wait", 0, 0);
+  if (!wait) co_return error_response(req, error_code::bad_request, "wait must be a number of seconds >= 0");
+  // Each execution's part of the answer: from the replay buffer by a collector, or (finished
+  // and no longer held) from the audit store.
+  struct part {
+    std::shared_ptr<execution> e;
+    std::string machine_id;
+    common::seq_t next;
+    std::shared_ptr<poll_collector> collector;
+    std::vector<std::string> stored;
+    bool done = false;
+  };
+  std::vector<part> parts;
+  net::steady_timer any(io, net::steady_timer::time_point::max());
+  bool woken = false;
+  for (const auto& m : b->members()) {
+    const common::seq_t from = after.at(m.e->id());
+    if (from > m.e->last_seq()) co_return error_response(req, error_code::bad_request, past_the_end(from, m.e->last_seq()));
+    part p{m.e, m.machine_id, from, nullptr, {}, false};
+    if (m.e->finished() && !m.e->holds_after(from)) {
+      if (audit) {
+        for (auto& stored : co_await audit->async_events_after(m.e->id(), from, poll_answer_bytes / b->members().size() + 1)) {
+          p.stored.push_back(common::tag_event(stored.frame, m.e->id(), m.machine_id));
+          p.next = stored.seq;
+        }
+      }
+      p.done = !audit || p.next >= co_await audit->async_last_seq(m.e->id());
+    } else {
+      p.collector = std::make_shared<poll_collector>(io.get_executor(), from);
+      p.collector->on_wake([&woken, &any] {
+        woken = true;
+        any.cancel();
+      });
+      if (!m.e->subscribe(p.collector, from)) p.collector.reset();
+    }
+    parts.push_back(std::move(p));
+  }
+  bool anything = false;
+  for (const auto& p : parts) anything = anything || !p.stored.empty() || (p.collector && p.collector->next() > p.next);
+  if (!anything && !woken && *wait > 0 && !b->finished()) {
+    any.expires_after(std::chrono::seconds(std::min(*wait, max_poll_wait_s)));
+    co_await any.async_wait(use_tuple);
+  }
+  std::string body = "{\"events\":[";
+  bool first = true;
+  const auto add = [&](std::string_view frame_text) {
+    if (!first) body += ',';
+    first = false;
+    body += frame_text;
+  };
+  std::string next;
+  bool done = b->finished();
+  for (auto& p : parts) {
+    if (p.collector) {
+      p.e->unsubscribe(p.collector.get());
+      for (const auto& f : p.collector->frames()) {
+        if (f->text()->starts_with("{\"type\":\"watchers\"")) continue;
+        add(*f->tagged(p.e->id(), p.machine_id));
+      }
+      p.next = p.collector->next();
+      p.done = p.e->finished() && p.next >= p.e->last_seq();
+    }
+    for (const auto& f : p.stored) add(f);
+    done = done && p.done;
+    if (!next.empty()) next += ',';
+    next += p.e->id() + ":" + std::to_string(p.next);
+  }
+  add(*b->summary_frame()->text());
+  body += "],\"next\":";
+  common::append_json_string(body, next);
+  body += ",\"done\":";
+  body += done ? "true}" : "false}";
+  maybe_stopped();
+  co_return json_response(req, http::status::ok, std::move(body));
 }
 
 void server::impl::park_poll(std::shared_ptr<execution> e, std::shared_ptr<subscriber> collector, common::seq_t next,

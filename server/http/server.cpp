@@ -259,6 +259,9 @@ net::awaitable<void> server::impl::session(tcp::socket socket) {
         co_return;
       }
       res = std::get<response>(std::move(answer));
+    } else if (who && req.method() == http::verb::get && t->parts.size() == 3 && t->parts[0] == "batches" &&
+               t->parts[2] == "events") {
+      res = co_await batch_poll(req, *t, *who);
     } else if (who && req.method() == http::verb::get && t->parts.size() == 3 && t->parts[0] == "executions" &&
                t->parts[2] == "events") {
       // Not a ?: around the co_await: GCC 12 miscompiles that (the response came out corrupt).

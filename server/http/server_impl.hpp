@@ -51,6 +51,10 @@ std::string error_json(error_code code, std::string_view message);
 /// A query number such as `after`: absent gives `fallback`, anything but a decimal >= `min` fails.
 std::optional<std::int64_t> query_number(const target& t, const std::string& key, std::int64_t fallback, std::int64_t min);
 
+/// A batch stream's or batch poll's `after` (EXECUTION_ID:SEQ,...), every execution of `b`
+/// with its seq (-1 when not given), or what is wrong with it.
+std::variant<std::map<std::string, common::seq_t>, std::string> parse_batch_after(const target& t, const batch& b);
+
 /// A subscriber on a connection of ours: told when the server shuts down.
 class live_subscriber : public subscriber {
  public:
@@ -165,6 +169,16 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// then 1000.
   net::awaitable<void> send_stored(ws_connection& ws, const std::string& id, common::seq_t after);
   net::awaitable<void> run_websocket(ws_connection& ws, const target& t, const principal& who);
+  net::awaitable<void> watch_batch(ws_connection& ws, std::shared_ptr<batch> b, std::map<std::string, common::seq_t> after,
+                                   const principal& who);
+
+  // Fleet runs (routes.cpp).
+  /// POST /groups/{group}/commands, checked and started.
+  std::variant<std::shared_ptr<batch>, request_error> begin_batch(const std::string& group, std::string_view body,
+                                                                  const principal& who);
+  /// GET /batches/{id}/events?after=EXEC:SEQ,...&wait=S: every execution's events after its own
+  /// seq, tagged, and the summary.
+  net::awaitable<response> batch_poll(const request& req, const target& t, const principal& who);
 };
 
 }  // namespace cmdcast::server

@@ -4,7 +4,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <charconv>
 #include <limits>
+#include <map>
 
 #include "cmdcast/common/codec.hpp"
 #include "http/server_impl.hpp"
@@ -24,11 +26,19 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
   ws_watcher(std::shared_ptr<ws_connection> connection, std::size_t limit)
       : connection_(std::move(connection)), limit_(limit) {}
 
+  /// As one of a batch stream's watchers: each event tagged with its execution and machine
+  /// (sent uncompressed), no watcher counts, and `on_ended` instead of closing at the exit.
+  void for_batch(std::string execution_id, std::string machine_id, std::function<void()> on_ended) {
+    tag_ = {std::move(execution_id), std::move(machine_id)};
+    on_ended_ = std::move(on_ended);
+  }
+
   bool push(const frame& f, common::seq_t seq) override {
     if (connection_->closing()) return true;
+    if (tag_ && seq < 0 && f->text()->starts_with("{\"type\":\"watchers\"")) return true;
     // The bound counts bytes as sent: compressed, for a connection that compresses.
-    const bool compressed = connection_->compresses();
-    const auto& payload = compressed ? f->deflated() : f->text();
+    const bool compressed = connection_->compresses() && !tag_;
+    const auto& payload = tag_ ? f->tagged(tag_->first, tag_->second) : compressed ? f->deflated() : f->text();
     if (connection_->queued_bytes() + payload->size() > limit_ && connection_->writing()) return false;
     connection_->send(payload, seq, compressed);
     return true;
@@ -46,7 +56,13 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
   }
   /// Called when it wants more while catching up (execution::feed).
   void on_more(std::function<void()> f) { more_ = std::move(f); }
-  void ended() override { connection_->close(ws::normal, "execution finished"); }
+  void ended() override {
+    if (on_ended_) {
+      on_ended_();
+    } else {
+      connection_->close(ws::normal, "execution finished");
+    }
+  }
   void shut_down() override { connection_->close(ws::going_away, "server shutting down"); }
   void revoke() override { connection_->close(ws::policy_error, "token revoked"); }
   /// Answers a message of the client's (an error), within the same bound as the events: a
@@ -59,9 +75,106 @@ class ws_watcher : public live_subscriber, public std::enable_shared_from_this<w
   std::shared_ptr<ws_connection> connection_;
   std::size_t limit_;
   std::function<void()> more_;
+  std::optional<std::pair<std::string, std::string>> tag_;  // execution and machine, for a batch stream
+  std::function<void()> on_ended_;
+};
+
+/// A batch stream's summaries: sent as the counts change, and the close once every execution
+/// has ended and been sent.
+class batch_summaries : public batch_listener {
+ public:
+  batch_summaries(std::shared_ptr<ws_connection> connection, std::shared_ptr<batch> b, std::size_t parts)
+      : connection_(std::move(connection)), batch_(std::move(b)), parts_left_(parts) {}
+  void batch_changed(const frame& summary) override {
+    if (!connection_->closing()) connection_->send(summary->text());
+    maybe_close();
+  }
+  void part_ended() {
+    --parts_left_;
+    maybe_close();
+  }
+
+ private:
+  void maybe_close() {
+    if (parts_left_ > 0 || !batch_->finished() || connection_->closing()) return;
+    connection_->send(batch_->summary_frame()->text());
+    connection_->close(ws::normal, "batch finished");
+  }
+  std::shared_ptr<ws_connection> connection_;
+  std::shared_ptr<batch> batch_;
+  std::size_t parts_left_;
 };
 
 }  // namespace
+
+/// A batch stream's `after`: EXECUTION_ID:SEQ pairs, comma-separated, each execution of `b`
+/// (the others start from the first event held). An error message for anything else.
+std::variant<std::map<std::string, common::seq_t>, std::string> parse_batch_after(const target& t, const batch& b) {
+  std::map<std::string, common::seq_t> out;
+  for (const auto& m : b.members()) out[m.e->id()] = -1;
+  const auto it = t.query.find("after");
+  if (it == t.query.end() || it->second.empty()) return out;
+  std::string_view rest = it->second;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const auto item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const auto colon = item.rfind(':');
+    if (colon == std::string_view::npos) return "after must be EXECUTION_ID:SEQ pairs separated by commas";
+    const std::string id(item.substr(0, colon));
+    const auto number = item.substr(colon + 1);
+    common::seq_t seq = 0;
+    const auto r = std::from_chars(number.data(), number.data() + number.size(), seq);
+    if (r.ec != std::errc() || r.ptr != number.data() + number.size() || seq < -1) {
+      return "after: \"" + std::string(number) + "\" is not a seq >= -1";
+    }
+    const auto m = out.find(id);
+    if (m == out.end()) return "after: \"" + id + "\" is not an execution of this batch";
+    m->second = seq;
+  }
+  return out;
+}
+
+/// WS /batches/{id}/stream: every execution's events, tagged, each from its own `after`, and
+/// the batch's summaries; cancel requests cancel the whole batch.
+net::awaitable<void> server::impl::watch_batch(ws_connection& ws, std::shared_ptr<batch> b,
+                                               std::map<std::string, common::seq_t> after, const principal& who) {
+  auto connection = ws.shared_from_this();
+  auto summaries = std::make_shared<batch_summaries>(connection, b, b->members().size());
+  std::vector<std::pair<std::shared_ptr<execution>, std::shared_ptr<ws_watcher>>> parts;
+  connection->send(b->summary_frame()->text());
+  b->listen(summaries.get());
+  for (const auto& m : b->members()) {
+    auto watcher = std::make_shared<ws_watcher>(connection, cfg->server.subscriber_queue_bytes);
+    watcher->on_more([e = m.e, w = watcher.get()] { e->feed(w); });
+    watcher->for_batch(m.e->id(), m.machine_id, [s = summaries.get()] { s->part_ended(); });
+    watchers.emplace(watcher.get(), who);
+    parts.emplace_back(m.e, watcher);
+  }
+  for (auto& [e, watcher] : parts) {
+    if (!e->subscribe(watcher, std::min(after[e->id()], e->last_seq()))) summaries->part_ended();
+  }
+  for (;;) {
+    const auto text = co_await ws.read();
+    if (!text) break;
+    auto m = common::decode_client_message(*text);
+    if (!m || !std::holds_alternative<common::cancel_request>(*m)) {
+      connection->send(std::make_shared<const std::string>(
+          error_json(error_code::bad_request, m ? "only {\"type\":\"cancel\"} is accepted while streaming" : m.error())));
+    } else if (who.granted != role::operator_) {
+      connection->send(std::make_shared<const std::string>(error_json(error_code::forbidden, "cancel needs the operator role")));
+    } else {
+      log_event("cancel_batch", {{"batch_id", b->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
+      registry.cancel_batch(b);
+    }
+  }
+  b->unlisten(summaries.get());
+  for (auto& [e, watcher] : parts) {
+    e->unsubscribe(watcher.get());
+    watchers.erase(watcher.get());
+  }
+  maybe_stopped();
+}
 
 /// Sends an error event and closes with 1008 (policy): for auth, origin and request errors.
 net::awaitable<void> server::impl::refuse(ws_connection& ws, error_code code, std::string message) {
@@ -164,6 +277,20 @@ net::awaitable<void> server::impl::run_websocket(ws_connection& ws, const target
     } else {
       co_await refuse(ws, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
     }
+    co_return;
+  }
+  if (p.size() == 3 && p[0] == "batches" && p[2] == "stream") {
+    const auto b = registry.find_batch(p[1]);
+    if (!b) {
+      co_await refuse(ws, error_code::unknown_execution, "unknown batch \"" + p[1] + "\"");
+      co_return;
+    }
+    auto after = parse_batch_after(t, *b);
+    if (auto* error = std::get_if<std::string>(&after)) {
+      co_await refuse(ws, error_code::bad_request, *error);
+      co_return;
+    }
+    co_await watch_batch(ws, b, std::get<0>(std::move(after)), who);
     co_return;
   }
   co_await refuse(ws, error_code::bad_request, "no such WebSocket endpoint");

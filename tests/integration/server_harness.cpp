@@ -17,7 +17,7 @@ extern char** environ;
 namespace cmdcast::testing {
 
 server_process::server_process(const loopback_sshd& sshd, const std::string& extra_server,
-                               const std::vector<std::string>& launcher) {
+                               const std::vector<std::string>& launcher, const std::string& extra_toml) {
   port_ = free_loopback_port();
   config_ = sshd.dir() + "/cmdcast.toml";
   // The tests' own defaults, unless `extra_server` sets the key itself (TOML refuses a key
@@ -96,7 +96,10 @@ approval = true
 command = "echo never"
 approval = true
 approval_timeout_s = 1
-)";
+[actions.concurrency]
+command = "mkdir -p {dir}; touch {dir}/$$; ls {dir} | wc -l >> {dir}.log; sleep 0.4; rm {dir}/$$"
+params = { dir = "^/tmp/cmdcast-par-[A-Za-z0-9]{1,32}$" }
+)" << extra_toml;
   std::vector<std::string> args = launcher;
   for (const char* a : {CMDCAST_SERVER_BINARY, "--config", config_.c_str()}) args.emplace_back(a);
   std::vector<char*> argv;

@@ -39,9 +39,10 @@ inline const std::string second_operator_token = "op2-secret-token";  // "oscar"
 /// with `anonymous` among them the config has no tokens.
 class server_process {
  public:
-  /// `launcher` goes before the server's command line (e.g. prlimit and its options).
+  /// `launcher` goes before the server's command line (e.g. prlimit and its options);
+  /// `extra_toml` is added at the end of the config (more machines, [groups]).
   explicit server_process(const loopback_sshd& sshd, const std::string& extra_server = "",
-                          const std::vector<std::string>& launcher = {});
+                          const std::vector<std::string>& launcher = {}, const std::string& extra_toml = "");
   ~server_process();
   server_process(const server_process&) = delete;
   server_process& operator=(const server_process&) = delete;

@@ -35,6 +35,11 @@ std::string encode(const run_accepted& a);
 std::string encode(const std::vector<machine_info>& machines);
 std::string encode(const execution_record& r);
 std::string encode(const std::vector<execution_record>& records);
+std::string encode(const group_run_request& r);
+std::string encode(const batch_record& b);
+std::string encode(const std::vector<batch_record>& batches);
+/// An event's JSON with `"execution_id"` and `"machine_id"` added, as a batch stream sends it.
+std::string tag_event(std::string_view event_json, std::string_view execution_id, std::string_view machine_id);
 
 /// Appends `s` as a JSON string literal (quoted, escaped). `s` must be valid UTF-8.
 void append_json_string(std::string& out, std::string_view s);
@@ -44,7 +49,19 @@ result<client_message> decode_client_message(std::string_view json,
 /// A run request on its own (the POST body); a `type` field, if present, must be "run".
 result<run_request> decode_run_request(std::string_view json,
                                        const decode_limits& limits = client_message_limits());
+result<group_run_request> decode_group_run_request(std::string_view json,
+                                                   const decode_limits& limits = client_message_limits());
 result<event> decode_event(std::string_view json, const decode_limits& limits = {});
+/// A batch stream's event: the event, and the execution and machine it is of (empty for a
+/// batch summary).
+struct tagged_event {
+  event e;
+  std::string execution_id;
+  std::string machine_id;
+};
+result<tagged_event> decode_tagged_event(std::string_view json, const decode_limits& limits = {});
+result<batch_record> decode_batch_record(std::string_view json, const decode_limits& limits = {});
+result<std::vector<batch_record>> decode_batch_records(std::string_view json, const decode_limits& limits = {});
 result<poll_response> decode_poll_response(std::string_view json, const decode_limits& limits = {});
 result<run_accepted> decode_run_accepted(std::string_view json, const decode_limits& limits = {});
 result<std::vector<machine_info>> decode_machines(std::string_view json,

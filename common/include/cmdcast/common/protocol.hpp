@@ -32,6 +32,14 @@ struct cancel_request {
 
 using client_message = std::variant<run_request, cancel_request>;
 
+/// The body of POST /groups/{group}/commands: a run request for every machine of the group.
+struct group_run_request {
+  run_request run;
+  std::optional<std::int64_t> parallel;  // at most this many at once; empty: all (each machine's own limits apply)
+  bool stop_on_failure = false;          // one failed: the ones not started yet are skipped (cancelled)
+  bool operator==(const group_run_request&) const = default;
+};
+
 // --- Server to client: events ---------------------------------------------------------------
 
 using seq_t = std::int64_t;
@@ -130,8 +138,27 @@ struct error_event {
   bool operator==(const error_event&) const = default;
 };
 
+/// A batch's executions by what they are doing or how they ended.
+struct batch_counts {
+  std::int64_t queued = 0;  // not started yet (waiting for a parallel slot, a lock, an approval)
+  std::int64_t running = 0;
+  std::int64_t succeeded = 0;  // exited 0
+  std::int64_t failed = 0;     // any other end but cancelled
+  std::int64_t cancelled = 0;
+  bool operator==(const batch_counts&) const = default;
+};
+
+/// A batch stream's summary, sent when its counts change (live only, no seq). `state`:
+/// "running", or once every execution has ended "succeeded", "failed" or "cancelled".
+struct batch_event {
+  std::string batch_id;
+  std::string state;
+  batch_counts counts;
+  bool operator==(const batch_event&) const = default;
+};
+
 using event = std::variant<started_event, output_event, progress_event, exit_event, gap_event,
-                           watchers_event, error_event, queued_event, awaiting_approval_event>;
+                           watchers_event, error_event, queued_event, awaiting_approval_event, batch_event>;
 
 /// The seq of a sequenced event; empty for watchers and error events.
 std::optional<seq_t> event_seq(const event& e);
@@ -167,6 +194,7 @@ struct machine_info {
   std::string id;
   std::string name;
   std::vector<action_info> actions;
+  std::vector<std::string> groups;  // the [groups] it is in (fleet runs: POST /groups/{id}/commands)
   bool operator==(const machine_info&) const = default;
 };
 
@@ -190,6 +218,33 @@ struct execution_record {
   std::optional<std::string> approved_by;  // approval actions: who approved (or rejected) it
   std::optional<std::string> approved_at;  // and when (RFC 3339)
   bool operator==(const execution_record&) const = default;
+};
+
+/// One execution of a batch, in GET /batches/{id} and the 202 of a group run.
+struct batch_member {
+  std::string machine_id;
+  std::string execution_id;
+  std::string state;  // as in its record
+  std::optional<int> exit_code;
+  std::optional<double> progress;  // percent, when its action has a progress parser and it said
+  bool operator==(const batch_member&) const = default;
+};
+
+/// GET /batches/{id}, each item of GET /batches; the 202 answer of a group run holds the same.
+struct batch_record {
+  std::string batch_id;
+  std::string group;
+  std::string action_type;
+  std::map<std::string, std::string> params;  // secret values as ***
+  std::string user;
+  std::string started_at;
+  std::optional<std::string> ended_at;
+  std::string state;  // as in batch_event
+  std::optional<std::int64_t> parallel;
+  bool stop_on_failure = false;
+  batch_counts counts;
+  std::vector<batch_member> executions;  // in the group's order
+  bool operator==(const batch_record&) const = default;
 };
 
 // --- Names ----------------------------------------------------------------------------------

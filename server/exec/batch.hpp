@@ -1,0 +1,72 @@
+// A fleet run: one action on every machine of a group, each machine an ordinary execution (its
+// own seq, replay, audit, attach, poll and cancel). The batch knows its executions in the
+// group's order, which of them it has let start (execution_registry schedules them: parallel,
+// stop_on_failure), counts them, and tells its listeners (batch streams) when the counts change.
+// Used on the server's single-threaded executor only.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cmdcast/common/protocol.hpp"
+#include "exec/event_frame.hpp"
+
+namespace cmdcast::server {
+
+class execution;
+
+/// A batch stream: told of every new summary.
+class batch_listener {
+ public:
+  virtual ~batch_listener() = default;
+  virtual void batch_changed(const frame& summary) = 0;
+};
+
+class batch {
+ public:
+  struct member {
+    std::string machine_id;
+    std::shared_ptr<execution> e;
+    bool released = false;  // let start (it may still wait for an exclusive lock)
+  };
+
+  batch(std::string id, std::string group, std::string action_type, std::map<std::string, std::string> params,
+        std::string user, std::optional<std::int64_t> parallel, bool stop_on_failure);
+
+  const std::string& id() const { return id_; }
+  std::vector<member>& members() { return members_; }
+  const std::vector<member>& members() const { return members_; }
+  std::optional<std::int64_t> parallel() const { return parallel_; }
+  bool stop_on_failure() const { return stop_on_failure_; }
+  bool finished() const;
+  common::batch_counts counts() const;
+  /// "running" until every execution has ended, then "succeeded", "failed" or "cancelled".
+  std::string state() const;
+  common::batch_record record() const;
+  frame summary_frame() const;
+
+  /// A member started or ended: the listeners get the new summary if the counts changed.
+  void changed();
+  void listen(batch_listener* l) { listeners_.push_back(l); }
+  void unlisten(batch_listener* l) { std::erase(listeners_, l); }
+
+  // Scheduling state (execution_registry).
+  bool stopping = false;    // stop_on_failure fired, or the batch is being cancelled: start no more
+  bool cancelled = false;   // cancelled as a whole
+
+ private:
+  std::string id_, group_, action_type_;
+  std::map<std::string, std::string> params_;
+  std::string user_, started_at_;
+  std::optional<std::string> ended_at_;
+  std::optional<std::int64_t> parallel_;
+  bool stop_on_failure_;
+  std::vector<member> members_;
+  std::vector<batch_listener*> listeners_;
+  common::batch_counts announced_;
+};
+
+}  // namespace cmdcast::server
