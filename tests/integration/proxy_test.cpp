@@ -175,9 +175,10 @@ TEST_F(Proxy, TheCliRunsAndWatchesThroughNginxOverWebSocket) {
   EXPECT_EQ(watched.status, 0) << watched.err;
   EXPECT_EQ(watched.out, "line 1\nline 2\nline 3\n");
   EXPECT_EQ(watched.err, "done\n");
-  // nginx's own record: the streams were WebSocket upgrades it passed on (101), none a poll.
+  // nginx's own record: the runs were started with POSTs, the streams were WebSocket upgrades
+  // it passed on (101), none a poll.
   const auto log = proxy_->access_log();
-  EXPECT_TRUE(contains(log, "\"GET /machines/box/commands/stream HTTP/1.1\" 101")) << log;
+  EXPECT_TRUE(contains(log, "\"POST /machines/box/commands HTTP/1.1\" 202")) << log;
   EXPECT_TRUE(contains(log, "\"GET /executions/" + execution_of(body) + "/stream HTTP/1.1\" 101")) << log;
   EXPECT_FALSE(contains(log, "/events")) << log;
 }
@@ -213,11 +214,11 @@ TEST_F(Proxy, WithoutUpgradeHeadersTheCliSaysWhyAndFollowsByPolling) {
   EXPECT_EQ(failed.out, "");
   EXPECT_TRUE(contains(failed.err, proxy_notice_part)) << failed.err;
   EXPECT_TRUE(failed.err.ends_with("\noops\n")) << failed.err;
-  // nginx's record: the upgrade reached the server as a plain GET (426), then the run was
-  // started with a POST and followed with long-polls.
+  // nginx's record: the run was started with a POST, the upgrade to follow it reached the
+  // server as a plain GET (426), then it was followed with long-polls.
   const auto log = no_upgrades_->access_log();
-  EXPECT_TRUE(contains(log, "\"GET /machines/box/commands/stream HTTP/1.1\" 426")) << log;
   EXPECT_TRUE(contains(log, "\"POST /machines/box/commands HTTP/1.1\" 202")) << log;
+  EXPECT_TRUE(contains(log, "/stream HTTP/1.1\" 426")) << log;
   EXPECT_TRUE(contains(log, "/events?after=-1&wait=25 HTTP/1.1\" 200")) << log;
   EXPECT_FALSE(contains(log, "\" 101 ")) << log;
 }

@@ -206,6 +206,12 @@ void take_refusal(session_state& s, const connector& server, const cmdcast::clie
     return;
   }
   // Not cmdcast's answer (a proxy's error page, say): its status, and its first line unless HTML.
+  if (reply.status >= 500) {
+    // Most often a proxy whose cmdcast-server is down (502, 503, 504).
+    std::fprintf(stderr, "cmdcast: the request to %s was answered with HTTP %d (is cmdcast-server behind a proxy down or unreachable?)\n",
+                 server.url().authority().c_str(), reply.status);
+    return;
+  }
   const std::string first_line = reply.body.substr(0, std::min(reply.body.find('\n'), std::size_t{200}));
   const bool html = reply.body.starts_with('<');
   std::fprintf(stderr, "cmdcast: %s answered HTTP %d%s%s\n", server.url().authority().c_str(), reply.status,
