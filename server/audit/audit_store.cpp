@@ -43,6 +43,16 @@ CREATE TABLE IF NOT EXISTS events (
   frame TEXT NOT NULL,
   PRIMARY KEY (execution_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+  id TEXT PRIMARY KEY,
+  group_id TEXT NOT NULL,
+  action_type TEXT NOT NULL,
+  user TEXT NOT NULL,
+  state TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_start ON batches (started_at);
 )sql";
 
 // The audit thread waits this long for a lock, then gives the thread to the next job; a save
@@ -230,6 +240,30 @@ std::vector<stored_event> read_events_after(sqlite3* db, std::string_view id, co
   return out;
 }
 
+bool write_batch(sqlite3* db, const common::batch_record& b) {
+  statement upsert(db,
+                   "INSERT INTO batches (id, group_id, action_type, user, state, started_at, record) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                   "ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record");
+  upsert.bind(1, b.batch_id).bind(2, b.group).bind(3, b.action_type).bind(4, b.user).bind(5, b.state);
+  upsert.bind(6, b.started_at).bind(7, common::encode(b));
+  if (upsert.step() == SQLITE_DONE) return true;
+  log_event("audit_write_failed", {{"batch_id", b.batch_id}, {"error", sqlite3_errmsg(db)}});
+  return false;
+}
+
+std::vector<common::batch_record> read_batches(sqlite3* db, std::string_view id, std::size_t limit) {
+  statement q(db, "SELECT record FROM batches WHERE (?1 = '' OR id = ?1) ORDER BY started_at DESC LIMIT ?2");
+  q.bind(1, id).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<common::batch_record> out;
+  int rc = 0;
+  while ((rc = q.step()) == SQLITE_ROW) {
+    if (auto b = common::decode_batch_record(q.text(0))) out.push_back(std::move(*b));
+  }
+  check_read(db, rc);
+  return out;
+}
+
 /// Marks the executions a previous process left running as lost; how many.
 std::size_t mark_lost(sqlite3* db) {
   // Queued and awaiting approval too: the queue and the approvals lived in that process.
@@ -252,6 +286,19 @@ std::size_t mark_lost(sqlite3* db) {
       log_event("audit_write_failed", {{"execution_id", r.execution_id}, {"error", *error}});
     }
     log_event("lost", {{"execution_id", r.execution_id}, {"machine", r.machine_id}});
+  }
+  // The batches that were running: their executions are lost (above), and so is the batch.
+  for (auto& b : read_batches(db, "", std::numeric_limits<std::int64_t>::max())) {
+    if (b.state != "running") continue;
+    b.state = std::string(common::to_string(common::exit_state::lost));
+    b.ended_at = rfc3339_now();
+    for (auto& m : b.executions) {
+      if (const auto r = read_record(db, m.execution_id)) {
+        m.state = r->state;
+        m.exit_code = r->exit_code;
+      }
+    }
+    write_batch(db, b);
   }
   return running.size();
 }
@@ -459,6 +506,16 @@ net::awaitable<std::vector<common::execution_record>> audit_store::async_list(st
   return ask<std::vector<common::execution_record>>(*worker_, [state = std::move(state), machine = std::move(machine),
                                                                limit](sqlite3* db) {
     return read_list(db, state, machine, limit);
+  });
+}
+
+net::awaitable<bool> audit_store::async_save_batch(common::batch_record b) {
+  return ask<bool>(*worker_, [b = std::move(b)](sqlite3* db) { return write_batch(db, b); });
+}
+
+net::awaitable<std::vector<common::batch_record>> audit_store::async_batches(std::string id, std::size_t limit) {
+  return ask<std::vector<common::batch_record>>(*worker_, [id = std::move(id), limit](sqlite3* db) {
+    return read_batches(db, id, limit);
   });
 }
 

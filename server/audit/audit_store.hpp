@@ -82,6 +82,11 @@ class audit_store {
   /// `machine` a machine id, or empty for all.
   net::awaitable<std::vector<common::execution_record>> async_list(std::string state, std::string machine,
                                                                    std::size_t limit);
+  /// Writes a batch's record (a fleet run), in place of the one before; false when it failed
+  /// (logged). A batch left running by a previous process is marked lost by open().
+  net::awaitable<bool> async_save_batch(common::batch_record b);
+  /// The batch `id`, or (`id` empty) the newest `limit` batches.
+  net::awaitable<std::vector<common::batch_record>> async_batches(std::string id, std::size_t limit);
   /// The seq of the last stored event (-1: none).
   net::awaitable<common::seq_t> async_last_seq(std::string id);
   /// Stored events with seq > after, in order, up to about `max_bytes` of frames (at least one

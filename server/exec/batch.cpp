@@ -1,14 +1,22 @@
 #include "exec/batch.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "audit/audit_store.hpp"
+
 #include "cmdcast/common/codec.hpp"
 #include "exec/execution.hpp"
 #include "support/log.hpp"
 
 namespace cmdcast::server {
 
-batch::batch(std::string id, std::string group, std::string action_type, std::map<std::string, std::string> params,
-             std::string user, std::optional<std::int64_t> parallel, bool stop_on_failure)
-    : id_(std::move(id)),
+batch::batch(net::any_io_executor executor, audit_store* audit, std::string id, std::string group,
+             std::string action_type, std::map<std::string, std::string> params, std::string user,
+             std::optional<std::int64_t> parallel, bool stop_on_failure)
+    : executor_(std::move(executor)),
+      audit_(audit),
+      id_(std::move(id)),
       group_(std::move(group)),
       action_type_(std::move(action_type)),
       params_(std::move(params)),
@@ -71,6 +79,14 @@ common::batch_record batch::record() const {
   return r;
 }
 
+void batch::save() const {
+  if (!audit_) return;
+  net::co_spawn(
+      executor_,
+      [audit = audit_, record = record()]() -> net::awaitable<void> { co_await audit->async_save_batch(record); },
+      net::detached);
+}
+
 frame batch::summary_frame() const {
   return make_frame(common::encode(common::event{common::batch_event{id_, state(), counts()}}));
 }
@@ -82,6 +98,7 @@ void batch::changed() {
   if (finished() && !ended_at_) {
     ended_at_ = rfc3339_now();
     log_event("batch_end", {{"batch_id", id_}, {"state", state()}});
+    save();
   }
   const auto summary = summary_frame();
   for (auto* l : std::vector<batch_listener*>(listeners_)) l->batch_changed(summary);

@@ -11,11 +11,15 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/any_io_executor.hpp>
+
 #include "cmdcast/common/protocol.hpp"
 #include "exec/event_frame.hpp"
 
 namespace cmdcast::server {
 
+namespace net = boost::asio;
+class audit_store;
 class execution;
 
 /// A batch stream: told of every new summary.
@@ -33,8 +37,10 @@ class batch {
     bool released = false;  // let start (it may still wait for an exclusive lock)
   };
 
-  batch(std::string id, std::string group, std::string action_type, std::map<std::string, std::string> params,
-        std::string user, std::optional<std::int64_t> parallel, bool stop_on_failure);
+  /// `audit` (may be null) gets the record when the batch starts and when it ends.
+  batch(net::any_io_executor executor, audit_store* audit, std::string id, std::string group, std::string action_type,
+        std::map<std::string, std::string> params, std::string user, std::optional<std::int64_t> parallel,
+        bool stop_on_failure);
 
   const std::string& id() const { return id_; }
   std::vector<member>& members() { return members_; }
@@ -52,12 +58,16 @@ class batch {
   void changed();
   void listen(batch_listener* l) { listeners_.push_back(l); }
   void unlisten(batch_listener* l) { std::erase(listeners_, l); }
+  /// Writes the record to the audit store (in the background).
+  void save() const;
 
   // Scheduling state (execution_registry).
   bool stopping = false;    // stop_on_failure fired, or the batch is being cancelled: start no more
   bool cancelled = false;   // cancelled as a whole
 
  private:
+  net::any_io_executor executor_;
+  audit_store* audit_;
   std::string id_, group_, action_type_;
   std::map<std::string, std::string> params_;
   std::string user_, started_at_;

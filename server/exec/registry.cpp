@@ -219,8 +219,8 @@ std::variant<std::shared_ptr<batch>, request_error> execution_registry::submit_b
     }
   }
   const auto& first = runs.front();
-  auto b = std::make_shared<batch>(random_uuid(), group, first.action->name, first.shown_params, user, request.parallel,
-                                   request.stop_on_failure);
+  auto b = std::make_shared<batch>(executor_, audit, random_uuid(), group, first.action->name, first.shown_params, user,
+                                   request.parallel, request.stop_on_failure);
   std::int64_t position = 0;
   for (const auto& r : runs) {
     const std::string id = random_uuid();
@@ -235,6 +235,7 @@ std::variant<std::shared_ptr<batch>, request_error> execution_registry::submit_b
   log_event("batch", {{"batch_id", b->id()}, {"group", group}, {"action", first.action->name}, {"user", user},
                       {"machines", std::to_string(runs.size())}});
   schedule(b);
+  b->save();
   return b;
 }
 

@@ -350,16 +350,27 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   if (get && p.size() == 1 && p[0] == "batches") {
     const auto limit = query_number(t, "limit", 100, 1);
     if (!limit) co_return error_response(req, error_code::bad_request, "limit must be a positive number");
-    std::vector<common::batch_record> list;
-    for (const auto& b : registry.batches()) {
-      if (static_cast<std::int64_t>(list.size()) >= std::min(*limit, max_list_limit)) break;
-      list.push_back(b->record());
+    const auto capped = static_cast<std::size_t>(std::min(*limit, max_list_limit));
+    // The audit's (every batch) with the ones in memory, live, on top.
+    std::map<std::string, common::batch_record> by_id;
+    if (audit) {
+      for (auto& b : co_await audit->async_batches("", capped)) by_id.emplace(b.batch_id, std::move(b));
     }
+    for (const auto& b : registry.batches()) by_id.insert_or_assign(b->id(), b->record());
+    std::vector<common::batch_record> list;
+    for (auto& [id, b] : by_id) list.push_back(std::move(b));
+    std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.started_at > b.started_at; });
+    if (list.size() > capped) list.resize(capped);
     co_return json_response(req, http::status::ok, common::encode(list));
   }
   if (p.size() == 2 || (p.size() == 3 && p[2] == "cancel")) {
     if (p[0] == "batches") {
       const auto b = registry.find_batch(p[1]);
+      if (!b && get && p.size() == 2 && audit) {
+        // Not in memory: a batch of an earlier run of the server, from the audit store.
+        const auto stored = co_await audit->async_batches(p[1], 1);
+        if (!stored.empty()) co_return json_response(req, http::status::ok, common::encode(stored.front()));
+      }
       if (!b) co_return error_response(req, error_code::unknown_execution, "unknown batch \"" + p[1] + "\"");
       if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(b->record()));
       if (req.method() == http::verb::post && p.size() == 3) {

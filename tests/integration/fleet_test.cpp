@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server_harness.hpp"
@@ -270,6 +271,38 @@ TEST_F(Fleet, WrongFleetRequestsAreRefusedClearly) {
   EXPECT_EQ(of_type<common::error_event>(events).at(0).code, common::error_code::bad_request);
   EXPECT_EQ(bad_after.reason().code, 1008);
   watch(b.batch_id);
+}
+
+TEST(FleetAudit, BatchesAreInTheAuditAndOutliveTheServerARunningOneAsLost) {
+  loopback_sshd sshd;
+  const std::string extra = sshd.machine_toml("m2") + "[groups]\npair = [\"box\", \"m2\"]\n";
+  std::string done_id, running_id;
+  {
+    server_process first(sshd, "", {}, extra);
+    auto answer = http_request(first.port(), http::verb::post, "/groups/pair/commands", operator_token, run_request("fail"));
+    ASSERT_EQ(answer.status, 202u) << answer.body;
+    done_id = common::decode_batch_record(answer.body)->batch_id;
+    ws_client(first.port(), "/batches/" + done_id + "/stream", ws_options{viewer_token}).all();
+    answer = http_request(first.port(), http::verb::post, "/groups/pair/commands", operator_token, run_request("forever"));
+    running_id = common::decode_batch_record(answer.body)->batch_id;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // both running, and written
+    first.kill_hard();
+  }
+  server_process second(sshd, "", {}, extra);
+  const auto done = common::decode_batch_record(
+      http_request(second.port(), http::verb::get, "/batches/" + done_id, viewer_token).body);
+  ASSERT_TRUE(done.ok()) << done.error();
+  EXPECT_EQ(done->state, "failed");
+  EXPECT_EQ(done->counts.failed, 2);
+  EXPECT_EQ(done->executions.size(), 2u);
+  const auto lost = common::decode_batch_record(
+      http_request(second.port(), http::verb::get, "/batches/" + running_id, viewer_token).body);
+  ASSERT_TRUE(lost.ok()) << lost.error();
+  EXPECT_EQ(lost->state, "lost");
+  for (const auto& m : lost->executions) EXPECT_EQ(m.state, "lost") << m.machine_id;
+  const auto list = http_request(second.port(), http::verb::get, "/batches", viewer_token).body;
+  EXPECT_NE(list.find(done_id), std::string::npos);
+  EXPECT_NE(list.find(running_id), std::string::npos);
 }
 
 }  // namespace
