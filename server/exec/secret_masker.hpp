@@ -13,7 +13,10 @@
 //   value, at the price of some over-masking. A value made only of '*' is ignored (masking '*'
 //   with '*' hides nothing); so is an empty one.
 // - A tail that may be the start of a secret (shorter than the longest secret) is held back until
-//   the next feed decides it, or finish() lets it out as it is.
+//   the next feed decides it, or finish() lets it out (masking any shorter secret inside it). A
+//   command that goes quiet right after such a tail shows it only with its next output.
+// - Each stream has its own masker: a value printed half on stdout, half on stderr is not
+//   masked (neither half is the secret).
 //
 // Cost: candidate starts are found 16 at a time (SSE2) by a pattern's first byte there and its
 // last byte where it would end, then compared whole; text between matches is copied in bulk.
@@ -44,7 +47,8 @@ class secret_masker {
   /// a secret is held back until the next feed or finish.
   void feed(std::string_view in, std::string& out);
 
-  /// End of the stream: what is held goes out as it is (it cannot be a whole secret).
+  /// End of the stream: what is held goes out; it was only the possible start of a longer
+  /// secret, so at most shorter secrets inside it are masked.
   void finish(std::string& out);
 
   /// Bytes held back now (for tests).
