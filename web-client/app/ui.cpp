@@ -458,14 +458,7 @@ void ui::draw_execution() {
       ImGui::ProgressBar(v->finished() ? 0.0f : 0.5f + 0.5f * std::sin(t * 3.0f), {-1, 0}, label);
     }
   }
-  // Tools.
-  if (!v->finished()) {
-    ImGui::BeginDisabled(!app_.can_run());
-    if (ImGui::Button("Cancel")) app_.cancel();
-    remember_item("cancel");
-    ImGui::EndDisabled();
-    ImGui::SameLine();
-  }
+  // Tools. Cancel comes last: when the run ends and it goes, nothing moves under the mouse.
   if (ImGui::Button("Copy output")) {
     const auto text = v->plain_text();
     if (copy_text) copy_text(text);
@@ -492,6 +485,13 @@ void ui::draw_execution() {
   }
   remember_item("time_toggle");
   if (ImGui::IsItemHovered()) ImGui::SetTooltip("a time on each line: off, since the start, or the clock");
+  if (!v->finished()) {
+    ImGui::SameLine();
+    ImGui::BeginDisabled(!app_.can_run());
+    if (ImGui::Button("Cancel")) app_.cancel();
+    remember_item("cancel");
+    ImGui::EndDisabled();
+  }
   ImGui::SetNextItemWidth((narrow_ ? 150.0f : 180.0f) * scale);
   if (focus_find_) {
     ImGui::SetKeyboardFocusHere();
