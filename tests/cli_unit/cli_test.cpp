@@ -79,7 +79,7 @@ TEST(CliArgs, MistakesAreSaidPlainly) {
   EXPECT_EQ(error_of({"ls", "srv", "extra"}), "ls takes only the SERVER");
   EXPECT_EQ(error_of({"logs", "srv"}), "logs needs the SERVER and an EXECUTION_ID");
   EXPECT_EQ(error_of({"approve", "srv", "a", "b"}), "approve needs the SERVER and an EXECUTION_ID");
-  EXPECT_EQ(error_of({"run", "srv", "box"}), "run needs the SERVER, a MACHINE and an ACTION");
+  EXPECT_EQ(error_of({"run", "srv", "box"}), "run needs the SERVER, a MACHINE (or @GROUP) and an ACTION");
   EXPECT_EQ(error_of({"run", "srv", "box", "a", "novalue"}), "a param is name=value, not \"novalue\"");
   EXPECT_EQ(error_of({"run", "srv", "box", "a", "=v"}), "a param is name=value, not \"=v\"");
   EXPECT_EQ(error_of({"ls", "srv", "--state", "sleeping"}).substr(0, 26), "unknown state \"sleeping\" (");

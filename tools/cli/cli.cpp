@@ -9,15 +9,20 @@ namespace cmdcast::cli {
 
 const char* const usage_text =
     "usage: cmdcast run SERVER MACHINE ACTION [name=value ...]\n"
-    "       cmdcast watch SERVER EXECUTION_ID\n"
+    "       cmdcast run SERVER @GROUP ACTION [name=value ...] [--parallel N] [--stop-on-failure]\n"
+    "       cmdcast watch SERVER EXECUTION_ID|BATCH_ID\n"
     "       cmdcast machines SERVER\n"
     "       cmdcast ls SERVER [--machine MACHINE] [--state STATE] [--limit N]\n"
     "       cmdcast logs SERVER EXECUTION_ID [--follow] [--format text|ansi|ndjson] [--timestamps]\n"
     "       cmdcast approve SERVER EXECUTION_ID\n"
     "       cmdcast reject SERVER EXECUTION_ID\n"
     "commands: run       run an action and stream its output; says when it is queued behind the\n"
-    "                    machine's exclusive action or waits for approval, and waits\n"
-    "          watch     attach to a running (or finished) execution\n"
+    "                    machine's exclusive action or waits for approval, and waits.\n"
+    "                    @GROUP: on every machine of the group (a fleet run), each line as\n"
+    "                    \"machine | line\", then a summary table on stderr; --parallel N runs\n"
+    "                    at most N at once, --stop-on-failure skips the ones not started once\n"
+    "                    one fails\n"
+    "          watch     attach to a running (or finished) execution, or a fleet run's batch\n"
     "          machines  the machines and their actions: params (secret ones marked), exclusive,\n"
     "                    needs approval\n"
     "          ls        executions, newest first. STATE: all (default), running, queued,\n"
@@ -35,7 +40,8 @@ const char* const usage_text =
     "         --help          this text\n"
     "         --version       print cmdcast's version\n"
     "exit status: run and watch: the remote command's (128+N for signal N), 1 when it was\n"
-    "cancelled, failed, rejected or expired; every command: 2 for a usage or request error\n"
+    "cancelled, failed, rejected or expired; a fleet run: 0 when every machine succeeded,\n"
+    "else the highest of theirs; every command: 2 for a usage or request error\n"
     "(the server's error is printed as \"cmdcast: CODE: message\") or a refused certificate,\n"
     "1 when the server could not be reached\n";
 
@@ -49,6 +55,7 @@ bool is_state(std::string_view s) {
 const std::map<std::string_view, std::string_view> option_owner = {
     {"--machine", "ls"}, {"--state", "ls"},         {"--limit", "ls"},
     {"--follow", "logs"}, {"--format", "logs"}, {"--timestamps", "logs"},
+    {"--parallel", "run"}, {"--stop-on-failure", "run"},
 };
 
 }  // namespace
@@ -84,12 +91,12 @@ common::result<invocation> parse_args(const std::vector<std::string>& args, std:
       inv.help = true;
     } else if (arg == "--version") {
       inv.version = true;
-    } else if (arg == "--follow" || arg == "--timestamps") {
+    } else if (arg == "--follow" || arg == "--timestamps" || arg == "--stop-on-failure") {
       if (inline_value) return common::failure{arg + " takes no value"};
-      (arg == "--follow" ? inv.follow : inv.timestamps) = true;
+      (arg == "--follow" ? inv.follow : arg == "--timestamps" ? inv.timestamps : inv.stop_on_failure) = true;
       given.insert(arg);
     } else if (arg == "--token" || arg == "--cacert" || arg == "--machine" || arg == "--state" || arg == "--limit" ||
-               arg == "--format") {
+               arg == "--format" || arg == "--parallel") {
       const auto v = value();
       if (!v) return common::failure{arg + " needs a value"};
       if (arg == "--token") {
@@ -106,7 +113,7 @@ common::result<invocation> parse_args(const std::vector<std::string>& args, std:
                                  "lost, rejected or expired)"};
         }
         inv.state = *v;
-      } else if (arg == "--limit") {
+      } else if (arg == "--limit" || arg == "--parallel") {
         long long n = 0;
         std::size_t used = 0;
         try {
@@ -114,8 +121,10 @@ common::result<invocation> parse_args(const std::vector<std::string>& args, std:
         } catch (...) {
           used = 0;
         }
-        if (used != v->size() || v->empty() || n < 1) return common::failure{"--limit needs a positive number, not \"" + *v + "\""};
-        inv.limit = n;
+        if (used != v->size() || v->empty() || n < 1 || (arg == "--parallel" && n > 100000)) {
+          return common::failure{arg + " needs a positive number, not \"" + *v + "\""};
+        }
+        (arg == "--limit" ? inv.limit : inv.parallel) = n;
       } else {
         if (*v != "text" && *v != "ansi" && *v != "ndjson") {
           return common::failure{"unknown format \"" + *v + "\" (text, ansi or ndjson)"};
@@ -143,8 +152,17 @@ common::result<invocation> parse_args(const std::vector<std::string>& args, std:
   if (p.size() < 2) return common::failure{c + " needs the SERVER"};
   inv.server = p[1];
   if (c == "run") {
-    if (p.size() < 4) return common::failure{"run needs the SERVER, a MACHINE and an ACTION"};
-    inv.machine = p[2];
+    if (p.size() < 4) return common::failure{"run needs the SERVER, a MACHINE (or @GROUP) and an ACTION"};
+    if (p[2].starts_with('@')) {
+      inv.group = p[2].substr(1);
+      if (inv.group.empty()) return common::failure{"@GROUP needs a group id after the @"};
+    } else {
+      inv.machine = p[2];
+    }
+    if (inv.group.empty() && (inv.parallel || inv.stop_on_failure)) {
+      return common::failure{std::string(inv.parallel ? "--parallel" : "--stop-on-failure") +
+                             " is for a fleet run: run SERVER @GROUP ACTION"};
+    }
     inv.action = p[3];
     for (std::size_t i = 4; i < p.size(); ++i) {
       const auto eq = p[i].find('=');
@@ -228,6 +246,21 @@ std::string format_machines(const std::vector<common::machine_info>& machines) {
         rest += ']';
       }
       if (!rest.empty()) line += std::string(width - a.name.size() + 2, ' ') + rest;
+      out += line + '\n';
+    }
+  }
+  // The groups (for `run SERVER @GROUP ...`), each with its machines, as the list orders them.
+  std::map<std::string, std::vector<std::string>> groups;
+  for (const auto& m : machines) {
+    for (const auto& g : m.groups) groups[g].push_back(m.id);
+  }
+  if (!groups.empty()) {
+    std::size_t width = 0;
+    for (const auto& [g, ids] : groups) width = std::max(width, g.size() + 1);
+    out += "\ngroups (run SERVER @GROUP ACTION)\n";
+    for (const auto& [g, ids] : groups) {
+      std::string line = "  @" + g + std::string(width - g.size() - 1 + 2, ' ');
+      for (std::size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + ids[i];
       out += line + '\n';
     }
   }

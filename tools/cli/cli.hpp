@@ -26,8 +26,11 @@ struct invocation {
   std::string token;   // --token, else $CMDCAST_TOKEN
   std::string ca_file;
 
-  // run
+  // run: a machine, or a group ("@GROUP" on the command line, stored without the '@')
   std::string machine;
+  std::string group;
+  std::optional<long long> parallel;  // fleet runs only
+  bool stop_on_failure = false;       // fleet runs only
   std::string action;
   std::map<std::string, std::string> params;
   // watch, logs, approve, reject

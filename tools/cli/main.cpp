@@ -1,6 +1,8 @@
 // cmdcast: the terminal client.
 //   cmdcast run SERVER MACHINE ACTION [name=value ...]   run an action and stream its output
-//   cmdcast watch SERVER EXECUTION_ID                    attach to a running (or finished) one
+//   cmdcast run SERVER @GROUP ACTION [name=value ...] [--parallel N] [--stop-on-failure]
+//                                                        a fleet run (fleet_follow.cpp)
+//   cmdcast watch SERVER EXECUTION_ID|BATCH_ID           attach to a running (or finished) one
 //   cmdcast machines SERVER                              the machines and their actions
 //   cmdcast ls SERVER [--machine M] [--state S] [--limit N]   executions, as a table
 //   cmdcast logs SERVER ID [--follow] [--format F] [--timestamps]   the whole output
@@ -40,6 +42,8 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "fleet.hpp"
+#include "fleet_follow.hpp"
 #include "cmdcast/client_net/connection.hpp"
 #include "cmdcast/common/codec.hpp"
 
@@ -78,15 +82,6 @@ struct session_state {
   std::optional<std::int64_t> queued_at;   // the queue position said last
   bool approval_said = false;
 };
-
-int signal_number(const std::string& name) {
-  static const std::pair<const char*, int> table[] = {{"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ABRT", 6}, {"KILL", 9},
-                                                      {"SEGV", 11}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}};
-  for (const auto& [n, v] : table) {
-    if (name == n) return v;
-  }
-  return 0;
-}
 
 void clear_progress(session_state& s) {
   if (s.progress_shown) std::fputs("\r\x1b[K", stderr);
@@ -401,6 +396,36 @@ int main(int argc, char** argv) {
   s.server_text = inv.server;
   std::string target;
   std::optional<std::string> request;
+  if (inv.command == "run" && !inv.group.empty()) {
+    // A fleet run: started with a POST, whose answer is the batch record, then followed.
+    group_run_request g;
+    g.run.action_type = inv.action;
+    g.run.params = inv.params;
+    g.parallel = inv.parallel;
+    g.stop_on_failure = inv.stop_on_failure;
+    const auto reply = exchange(*server, "POST", "/groups/" + cmdcast::cli::path_segment(inv.group) + "/commands",
+                                s.token, encode(g));
+    const auto batch = decode_batch_record(reply.body);
+    if (reply.status != 202 || !batch) return refused(*server, reply);
+    if (::isatty(2)) {
+      std::fprintf(stderr, "cmdcast: fleet run %s: %s on %zu machines of @%s\n", batch->batch_id.c_str(),
+                   batch->action_type.c_str(), batch->executions.size(), batch->group.c_str());
+    }
+    return cmdcast::cli::follow_batch(*server, inv, *batch);
+  }
+  if (inv.command == "watch") {
+    // A batch's id or an execution's: asked of /batches first (404: an execution).
+    const auto reply = exchange(*server, "GET", "/batches/" + cmdcast::cli::path_segment(inv.execution_id), s.token);
+    if (reply.status == 200) {
+      const auto batch = decode_batch_record(reply.body);
+      if (!batch) {
+        std::fprintf(stderr, "cmdcast: bad answer from the server: %s\n", batch.error().c_str());
+        return 1;
+      }
+      return cmdcast::cli::follow_batch(*server, inv, *batch);
+    }
+    if (reply.status != 404) return refused(*server, reply);
+  }
   if (inv.command == "run") {
     run_request r;
     r.action_type = inv.action;
@@ -445,7 +470,7 @@ int main(int argc, char** argv) {
       if (x.code) {
         status = *x.code;
       } else if (x.signal) {
-        status = 128 + signal_number(*x.signal);
+        status = 128 + cmdcast::cli::signal_number(*x.signal);
         std::fprintf(stderr, "cmdcast: ended by signal %s (%s)\n", x.signal->c_str(), std::string(to_string(x.state)).c_str());
       } else {
         status = 1;
