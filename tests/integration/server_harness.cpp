@@ -88,6 +88,12 @@ command = "echo refusing {tag}"
 params = { tag = "^[a-z0-9]{1,16}$" }
 exclusive = true
 on_busy = "refuse"
+[actions.concurrency]
+command = "mkdir -p {dir}; touch {dir}/$$; ls {dir} | wc -l >> {dir}.log; sleep 0.4; rm {dir}/$$"
+params = { dir = "^/tmp/cmdcast-par-[A-Za-z0-9]{1,32}$" }
+)"
+                         // Approval needs tokens: with anonymous access nobody could approve another's run.
+                         << (anonymous ? "" : R"(
 [actions.approved_echo]
 command = "echo approved run {word}"
 params = { word = "^[a-z]{1,16}$" }
@@ -96,10 +102,7 @@ approval = true
 command = "echo never"
 approval = true
 approval_timeout_s = 1
-[actions.concurrency]
-command = "mkdir -p {dir}; touch {dir}/$$; ls {dir} | wc -l >> {dir}.log; sleep 0.4; rm {dir}/$$"
-params = { dir = "^/tmp/cmdcast-par-[A-Za-z0-9]{1,32}$" }
-)" << extra_toml;
+)") << extra_toml;
   std::vector<std::string> args = launcher;
   for (const char* a : {CMDCAST_SERVER_BINARY, "--config", config_.c_str()}) args.emplace_back(a);
   std::vector<char*> argv;

@@ -25,16 +25,24 @@ std::string request_error(std::string_view json) {
 }
 
 TEST(Codec, EncodesEventsAsDocumented) {
-  EXPECT_EQ(encode(event{output_event{1, output_stream::out, "text\n"}}),
-            R"({"type":"stdout","seq":1,"data":"text\n"})");
+  EXPECT_EQ(encode(event{output_event{1, output_stream::out, "text\n", 12}}),
+            R"({"type":"stdout","seq":1,"data":"text\n","t":12})");
   EXPECT_EQ(encode(event{output_event{2, output_stream::err, "oops"}}),
-            R"({"type":"stderr","seq":2,"data":"oops"})");
-  EXPECT_EQ(encode(event{progress_event{7, 42.5, "Unpacking tmux"}}),
-            R"({"type":"progress","seq":7,"percent":42.5,"phase":"Unpacking tmux"})");
+            R"({"type":"stderr","seq":2,"data":"oops","t":0})");
+  EXPECT_EQ(encode(event{progress_event{7, 42.5, "Unpacking tmux", 950}}),
+            R"({"type":"progress","seq":7,"percent":42.5,"phase":"Unpacking tmux","t":950})");
   EXPECT_EQ(encode(event{progress_event{8, std::nullopt, "Reading package lists"}}),
-            R"({"type":"progress","seq":8,"percent":null,"phase":"Reading package lists"})");
+            R"({"type":"progress","seq":8,"percent":null,"phase":"Reading package lists","t":0})");
   EXPECT_EQ(encode(event{progress_event{9, 100.0, "Done"}}),
-            R"({"type":"progress","seq":9,"percent":100,"phase":"Done"})");
+            R"({"type":"progress","seq":9,"percent":100,"phase":"Done","t":0})");
+  EXPECT_EQ(encode(event{queued_event{2}}), R"({"type":"queued","position":2})");
+  EXPECT_EQ(encode(event{awaiting_approval_event{"olivia", "2026-12-02T15:00:00.000Z"}}),
+            R"({"type":"awaiting_approval","requested_by":"olivia","expires_at":"2026-12-02T15:00:00.000Z"})");
+  EXPECT_EQ(encode(event{batch_event{"b1", "running", {1, 2, 3, 4, 5}}}),
+            R"({"type":"batch","batch_id":"b1","state":"running",)"
+            R"("counts":{"queued":1,"running":2,"succeeded":3,"failed":4,"cancelled":5}})");
+  EXPECT_EQ(encode(event{exit_event{4, std::nullopt, std::nullopt, exit_state::rejected, 0}}),
+            R"({"type":"exit","seq":4,"data":null,"signal":null,"state":"rejected","duration_ms":0})");
   EXPECT_EQ(encode(event{exit_event{9, 0, std::nullopt, exit_state::exited, 1234}}),
             R"({"type":"exit","seq":9,"data":0,"signal":null,"state":"exited","duration_ms":1234})");
   EXPECT_EQ(encode(event{exit_event{3, std::nullopt, "TERM", exit_state::cancelled, 5}}),
@@ -84,6 +92,11 @@ TEST(Codec, EveryEventRoundTrips) {
       gap_event{7, 2, 5},
       watchers_event{200},
       error_event{error_code::host_key_mismatch, "host key changed: ED25519 SHA256:abc"},
+      output_event{8, output_stream::out, "timed", 123456},
+      queued_event{3},
+      awaiting_approval_event{"olivia", "2026-12-02T15:00:00.000Z"},
+      batch_event{"b1", "succeeded", {0, 0, 5, 0, 0}},
+      exit_event{9, std::nullopt, std::nullopt, exit_state::expired, 0},
   };
   for (const event& e : events) {
     auto back = decode_event(encode(e));
@@ -97,7 +110,7 @@ TEST(Codec, PollResponseAndRecordsRoundTrip) {
   p.events = {output_event{4, output_stream::out, "a"}, exit_event{5, 0, std::nullopt, exit_state::exited, 10}};
   p.next = 5;
   p.done = true;
-  EXPECT_EQ(encode(p), R"({"events":[{"type":"stdout","seq":4,"data":"a"},)"
+  EXPECT_EQ(encode(p), R"({"events":[{"type":"stdout","seq":4,"data":"a","t":0},)"
                        R"({"type":"exit","seq":5,"data":0,"signal":null,"state":"exited","duration_ms":10}],)"
                        R"("next":5,"done":true})");
   auto pb = decode_poll_response(encode(p));
@@ -257,6 +270,48 @@ TEST(Codec, ErrorCodesMapToHttpStatus) {
   }
   EXPECT_EQ(event_seq(event{watchers_event{1}}), std::nullopt);
   EXPECT_EQ(event_seq(event{gap_event{12, 1, 2}}), 12);
+}
+
+TEST(Codec, FleetRunsRoundTrip) {
+  auto g = decode_group_run_request(R"({"action_type":"apt_upgrade","params":{"p":"v"},"parallel":2,"stop_on_failure":true})");
+  ASSERT_TRUE(g.ok()) << g.error();
+  EXPECT_EQ(g->run.action_type, "apt_upgrade");
+  EXPECT_EQ(g->parallel, 2);
+  EXPECT_TRUE(g->stop_on_failure);
+  EXPECT_EQ(*decode_group_run_request(encode(*g)), *g);
+  EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","parallel":0})").ok());
+  EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","parallel":"2"})").ok());
+  EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","colour":"red"})").ok());
+  EXPECT_FALSE(decode_group_run_request(R"({"type":"cancel"})").ok());
+
+  batch_record b;
+  b.batch_id = "b1";
+  b.group = "web";
+  b.action_type = "apt_upgrade";
+  b.user = "olivia";
+  b.started_at = "2026-12-02T14:00:00.000Z";
+  b.state = "running";
+  b.parallel = 2;
+  b.counts = {1, 1, 0, 0, 0};
+  b.executions = {{"pihole", "e1", "running", std::nullopt, 42.5}, {"nas", "e2", "queued", std::nullopt, std::nullopt}};
+  auto back = decode_batch_record(encode(b));
+  ASSERT_TRUE(back.ok()) << back.error();
+  EXPECT_EQ(*back, b);
+  auto list = decode_batch_records(encode(std::vector<batch_record>{b, b}));
+  ASSERT_TRUE(list.ok()) << list.error();
+  EXPECT_EQ(list->size(), 2u);
+
+  const auto tagged = tag_event(encode(event{output_event{3, output_stream::out, "x", 5}}), "e1", "pihole");
+  EXPECT_EQ(tagged, R"({"type":"stdout","seq":3,"data":"x","t":5,"execution_id":"e1","machine_id":"pihole"})");
+  auto t = decode_tagged_event(tagged);
+  ASSERT_TRUE(t.ok()) << t.error();
+  EXPECT_EQ(t->execution_id, "e1");
+  EXPECT_EQ(t->machine_id, "pihole");
+  EXPECT_EQ(std::get<output_event>(t->e).data, "x");
+  auto summary = decode_tagged_event(encode(event{batch_event{"b1", "failed", {0, 0, 3, 1, 0}}}));
+  ASSERT_TRUE(summary.ok()) << summary.error();
+  EXPECT_TRUE(summary->execution_id.empty());
+  EXPECT_EQ(std::get<batch_event>(summary->e).counts.failed, 1);
 }
 
 }  // namespace
