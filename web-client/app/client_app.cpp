@@ -52,7 +52,7 @@ void client_app::set_token(const std::string& token) {
   needs_token_ = false;
   error_.clear();
   load_lists();
-  if (view_ && !view_->finished()) connect();
+  if ((view_ && !view_->finished()) || (batch_ && !batch_->finished())) connect();
 }
 
 void client_app::load_lists() {
@@ -99,7 +99,7 @@ void client_app::fail(const std::string& message) { error_ = message; }
 
 void client_app::select_machine(const std::string& id) {
   selected_machine_ = id;
-  if (!view_) route_ = "#/machines/" + id;
+  if (!view_ && !batch_) route_ = "#/machines/" + id;
 }
 
 void client_app::open_route(const std::string& hash) {
@@ -110,6 +110,8 @@ void client_app::open_route(const std::string& hash) {
     if (r.lines != line_link_) set_line_link(r.lines, true);
   } else if (r.what == route::kind::machine) {
     select_machine(r.id);
+  } else if (r.what == route::kind::batch) {
+    open_batch(r.id);
   }
 }
 
@@ -127,6 +129,8 @@ void client_app::update_route() {
 void client_app::show_execution(const std::string& id) {
   ++generation_;
   socket_.reset();
+  batch_.reset();
+  batch_member_.clear();
   view_ = std::make_unique<common::execution_view>(id);
   line_link_.reset();
   record_.reset();
@@ -155,7 +159,7 @@ void client_app::fetch_record() {
 }
 
 void client_app::attach(const std::string& execution_id) {
-  if (view_ && view_->execution_id() == execution_id) return;
+  if (!batch_ && view_ && view_->execution_id() == execution_id) return;
   pending_run_.reset();
   show_execution(execution_id);
   connect();
@@ -166,6 +170,8 @@ void client_app::run(const std::string& machine_id, const std::string& action,
   ++generation_;
   socket_.reset();
   view_.reset();
+  batch_.reset();
+  batch_member_.clear();
   error_.clear();
   pending_run_ = std::pair{machine_id, common::encode(common::run_request{action, params, std::nullopt})};
   // An action that may wait (for the machine, or for an approval) has no started event to
@@ -200,6 +206,15 @@ void client_app::post_run(bool fallback) {
 }
 
 void client_app::cancel() {
+  if (batch_) {  // the open machine's execution only
+    const auto* v = view();
+    if (!v || v->finished()) return;
+    transport_.request("POST", "/executions/" + v->execution_id() + "/cancel", "", [this](http_answer a) {
+      if (unauthorized(a)) return;
+      if (a.status != 202) fail(error_message(a, "cancel"));
+    });
+    return;
+  }
   if (!view_ || view_->finished()) return;
   if (socket_ && socket_opened_) {
     socket_->send(R"({"type":"cancel"})");
@@ -229,6 +244,17 @@ void client_app::connect() {
   ++generation_;
   socket_.reset();
   poll_in_flight_ = false;
+  if (batch_) {
+    if (batch_->finished()) return;
+    if (!degraded_) {
+      const std::string after = batch_->resume_after();
+      connect_socket("/batches/" + batch_->batch_id() + "/stream" + (after.empty() ? "" : "?after=" + after),
+                     std::nullopt);
+      if (socket_) return;
+      degraded_ = true;  // this client has no WebSocket
+    }
+    return poll_batch();
+  }
   if (!view_ || view_->finished()) return;
   if (!degraded_) {
     connect_socket("/executions/" + view_->execution_id() + "/stream?after=" + std::to_string(view_->resume_after()),
@@ -262,7 +288,11 @@ void client_app::connect_socket(const std::string& path, std::optional<std::stri
 void client_app::on_event_text(const std::string& text) {
   const auto started = std::chrono::steady_clock::now();
   ingest_bytes_ += text.size();
-  apply_event_text(text);
+  if (batch_) {
+    apply_batch_text(text);
+  } else {
+    apply_event_text(text);
+  }
   ingest_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 }
 
@@ -308,6 +338,7 @@ void client_app::apply_to_view(const common::event& e) {
 void client_app::on_socket_closed(int code, const std::string& reason) {
   const bool opened = socket_opened_;
   socket_.reset();
+  if (batch_) return on_batch_socket_closed(code, opened);
   if (!view_) {
     if (pending_run_ && !opened) return post_run();  // the upgrade failed: run over HTTP
     pending_run_.reset();
@@ -412,6 +443,18 @@ std::uint64_t client_app::revision() const {
   std::uint64_t h = 1469598103934665603ull;  // FNV-1a over what the screen shows
   const auto mix = [&h](std::uint64_t v) { h = (h ^ v) * 1099511628211ull; };
   const auto text = [&mix](const std::string& s) { mix(std::hash<std::string>{}(s)); };
+  if (batch_) {
+    text(batch_->batch_id());
+    mix(batch_->version());
+    text(batch_member_);
+    mix(static_cast<std::uint64_t>(filter_));
+    mix(rerun_.size());
+    for (const auto& r : rerun_) text(r.execution_id + r.error);
+  }
+  if (const auto* v = view()) {
+    text(v->execution_id());
+    mix(v->output().version());
+  }
   if (view_) {
     text(view_->execution_id());
     mix(view_->output().version());
@@ -435,15 +478,272 @@ std::uint64_t client_app::revision() const {
   return h;
 }
 
+// --- Fleet runs -----------------------------------------------------------------------------
+
+std::vector<std::string> client_app::groups() const {
+  std::vector<std::string> out;
+  for (const auto& m : machines_) {
+    for (const auto& g : m.groups) {
+      if (std::find(out.begin(), out.end(), g) == out.end()) out.push_back(g);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<const common::machine_info*> client_app::group_machines(const std::string& group) const {
+  std::vector<const common::machine_info*> out;
+  for (const auto& m : machines_) {
+    if (std::find(m.groups.begin(), m.groups.end(), group) != m.groups.end()) out.push_back(&m);
+  }
+  return out;
+}
+
+std::vector<const common::action_info*> client_app::group_actions(const std::string& group) const {
+  std::vector<const common::action_info*> out;
+  const auto members = group_machines(group);
+  if (members.empty()) return out;
+  for (const auto& a : members.front()->actions) {
+    if (a.approval) continue;  // an action needing approval cannot run on a group
+    bool everywhere = true;
+    for (const auto* m : members) {
+      everywhere = everywhere && std::any_of(m->actions.begin(), m->actions.end(),
+                                             [&](const common::action_info& b) { return b.name == a.name; });
+    }
+    if (everywhere) out.push_back(&a);
+  }
+  return out;
+}
+
+void client_app::run_group(const std::string& group, const std::string& action,
+                           const std::map<std::string, std::string>& params, std::optional<std::int64_t> parallel,
+                           bool stop_on_failure) {
+  common::group_run_request request{common::run_request{action, params, std::nullopt}, parallel, stop_on_failure};
+  const auto gen = ++generation_;
+  error_.clear();
+  transport_.request("POST", "/groups/" + group + "/commands", common::encode(request),
+                     [this, gen, group, request](http_answer a) {
+                       if (gen != generation_) return;
+                       if (unauthorized(a)) return;
+                       auto b = common::decode_batch_record(a.body);
+                       if (a.status != 202 || !b) return fail(error_message(a, "run on " + group));
+                       batch_requests_[b->batch_id] = request.run;
+                       show_batch(b->batch_id);
+                       batch_->apply_record(*b);
+                       batch_seen_running_ = true;  // our own run: its end is news
+                       title_may_change();
+                       connect();
+                       refresh_executions();
+                     });
+}
+
+void client_app::open_batch(const std::string& batch_id) {
+  if (batch_ && batch_->batch_id() == batch_id) return;
+  show_batch(batch_id);
+  connect();
+}
+
+void client_app::show_batch(const std::string& id) {
+  ++generation_;
+  socket_.reset();
+  view_.reset();
+  pending_run_.reset();
+  record_.reset();
+  line_link_.reset();
+  finish_notice_.reset();
+  batch_ = std::make_unique<batch_view>(id);
+  batch_member_.clear();
+  filter_ = batch_filter::all;
+  batch_seen_running_ = false;
+  rerun_.clear();
+  route_ = batch_route(id);
+  degraded_ = false;
+  poll_in_flight_ = false;
+  attempts_ = 0;
+  retry_at_ = -1;
+  error_.clear();
+  fetch_batch();
+}
+
+void client_app::fetch_batch() {
+  if (!batch_) return;
+  const std::string id = batch_->batch_id();
+  transport_.request("GET", "/batches/" + id, "", [this, id](http_answer a) {
+    if (!batch_ || batch_->batch_id() != id) return;
+    if (unauthorized(a)) return;
+    auto r = common::decode_batch_record(a.body);
+    if (a.status != 200 || !r) return fail(error_message(a, "batch " + id));
+    const bool was_finished = batch_->finished();
+    batch_->apply_record(*r);
+    if (r->state == "running") batch_seen_running_ = true;
+    if (!was_finished && batch_->finished()) {
+      socket_.reset();
+      ++generation_;
+      mode_ = link_mode::disconnected;
+    }
+    title_may_change();
+  });
+}
+
+void client_app::open_batch_member(const std::string& execution_id) {
+  if (!batch_) return;
+  batch_member_ = execution_id;
+  title_may_change();
+}
+
+void client_app::apply_batch_text(const std::string& text) {
+  auto t = common::decode_tagged_event(text);
+  if (!t) return fail("the server sent something this client does not understand: " + t.error());
+  if (const auto* err = std::get_if<common::error_event>(&t->e); err && t->execution_id.empty()) {
+    return fail(err->message);
+  }
+  apply_to_batch(*t);
+}
+
+void client_app::apply_to_batch(const common::tagged_event& t) {
+  const bool was_finished = batch_->finished();
+  batch_->apply(t);
+  if (!batch_->finished()) batch_seen_running_ = true;
+  if (!was_finished && batch_->finished()) {
+    const auto& r = batch_->record();
+    if (batch_seen_running_ && r) {
+      const auto& c = batch_->counts();
+      note_finish(r->action_type + " on " + r->group + ": " + batch_->state() + " (" + std::to_string(c.succeeded) +
+                  " succeeded, " + std::to_string(c.failed) + " failed, " + std::to_string(c.cancelled) +
+                  " cancelled)");
+    }
+    refresh_executions();
+  }
+  title_may_change();
+}
+
+void client_app::on_batch_socket_closed(int code, bool opened) {
+  if (batch_->finished()) return;
+  if (code == 1000) return fetch_batch();  // every execution ended: the record says how
+  if (code == 1008) {                      // refused: the error event says why
+    mode_ = link_mode::disconnected;
+    return fetch_batch();
+  }
+  if (code == 1013) return connect();
+  if (!opened) {
+    degraded_ = true;
+    return poll_batch();
+  }
+  mode_ = link_mode::disconnected;
+  schedule_retry();
+}
+
+void client_app::poll_batch() {
+  if (!batch_ || poll_in_flight_) return;
+  poll_in_flight_ = true;
+  const auto gen = generation_;
+  const std::string after = batch_->resume_after();
+  const std::string path = "/batches/" + batch_->batch_id() + "/events?wait=" + std::to_string(poll_wait_s) +
+                           (after.empty() ? "" : "&after=" + after);
+  transport_.request("GET", path, "", [this, gen](http_answer a) {
+    if (gen != generation_ || !batch_) return;
+    poll_in_flight_ = false;
+    if (a.status == 0 || a.status >= 500) {
+      mode_ = link_mode::disconnected;
+      return schedule_retry();
+    }
+    if (unauthorized(a)) {
+      mode_ = link_mode::disconnected;
+      return;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    ingest_bytes_ += a.body.size();
+    boost::system::error_code ec;
+    const auto v = boost::json::parse(a.body, ec);
+    const auto* o = !ec && v.is_object() ? &v.as_object() : nullptr;
+    const auto* events = o ? o->if_contains("events") : nullptr;
+    if (a.status != 200 || !events || !events->is_array()) {
+      fail(error_message(a, "polling"));
+      mode_ = link_mode::disconnected;
+      return fetch_batch();
+    }
+    mode_ = link_mode::polling;
+    attempts_ = 0;
+    for (const auto& e : events->as_array()) {
+      auto t = common::decode_tagged_event(boost::json::serialize(e));
+      if (t) apply_to_batch(*t);
+    }
+    ingest_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const auto* done = o->if_contains("done");
+    if ((done && done->is_bool() && done->as_bool()) || batch_->finished()) {
+      fetch_batch();
+      return refresh_executions();
+    }
+    poll_batch();
+  });
+}
+
+void client_app::cancel_batch() {
+  if (!batch_ || batch_->finished()) return;
+  if (socket_ && socket_opened_) {
+    socket_->send(R"({"type":"cancel"})");
+    return;
+  }
+  transport_.request("POST", "/batches/" + batch_->batch_id() + "/cancel", "", [this](http_answer a) {
+    if (unauthorized(a)) return;
+    if (a.status != 202) fail(error_message(a, "cancel"));
+  });
+}
+
+bool client_app::can_rerun_failed() const {
+  if (!batch_ || !batch_->record() || !can_run()) return false;
+  if (batch_->failed_machines().empty()) return false;
+  if (batch_requests_.count(batch_->batch_id())) return true;
+  // A secret value is masked in the record: only the page that started the batch knows it.
+  for (const auto& [name, value] : batch_->record()->params) {
+    if (value == "***") return false;
+  }
+  return true;
+}
+
+void client_app::rerun_failed() {
+  if (!can_rerun_failed()) return;
+  const auto& record = *batch_->record();
+  const auto known = batch_requests_.find(batch_->batch_id());
+  const common::run_request request =
+      known != batch_requests_.end() ? known->second : common::run_request{record.action_type, record.params, std::nullopt};
+  const std::string body = common::encode(request);
+  const std::string batch_id = batch_->batch_id();
+  rerun_.clear();
+  for (const auto& machine : batch_->failed_machines()) {
+    rerun_.push_back({machine, "", ""});
+    transport_.request("POST", "/machines/" + machine + "/commands", body, [this, batch_id, machine](http_answer a) {
+      if (!batch_ || batch_->batch_id() != batch_id) return;
+      if (unauthorized(a)) return;
+      for (auto& r : rerun_) {
+        if (r.machine_id != machine) continue;
+        auto accepted = common::decode_run_accepted(a.body);
+        if (a.status == 202 && accepted) {
+          r.execution_id = accepted->execution_id;
+        } else {
+          r.error = error_message(a, "run on " + machine);
+        }
+      }
+      refresh_executions();
+    });
+  }
+}
+
 std::string client_app::watched_action() const {
-  if (!view_) return "";
-  if (view_->started()) return view_->started()->action_type;
+  const auto* v = view();
+  if (!v) return "";
+  if (v->started()) return v->started()->action_type;
+  if (batch_) return batch_->record() ? batch_->record()->action_type : "";
   return record_ ? record_->action_type : "";
 }
 
 std::string client_app::watched_machine() const {
-  if (!view_) return "";
-  const std::string id = view_->started() ? view_->started()->machine_id : record_ ? record_->machine_id : "";
+  const auto* v = view();
+  if (!v) return "";
+  std::string id = v->started() ? v->started()->machine_id : record_ ? record_->machine_id : "";
+  if (batch_ && id.empty()) {
+    if (const auto r = batch_->row(batch_member_)) id = r->machine_id;
+  }
   for (const auto& m : machines_) {
     if (m.id == id && !m.name.empty()) return m.name;
   }
@@ -451,6 +751,10 @@ std::string client_app::watched_machine() const {
 }
 
 bool client_app::waiting() const {
+  if (batch_) {
+    const auto* v = view();
+    return v && !v->finished() && !v->started();
+  }
   if (!view_ || view_->finished() || view_->started()) return false;
   if (view_->queued_position() || view_->awaiting_approval()) return true;
   return record_ && (record_->state == "queued" || record_->state == "awaiting_approval");
@@ -469,6 +773,12 @@ bool client_app::can_approve() const {
 }
 
 std::string client_app::title() const {
+  if (batch_) {
+    const auto& r = batch_->record();
+    if (!r) return "";
+    return batch_title_text(batch_->state(), batch_->ended(), static_cast<std::int64_t>(batch_->size()), r->action_type,
+                            r->group);
+  }
   if (!view_) return "";
   const std::string action = watched_action();
   if (action.empty()) return "";
@@ -502,48 +812,119 @@ void client_app::title_may_change() {
 }
 
 std::string client_app::output_path(const std::string& format) const {
-  return view_ ? "/executions/" + view_->execution_id() + "/output?format=" + format : "";
+  return view() ? "/executions/" + view()->execution_id() + "/output?format=" + format : "";
 }
 
 void client_app::download(const std::string& format, std::function<void(http_answer)> done) {
-  if (!view_) return;
+  if (!view()) return;
   transport_.request("GET", output_path(format), "", std::move(done));
 }
 
+std::string client_app::batch_json() const {
+  if (!batch_) return "null";
+  std::string s = "{\"batch_id\":";
+  common::append_json_string(s, batch_->batch_id());
+  s += ",\"state\":";
+  common::append_json_string(s, batch_->state());
+  const auto& c = batch_->counts();
+  s += ",\"counts\":{\"queued\":" + std::to_string(c.queued) + ",\"running\":" + std::to_string(c.running) +
+       ",\"succeeded\":" + std::to_string(c.succeeded) + ",\"failed\":" + std::to_string(c.failed) +
+       ",\"cancelled\":" + std::to_string(c.cancelled) + "}";
+  const auto& r = batch_->record();
+  s += ",\"group\":";
+  common::append_json_string(s, r ? r->group : "");
+  s += ",\"action_type\":";
+  common::append_json_string(s, r ? r->action_type : "");
+  const auto rows_json = [](const std::vector<batch_row>& rows, bool full) {
+    std::string out = "[";
+    for (const auto& row : rows) {
+      if (out.size() > 1) out += ',';
+      if (!full) {
+        common::append_json_string(out, row.machine_id);
+        continue;
+      }
+      out += "{\"machine_id\":";
+      common::append_json_string(out, row.machine_id);
+      out += ",\"execution_id\":";
+      common::append_json_string(out, row.execution_id);
+      out += ",\"state\":";
+      common::append_json_string(out, row.state);
+      out += ",\"exit_code\":" + (row.exit_code ? std::to_string(*row.exit_code) : std::string("null"));
+      out += ",\"progress\":" + (row.progress ? std::to_string(*row.progress) : std::string("null"));
+      out += ",\"duration_ms\":" + (row.duration_ms ? std::to_string(*row.duration_ms) : std::string("null"));
+      out += ",\"last_line\":";
+      common::append_json_string(out, row.last_line);
+      out += "}";
+    }
+    return out + "]";
+  };
+  s += ",\"machines\":" + rows_json(batch_->rows(), true);
+  s += ",\"filter\":";
+  common::append_json_string(s, to_string(filter_));
+  // The machines the grid shows under the filter, in order.
+  s += ",\"shown\":" + rows_json(batch_->rows(filter_), false);
+  s += ",\"open\":";
+  common::append_json_string(s, batch_member_);
+  s += ",\"can_rerun_failed\":";
+  s += can_rerun_failed() ? "true" : "false";
+  s += ",\"rerun\":[";
+  for (std::size_t i = 0; i < rerun_.size(); ++i) {
+    if (i) s += ',';
+    s += "{\"machine_id\":";
+    common::append_json_string(s, rerun_[i].machine_id);
+    s += ",\"execution_id\":";
+    common::append_json_string(s, rerun_[i].execution_id);
+    s += ",\"error\":";
+    common::append_json_string(s, rerun_[i].error);
+    s += "}";
+  }
+  s += "]}";
+  return s;
+}
+
 bool client_app::animating() const {
+  if (batch_) {
+    if (batch_->finished()) return false;
+    if (mode_ == link_mode::disconnected) return true;
+    for (const auto& r : batch_->rows()) {
+      if (r.busy) return true;
+    }
+    return false;
+  }
   if (!view_ || view_->finished()) return false;
   return mode_ == link_mode::disconnected || (view_->progress() && !view_->progress()->percent);
 }
 
 std::string client_app::state_json() const {
+  const auto* v = view();
   std::string s = "{\"transport\":";
   common::append_json_string(s, to_string(mode_));
   s += ",\"execution_id\":";
-  if (view_) {
-    common::append_json_string(s, view_->execution_id());
+  if (v) {
+    common::append_json_string(s, v->execution_id());
   } else {
     s += "null";
   }
-  s += ",\"lines\":" + std::to_string(view_ ? view_->output().size() : 0);
+  s += ",\"lines\":" + std::to_string(v ? v->output().size() : 0);
   s += ",\"tail\":[";
-  if (view_) {
-    const auto tail = view_->tail(state_tail_lines);
+  if (v) {
+    const auto tail = v->tail(state_tail_lines);
     for (std::size_t i = 0; i < tail.size(); ++i) {
       if (i) s += ',';
       common::append_json_string(s, tail[i]);
     }
   }
   s += "],\"tail_times\":[";
-  if (view_) {
-    const auto times = view_->tail_times(state_tail_lines);
+  if (v) {
+    const auto times = v->tail_times(state_tail_lines);
     for (std::size_t i = 0; i < times.size(); ++i) {
       if (i) s += ',';
       s += std::to_string(times[i]);
     }
   }
   s += "],\"started_at\":";
-  if (view_ && view_->started()) {
-    common::append_json_string(s, view_->started()->started_at);
+  if (v && v->started()) {
+    common::append_json_string(s, v->started()->started_at);
   } else {
     s += "null";
   }
@@ -564,13 +945,13 @@ std::string client_app::state_json() const {
     s += "null";
   }
   s += ",\"queued_position\":";
-  s += view_ && view_->queued_position() ? std::to_string(*view_->queued_position()) : "null";
+  s += v && v->queued_position() ? std::to_string(*v->queued_position()) : "null";
   s += ",\"awaiting_approval\":";
-  if (view_ && view_->awaiting_approval()) {
+  if (v && v->awaiting_approval()) {
     s += "{\"requested_by\":";
-    common::append_json_string(s, view_->awaiting_approval()->requested_by);
+    common::append_json_string(s, v->awaiting_approval()->requested_by);
     s += ",\"expires_at\":";
-    common::append_json_string(s, view_->awaiting_approval()->expires_at);
+    common::append_json_string(s, v->awaiting_approval()->expires_at);
     s += "}";
   } else {
     s += "null";
@@ -578,15 +959,15 @@ std::string client_app::state_json() const {
   s += ",\"can_approve\":";
   s += can_approve() ? "true" : "false";
   s += ",\"progress\":";
-  const auto* p = view_ && view_->progress() ? &*view_->progress() : nullptr;
+  const auto* p = v && v->progress() ? &*v->progress() : nullptr;
   s += p && p->percent ? std::to_string(*p->percent) : "null";
   s += ",\"phase\":";
   common::append_json_string(s, p ? p->phase : "");
   s += ",\"exit\":";
-  s += view_ && view_->exit() ? common::encode(common::event{*view_->exit()}) : "null";
+  s += v && v->exit() ? common::encode(common::event{*v->exit()}) : "null";
   s += ",\"watchers\":";
-  s += view_ && view_->watchers() ? std::to_string(*view_->watchers()) : "null";
-  s += ",\"missed_events\":" + std::to_string(view_ ? view_->missed_events() : 0);
+  s += v && v->watchers() ? std::to_string(*v->watchers()) : "null";
+  s += ",\"missed_events\":" + std::to_string(v ? v->missed_events() : 0);
   s += ",\"machines\":" + std::to_string(machines_.size());
   s += ",\"executions\":" + std::to_string(executions_.size());
   s += ",\"user\":";
@@ -601,6 +982,7 @@ std::string client_app::state_json() const {
   s += ",\"ingest_ms\":" + std::to_string(ingest_seconds_ * 1000.0);
   s += ",\"selected_machine\":";
   common::append_json_string(s, selected_machine_);
+  s += ",\"batch\":" + batch_json();
   s += ",\"route\":";
   common::append_json_string(s, route_);
   s += "}";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "app/batch_view.hpp"
 #include "app/presentation.hpp"
 #include "app/transport.hpp"
 #include "cmdcast/common/execution_view.hpp"
@@ -47,13 +48,46 @@ class client_app {
   void set_line_link(std::optional<line_range> lines, bool scroll);
   void refresh_executions();
 
+  // --- Fleet runs (batches) ---------------------------------------------------------------
+  /// Runs an action on every machine of a group (POST /groups/{group}/commands), then shows
+  /// the batch. `parallel`: at most this many at once (empty: all).
+  void run_group(const std::string& group, const std::string& action, const std::map<std::string, std::string>& params,
+                 std::optional<std::int64_t> parallel, bool stop_on_failure);
+  /// Shows a batch: a row per machine, kept live over the batch stream (or its polling twin),
+  /// each execution resuming from its own seq after a reconnect.
+  void open_batch(const std::string& batch_id);
+  /// Opens a machine's output beside the grid (its execution id; empty closes it). The output
+  /// is the member's view, fed by the batch stream from the batch's start: nothing is missed.
+  void open_batch_member(const std::string& execution_id);
+  void set_batch_filter(batch_filter f) { filter_ = f; }
+  batch_filter filter() const { return filter_; }
+  /// Cancels every execution of the shown batch that has not ended.
+  void cancel_batch();
+  /// Runs the batch's action again on its failed machines. The server has no group run on a
+  /// subset of machines, so it is one ordinary run per machine; rerun() lists them.
+  void rerun_failed();
+  bool can_rerun_failed() const;
+  struct rerun_item {
+    std::string machine_id, execution_id, error;
+  };
+  const std::vector<rerun_item>& rerun() const { return rerun_; }
+  const batch_view* batch() const { return batch_.get(); }
+  const std::string& batch_member() const { return batch_member_; }
+  /// The groups the machines are in (GET /machines `groups`), sorted, and a group's machines.
+  std::vector<std::string> groups() const;
+  std::vector<const common::machine_info*> group_machines(const std::string& group) const;
+  /// The actions every machine of the group has (a group run needs the action on each).
+  std::vector<const common::action_info*> group_actions(const std::string& group) const;
+
   // --- What the UI shows ------------------------------------------------------------------
   const std::vector<common::machine_info>& machines() const { return machines_; }
   const std::vector<common::execution_record>& executions() const { return executions_; }
   const std::string& selected_machine() const { return selected_machine_; }
   void select_machine(const std::string& id);
-  /// The watched execution, if any.
-  const common::execution_view* view() const { return view_.get(); }
+  /// The watched execution, if any: in a batch, the machine whose output is open.
+  const common::execution_view* view() const {
+    return batch_ ? batch_->member(batch_member_) : view_.get();
+  }
   link_mode mode() const { return mode_; }
   /// The last error to show (a refused run, an unreachable server), empty when none.
   const std::string& error() const { return error_; }
@@ -129,6 +163,13 @@ class client_app {
   void update_route();
   void note_finish(std::string notice);
   void title_may_change();
+  std::string batch_json() const;
+  void show_batch(const std::string& id);
+  void fetch_batch();
+  void poll_batch();
+  void apply_batch_text(const std::string& text);
+  void apply_to_batch(const common::tagged_event& t);
+  void on_batch_socket_closed(int code, bool opened);
 
   transport& transport_;
   std::vector<common::machine_info> machines_;
@@ -158,6 +199,14 @@ class client_app {
   bool seen_unfinished_ = false;  // the watched execution was seen before its end
   std::optional<std::string> finish_notice_;
   std::string last_title_;  // as on_title was last told
+  // The shown batch (then view_ is empty), the machine whose output is open, the filter.
+  std::unique_ptr<batch_view> batch_;
+  std::string batch_member_;
+  batch_filter filter_ = batch_filter::all;
+  bool batch_seen_running_ = false;
+  std::vector<rerun_item> rerun_;
+  // The run requests of the batches started here: a re-run needs secret values the record masks.
+  std::map<std::string, common::run_request> batch_requests_;
   // Event bytes taken in, and the time spent decoding and applying them (benchmarks).
   std::uint64_t ingest_bytes_ = 0;
   double ingest_seconds_ = 0;

@@ -41,8 +41,14 @@ std::optional<std::pair<std::uint64_t, std::size_t>> line_number_at(std::string_
 }  // namespace
 
 route parse_route(std::string_view hash) {
-  constexpr std::string_view executions = "#/executions/", machines = "#/machines/";
+  constexpr std::string_view executions = "#/executions/", machines = "#/machines/", batches = "#/batches/";
   route r;
+  if (hash.starts_with(batches) && hash.size() > batches.size()) {
+    r.id = hash.substr(batches.size());
+    if (r.id.find('/') != std::string::npos) r.id.resize(r.id.find('/'));
+    if (!r.id.empty()) r.what = route::kind::batch;
+    return r;
+  }
   if (hash.starts_with(machines) && hash.size() > machines.size()) {
     r.what = route::kind::machine;
     r.id = hash.substr(machines.size());
@@ -178,6 +184,19 @@ std::string title_text(run_phase phase, std::optional<double> percent, const std
     case run_phase::failed: s = "✗ "; break;
   }
   return s + action + " · " + machine;
+}
+
+std::string batch_route(const std::string& id) { return "#/batches/" + id; }
+
+std::string batch_title_text(const std::string& state, std::int64_t ended, std::int64_t total,
+                             const std::string& action, const std::string& group) {
+  std::string s;
+  if (state == "running" || state.empty()) {
+    s = "⟳ " + std::to_string(ended) + "/" + std::to_string(total) + " ";
+  } else {
+    s = state == "succeeded" ? "✓ " : "✗ ";
+  }
+  return s + action + " · " + group;
 }
 
 std::string finish_notice(const std::string& action, const std::string& machine, const common::exit_event& e) {

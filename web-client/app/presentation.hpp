@@ -20,9 +20,9 @@ struct line_range {
 };
 
 /// A deep link: "#/executions/ID", "#/executions/ID/L5", "#/executions/ID/L5-L9",
-/// "#/machines/ID". Anything else is kind none.
+/// "#/machines/ID", "#/batches/ID" (a fleet run). Anything else is kind none.
 struct route {
-  enum class kind { none, execution, machine };
+  enum class kind { none, execution, machine, batch };
   kind what = kind::none;
   std::string id;
   std::optional<line_range> lines;  // executions only
@@ -31,6 +31,9 @@ struct route {
 route parse_route(std::string_view hash);
 /// "#/executions/ID", with "/L5" or "/L5-L9" for lines.
 std::string execution_route(const std::string& id, const std::optional<line_range>& lines = std::nullopt);
+
+/// "#/batches/ID".
+std::string batch_route(const std::string& id);
 
 /// Milliseconds since the Unix epoch of an RFC 3339 time ("2026-12-02T13:30:21.123Z", or
 /// with an offset such as +02:00); empty when it is not one.
@@ -50,6 +53,10 @@ enum class run_phase { waiting, running, succeeded, failed };
 /// "⟳ 42% apt_upgrade · pihole" (the percent only when known), "✓ ...", "✗ ...", "⏸ ...".
 std::string title_text(run_phase phase, std::optional<double> percent, const std::string& action,
                        const std::string& machine);
+/// A fleet run's title: "⟳ 3/5 apt_upgrade · web" while it runs (3 of 5 machines ended),
+/// "✓ ..." when every machine succeeded, "✗ ..." otherwise (`state`: the batch's).
+std::string batch_title_text(const std::string& state, std::int64_t ended, std::int64_t total,
+                             const std::string& action, const std::string& group);
 /// "apt_upgrade on pihole: exited 0 (1m12s)".
 std::string finish_notice(const std::string& action, const std::string& machine, const common::exit_event& e);
 

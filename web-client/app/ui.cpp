@@ -216,17 +216,18 @@ void ui::draw() {
   ImGui::Separator();
   // A phone: one column, the lists or the output (with a way back), full width.
   narrow_ = vp->WorkSize.x / scale < 700.0f;
-  if (!app_.view()) narrow_shows_output_ = false;
-  // A new execution shown (a run, a deep link, a pick from the list) is what the user wants to see.
-  if (app_.view() && app_.view()->execution_id() != narrow_opened_) {
-    narrow_opened_ = app_.view()->execution_id();
+  if (!app_.view() && !app_.batch()) narrow_shows_output_ = false;
+  // A new execution or batch shown (a run, a deep link, a pick) is what the user wants to see.
+  const std::string opened = app_.batch() ? app_.batch()->batch_id() : app_.view() ? app_.view()->execution_id() : "";
+  if (!opened.empty() && opened != narrow_opened_) {
+    narrow_opened_ = opened;
     narrow_shows_output_ = true;
   }
   if (narrow_ && narrow_shows_output_) {
     if (ImGui::Button("< Back")) narrow_shows_output_ = false;
     remember_item("back");
     ImGui::BeginChild("right", {0, 0}, false);
-    draw_execution();
+    draw_main();
     ImGui::EndChild();
   } else if (narrow_) {
     ImGui::BeginChild("left", {0, 0}, false);
@@ -242,7 +243,7 @@ void ui::draw() {
     ImGui::EndChild();
     ImGui::SameLine();
     ImGui::BeginChild("right", {0, 0}, false);
-    draw_execution();
+    draw_main();
     ImGui::EndChild();
   }
   ImGui::End();
@@ -344,6 +345,229 @@ void ui::draw_machines() {
     ImGui::Unindent();
   }
   if (app_.machines().empty()) ImGui::TextColored(colours->grey, "(none yet)");
+  draw_groups();
+}
+
+void ui::draw_main() {
+  if (app_.batch()) {
+    draw_batch();
+  } else {
+    draw_execution();
+  }
+}
+
+void ui::draw_groups() {
+  const auto groups = app_.groups();
+  if (groups.empty()) return;
+  ImGui::Spacing();
+  ImGui::TextColored(colours->grey, "GROUPS");
+  for (const auto& g : groups) {
+    const auto members = app_.group_machines(g);
+    const bool selected = g == selected_group_;
+    const std::string label = g + "  (" + std::to_string(members.size()) + (members.size() == 1 ? " machine)" : " machines)");
+    if (ImGui::Selectable((label + "##group:" + g).c_str(), selected)) selected_group_ = selected ? "" : g;
+    remember_item("group:" + g);
+    if (!selected) continue;
+    ImGui::Indent();
+    std::string names;
+    for (const auto* m : members) names += (names.empty() ? "" : ", ") + m->name;
+    ImGui::PushTextWrapPos(0);
+    ImGui::TextColored(colours->grey, "%s", names.c_str());
+    ImGui::PopTextWrapPos();
+    for (const auto* a : app_.group_actions(g)) draw_group_action(g, *a);
+    ImGui::Unindent();
+  }
+}
+
+void ui::draw_group_action(const std::string& group, const common::action_info& a) {
+  ImGui::PushID(("group/" + group + "/" + a.name).c_str());
+  const bool open = ImGui::TreeNode(a.name.c_str());
+  const std::string key = group + "/" + a.name;
+  remember_item("group_action:" + key);
+  if (open) {
+    bool valid = true;
+    std::map<std::string, std::string> params;
+    for (const auto& [name, pattern] : a.params) {
+      auto& value = param_values_["@" + key + "/" + name];
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%s", value.c_str());
+      ImGui::SetNextItemWidth(200 * scale);
+      if (ImGui::InputText(name.c_str(), buf, sizeof buf)) value = buf;
+      remember_item("group_param:" + key + "/" + name);
+      if (!matches(pattern, value)) {
+        valid = false;
+        ImGui::TextColored(value.empty() ? colours->grey : colours->red, "must match %s", pattern.c_str());
+      }
+      params[name] = value;
+    }
+    auto& options = group_options_[key];
+    ImGui::SetNextItemWidth(100 * scale);
+    ImGui::InputInt("parallel", &options.parallel);
+    options.parallel = std::max(0, options.parallel);
+    remember_item("group_parallel:" + key);
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("at most this many machines at once (0: all)");
+    ImGui::Checkbox("stop on failure", &options.stop_on_failure);
+    remember_item("group_stop:" + key);
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("once one fails, the machines not started yet are skipped");
+    if (app_.can_run()) {
+      ImGui::BeginDisabled(!valid);
+      if (ImGui::Button(("Run on " + group).c_str())) {
+        app_.run_group(group, a.name, params, options.parallel > 0 ? std::optional<std::int64_t>(options.parallel) : std::nullopt,
+                       options.stop_on_failure);
+        narrow_shows_output_ = true;
+        if (on_user_watch) on_user_watch();
+      }
+      remember_item("group_run:" + key);
+      ImGui::EndDisabled();
+    } else {
+      ImGui::TextColored(colours->grey, "running on a group needs the operator role");
+    }
+    ImGui::TreePop();
+  }
+  ImGui::PopID();
+}
+
+void ui::draw_batch() {
+  const auto* b = app_.batch();
+  const auto& record = b->record();
+  const auto& c = b->counts();
+  ImGui::Text("%s on group %s", record ? record->action_type.c_str() : "...", record ? record->group.c_str() : "...");
+  ImGui::SameLine();
+  const std::string& state = b->state();
+  ImGui::TextColored(state == "succeeded" ? colours->green : state == "running" || state.empty() ? colours->yellow : colours->red,
+                     "%s", state.empty() ? "loading" : state.c_str());
+  ImGui::SameLine();
+  ImGui::TextColored(colours->grey, "%lld/%zu ended: %lld succeeded, %lld failed, %lld cancelled, %lld running, %lld queued",
+                     static_cast<long long>(b->ended()), b->size(), static_cast<long long>(c.succeeded),
+                     static_cast<long long>(c.failed), static_cast<long long>(c.cancelled), static_cast<long long>(c.running),
+                     static_cast<long long>(c.queued));
+  ImGui::TextColored(colours->grey, "batch %s", b->batch_id().c_str());
+  // Filters, then what may be done with the batch.
+  const auto all = b->rows();
+  std::size_t failed = 0, running = 0;
+  for (const auto& r : all) {
+    failed += r.failed;
+    running += !r.ended;
+  }
+  const auto filter_button = [&](batch_filter f, const char* name, std::size_t n) {
+    const bool on = app_.filter() == f;
+    if (on) ImGui::PushStyleColor(ImGuiCol_Button, ImGui::GetStyleColorVec4(ImGuiCol_ButtonActive));
+    const std::string label = std::string(name) + " (" + std::to_string(n) + ")###filter_" + std::string(to_string(f));
+    if (ImGui::Button(label.c_str())) app_.set_batch_filter(f);
+    if (on) ImGui::PopStyleColor();
+    remember_item("filter:" + std::string(to_string(f)));
+    ImGui::SameLine();
+  };
+  filter_button(batch_filter::all, "All", all.size());
+  filter_button(batch_filter::failed, "Failed", failed);
+  filter_button(batch_filter::running, "Running", running);
+  if (app_.can_run() && !b->finished()) {
+    if (ImGui::Button("Cancel batch")) app_.cancel_batch();
+    remember_item("cancel_batch");
+    ImGui::SameLine();
+  }
+  if (app_.can_run() && failed > 0) {
+    ImGui::BeginDisabled(!app_.can_rerun_failed());
+    if (ImGui::Button("Re-run on failed machines")) app_.rerun_failed();
+    remember_item("rerun_failed");
+    ImGui::EndDisabled();
+    if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) {
+      ImGui::SetTooltip(app_.can_rerun_failed() ? "one run of the action on each failed machine"
+                                                : "a secret value is masked: start it from the group again");
+    }
+    ImGui::SameLine();
+  }
+  ImGui::NewLine();
+  for (const auto& r : app_.rerun()) {
+    ImGui::PushID(("rerun/" + r.machine_id).c_str());
+    if (!r.error.empty()) {
+      ImGui::TextColored(colours->red, "re-run on %s: %s", r.machine_id.c_str(), r.error.c_str());
+    } else if (r.execution_id.empty()) {
+      ImGui::TextColored(colours->grey, "re-run on %s: starting...", r.machine_id.c_str());
+    } else if (ImGui::Selectable(("re-run on " + r.machine_id + ": watch " + r.execution_id).c_str())) {
+      app_.attach(r.execution_id);
+      if (on_user_watch) on_user_watch();
+    }
+    remember_item("rerun:" + r.machine_id);
+    ImGui::PopID();
+  }
+  // The grid, and the open machine's output beside it (below it on a narrow screen).
+  const bool open = app_.view() != nullptr;
+  const ImVec2 avail = ImGui::GetContentRegionAvail();
+  const bool side_by_side = open && avail.x >= 900.0f * scale;
+  const ImVec2 grid_size = !open ? ImVec2{0, 0} : side_by_side ? ImVec2{avail.x * 0.5f, 0} : ImVec2{0, avail.y * 0.4f};
+  ImGui::BeginChild("batch_grid", grid_size, false);
+  draw_batch_grid(app_.filter() == batch_filter::all ? all : b->rows(app_.filter()));
+  ImGui::EndChild();
+  if (!open) return;
+  if (side_by_side) ImGui::SameLine();
+  ImGui::BeginChild("batch_output", {0, 0}, false);
+  if (ImGui::Button("Close output")) app_.open_batch_member("");
+  remember_item("close_output");
+  ImGui::SameLine();
+  draw_execution();
+  ImGui::EndChild();
+}
+
+void ui::draw_batch_grid(const std::vector<batch_row>& rows) {
+  const auto flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_ScrollY | ImGuiTableFlags_SizingFixedFit |
+                     ImGuiTableFlags_BordersInnerV | ImGuiTableFlags_Resizable;
+  if (!ImGui::BeginTable("batch", 6, flags)) return;
+  ImGui::TableSetupScrollFreeze(0, 1);
+  ImGui::TableSetupColumn("Machine");
+  ImGui::TableSetupColumn("State");
+  ImGui::TableSetupColumn("Progress", ImGuiTableColumnFlags_WidthFixed, 110.0f * scale);
+  ImGui::TableSetupColumn("Exit");
+  ImGui::TableSetupColumn("Duration");
+  ImGui::TableSetupColumn("Last line", ImGuiTableColumnFlags_WidthStretch);
+  ImGui::TableHeadersRow();
+  const float height = ImGui::GetTextLineHeight();
+  const float t = static_cast<float>(ImGui::GetTime());
+  ImGuiListClipper clipper;
+  clipper.Begin(static_cast<int>(rows.size()));
+  while (clipper.Step()) {
+    for (int i = clipper.DisplayStart; i < clipper.DisplayEnd; ++i) {
+      const auto& r = rows[static_cast<std::size_t>(i)];
+      ImGui::TableNextRow();
+      ImGui::TableNextColumn();
+      ImGui::PushID(r.execution_id.c_str());
+      std::string name = r.machine_id;
+      for (const auto& m : app_.machines()) {
+        if (m.id == r.machine_id && !m.name.empty()) name = m.name;
+      }
+      const bool open = app_.batch_member() == r.execution_id;
+      if (ImGui::Selectable(name.c_str(), open, ImGuiSelectableFlags_SpanAllColumns)) {
+        app_.open_batch_member(open ? "" : r.execution_id);
+      }
+      remember_item("batch_row:" + r.machine_id);
+      ImGui::PopID();
+      ImGui::TableNextColumn();
+      const bool ok = r.ended && r.state == "exited" && r.exit_code == 0;
+      ImGui::TextColored(ok ? colours->green : r.failed ? colours->red : r.ended ? colours->grey : r.state == "running" ? colours->yellow : colours->grey,
+                         "%s", r.state.c_str());
+      ImGui::TableNextColumn();
+      char label[32];
+      if (r.progress) {
+        std::snprintf(label, sizeof label, "%.0f%%", *r.progress);
+        ImGui::ProgressBar(static_cast<float>(*r.progress / 100.0), {-1, height}, label);
+      } else if (r.busy) {
+        ImGui::ProgressBar(0.5f + 0.5f * std::sin(t * 3.0f), {-1, height}, "");
+      } else {
+        ImGui::ProgressBar(ok ? 1.0f : 0.0f, {-1, height}, r.ended || r.state == "queued" ? "" : "...");
+      }
+      ImGui::TableNextColumn();
+      if (r.exit_code) {
+        ImGui::TextColored(*r.exit_code == 0 ? colours->green : colours->red, "%d", *r.exit_code);
+      } else {
+        ImGui::TextColored(colours->grey, "-");
+      }
+      ImGui::TableNextColumn();
+      ImGui::TextColored(colours->grey, "%s", r.duration_ms ? short_duration(*r.duration_ms).c_str() : "-");
+      ImGui::TableNextColumn();
+      ImGui::TextUnformatted(r.last_line.c_str());
+    }
+  }
+  ImGui::EndTable();
 }
 
 void ui::draw_action(const common::machine_info& m, const common::action_info& a) {

@@ -82,6 +82,12 @@ class ui {
   void draw_status_bar();
   void draw_token_prompt();
   void draw_machines();
+  /// The right side: the shown batch's grid (with a machine's output), or the watched execution.
+  void draw_main();
+  void draw_groups();
+  void draw_group_action(const std::string& group, const common::action_info& a);
+  void draw_batch();
+  void draw_batch_grid(const std::vector<batch_row>& rows);
   void draw_action(const common::machine_info& m, const common::action_info& a);
   void draw_executions();
   void draw_execution();
@@ -97,7 +103,13 @@ class ui {
   void draw_line_menu(const common::execution_view& v);
 
   client_app& app_;
-  std::map<std::string, std::string> param_values_;  // "machine/action/param" -> value
+  std::map<std::string, std::string> param_values_;  // "machine/action/param" -> value ("@group/...")
+  std::string selected_group_;
+  struct group_options {
+    int parallel = 0;  // 0: all at once
+    bool stop_on_failure = false;
+  };
+  std::map<std::string, group_options> group_options_;  // "group/action" ->
   char token_buffer_[256] = {};
   char find_buffer_[256] = {};
   std::string shown_execution_;
