@@ -38,8 +38,9 @@ const sha256 = (text) => createHash("sha256").update(text).digest("hex");
 export class Stack {
   /// `extraToml` adds actions (benchmarks), `serverToml` [server] keys; `tls` serves HTTPS and
   /// WSS with a certificate made now (this.ca trusts it); `origins` are more allowed_origins
-  /// (a page served through a proxy).
-  async start({ extraToml = "", serverToml = "", tls = false, origins = [] } = {}) {
+  /// (a page served through a proxy). Fleet runs: `machines` are more ids on the same loopback
+  /// sshd, `down` ids of machines nobody answers for (port 1), `groups` {id: [machine ids]}.
+  async start({ extraToml = "", serverToml = "", tls = false, origins = [], machines = [], down = [], groups = {} } = {}) {
     this.dir = mkdtempSync(path.join(tmpdir(), "cmdcast-e2e-"));
     chmodSync(this.dir, 0o755);  // the sshd reads the authorized keys below as cmdcast-test
     this.sshdDir = `${this.dir}/ssh`;
@@ -56,6 +57,20 @@ export class Stack {
       serverToml += `\ntls_cert = "${this.dir}/cert.pem"\ntls_key = "${this.dir}/key.pem"\n`;
     }
     const user = "cmdcast-test";  // made by tools/setup: its /bin/sh runs no login script
+    const machineToml = (id, port) => `
+[[machines]]
+id = "${id}"
+name = "${id}"
+host = "127.0.0.1"
+port = ${port}
+user = "${user}"
+identity = "${this.sshdDir}/client"
+known_hosts = "${this.sshdDir}/known_hosts"
+`;
+    extraToml += machines.map((id) => machineToml(id, sshPort)).join("") + down.map((id) => machineToml(id, 1)).join("");
+    if (Object.keys(groups).length) {
+      extraToml += "\n[groups]\n" + Object.entries(groups).map(([g, ids]) => `${g} = ${JSON.stringify(ids)}\n`).join("");
+    }
     writeFileSync(`${this.dir}/cmdcast.toml`, `
 [server]
 listen = "127.0.0.1:${this.port}"

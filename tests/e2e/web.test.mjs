@@ -864,3 +864,124 @@ test("an action that needs approval waits; another operator approves it in their
     await guarded.stop();
   }
 });
+
+/// A stack with five machines on the one loopback sshd, one of them down (port 1), in a group.
+const fleetStack = () => new Stack().start({ machines: ["m2", "m3", "m4"], down: ["down"],
+                                             groups: { five: ["box", "m2", "down", "m3", "m4"] } });
+const rowsBy = (s) => Object.fromEntries(s.batch.machines.map((m) => [m.machine_id, m]));
+
+test("a fleet run on a group: a row per machine with its state and exit code, the failed filter, a machine's output beside the grid, the title, a re-run on the failed one", async () => {
+  const fleet = await fleetStack();
+  try {
+    const page = await openPage(browser, fleet);
+    await click(page, "group:five");
+    await click(page, "group_action:five/lines");
+    await click(page, "group_param:five/lines/count");
+    await page.keyboard.type("30");
+    await click(page, "group_run:five/lines");
+    const running = await waitForState(page, (s) => s.batch && s.batch.machines.length === 5 && s.batch.state === "running",
+                                       "the batch's rows while it runs");
+    assert.match(running.route, /^#\/batches\/[0-9a-f-]+$/);
+    assert.equal(await page.evaluate(() => location.hash), running.route, "the address bar links to the batch");
+    assert.match(running.title, /^⟳ [0-5]\/5 lines · five$/);
+    const done = await waitForState(page, (s) => s.batch.state === "failed" && s.batch.machines.every((m) => m.exit_code !== null || m.state === "failed"),
+                                    "the batch's end");
+    assert.deepEqual(done.batch.counts, { queued: 0, running: 0, succeeded: 4, failed: 1, cancelled: 0 });
+    const rows = rowsBy(done);
+    assert.deepEqual(done.batch.machines.map((m) => m.machine_id), ["box", "m2", "down", "m3", "m4"], "in the group's order");
+    for (const id of ["box", "m2", "m3", "m4"]) {
+      assert.equal(rows[id].state, "exited", id);
+      assert.equal(rows[id].exit_code, 0, id);
+      assert.equal(rows[id].last_line, "to stderr", id);
+      assert.ok(rows[id].duration_ms >= 1000, `${id} ran 30 lines of 50 ms`);
+    }
+    assert.equal(rows.down.state, "failed");
+    assert.equal(rows.down.exit_code, null);
+    assert.match(rows.down.last_line, /^cmdcast: /);
+    assert.equal(done.title, "✗ lines · five");
+    assert.equal(await page.evaluate(() => document.title), "✗ lines · five");
+    // The failed filter shows the machine that is down, alone.
+    await click(page, "filter:failed");
+    await waitForState(page, (s) => s.batch.filter === "failed" && s.batch.shown.join() === "down", "the failed filter");
+    await click(page, "batch_row:down");
+    const down = await waitForState(page, (s) => s.batch.open === rows.down.execution_id && s.lines > 0, "the down machine's output");
+    assert.equal(down.execution_id, rows.down.execution_id);
+    assert.match(down.tail.join("\n"), /cmdcast: /);
+    assert.equal(down.exit.state, "failed");
+    // Another machine's whole output, beside the grid.
+    await click(page, "filter:all");
+    await waitForState(page, (s) => s.batch.shown.length === 5, "every row again");
+    await click(page, "batch_row:m3");
+    const m3 = await waitForState(page, (s) => s.batch.open === rows.m3.execution_id && s.exit !== null, "m3's output");
+    assert.deepEqual(m3.tail, [...expectedLines(30), "to stderr"]);
+    assert.equal(m3.exit.data, 0);
+    assert.ok(m3.items.output && m3.items["batch_row:m3"], "the output and the grid are both on screen");
+    assert.ok(m3.items.output[0] >= m3.items["batch_row:m3"][0] + m3.items["batch_row:m3"][2] - 1 ||
+              m3.items.output[1] >= m3.items["batch_row:m3"][1], "the output beside (or below) the grid");
+    await screenshot(page, "web-batch");
+    // Re-run on the failed machine: one run of the action there.
+    assert.equal(m3.batch.can_rerun_failed, true);
+    await click(page, "rerun_failed");
+    const rerun = await waitForState(page, (s) => s.batch.rerun.length === 1 && s.batch.rerun[0].execution_id, "the re-run");
+    assert.equal(rerun.batch.rerun[0].machine_id, "down");
+    const record = await fleet.request(`/executions/${rerun.batch.rerun[0].execution_id}`,
+                                       { headers: { Authorization: `Bearer ${viewerToken}` } });
+    assert.equal(JSON.parse(record.body).machine_id, "down");
+    assert.equal(JSON.parse(record.body).params.count, "30");
+  } finally {
+    await fleet.stop();
+  }
+});
+
+test("a batch's deep link opens its grid; a viewer sees it but no Run, no Cancel and no Re-run", async () => {
+  const fleet = await fleetStack();
+  try {
+    const r = await fleet.request("/groups/five/commands", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ action_type: "lines", params: { count: "40" }, parallel: 2 }),
+    });
+    assert.equal(r.status, 202, r.body);
+    const id = JSON.parse(r.body).batch_id;
+    const page = await openPage(browser, fleet, `#/batches/${id}`, { token: viewerToken });
+    const live = await waitForState(page, (s) => s.batch && s.batch.machines.length === 5, "the grid");
+    assert.equal(live.batch.batch_id, id);
+    assert.equal(live.can_run, false);
+    assert.equal(live.route, `#/batches/${id}`);
+    const done = await waitForState(page, (s) => s.batch.state === "failed" && s.batch.counts.succeeded === 4, "the end");
+    assert.equal(done.title, "✗ lines · five");
+    assert.equal(done.batch.can_rerun_failed, false);
+    assert.equal(done.items.rerun_failed, undefined);
+    assert.equal(done.items.cancel_batch, undefined);
+    await click(page, "batch_row:box");
+    const box = await waitForState(page, (s) => s.exit !== null && s.lines === 41, "box's output");
+    assert.deepEqual(box.tail.slice(-2), ["line 40", "to stderr"]);
+    await click(page, "group:five");
+    await click(page, "group_action:five/lines");
+    const s = await waitForState(page, (st) => st.items["group_parallel:five/lines"], "the group's action");
+    assert.equal(s.items["group_run:five/lines"], undefined, "no Run for a viewer");
+  } finally {
+    await fleet.stop();
+  }
+});
+
+test("a browser without WebSocket follows a fleet run by polling, and sees every machine end", async () => {
+  const fleet = await fleetStack();
+  try {
+    const page = await openPage(browser, fleet, "", { noWebSocket: true });
+    await click(page, "group:five");
+    await click(page, "group_action:five/lines");
+    await click(page, "group_param:five/lines/count");
+    await page.keyboard.type("20");
+    await click(page, "group_run:five/lines");
+    const live = await waitForState(page, (s) => s.batch && s.transport === "polling", "polling the batch");
+    assert.equal(live.batch.machines.length, 5);
+    const done = await waitForState(page, (s) => s.batch.state === "failed" && s.batch.counts.succeeded === 4, "the end");
+    for (const m of done.batch.machines.filter((m) => m.machine_id !== "down")) assert.equal(m.last_line, "to stderr");
+    await click(page, "batch_row:m4");
+    const m4 = await waitForState(page, (s) => s.exit !== null && s.execution_id === rowsBy(done).m4.execution_id, "m4's output");
+    assert.deepEqual(m4.tail, [...expectedLines(20), "to stderr"]);
+  } finally {
+    await fleet.stop();
+  }
+});
