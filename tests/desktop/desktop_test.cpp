@@ -331,6 +331,50 @@ TEST_F(Desktop, TheWindowTitleShowsTheRunAndEveryLineHasItsTime) {
   EXPECT_EQ(describe(desktop_->terminate(20s)), "exit 0") << desktop_->log();
 }
 
+TEST_F(Desktop, ABatchDeepLinkShowsEveryMachineOfTheFleetRunToItsEndAndTheTitle) {
+  loopback_sshd sshd;
+  std::string down = sshd.machine_toml("down");
+  const auto at = down.find("port = ");
+  down.replace(at, down.find('\n', at) - at, "port = 1");  // nobody listens there
+  server_process server(sshd, "", {}, sshd.machine_toml("m2") + down + "[groups]\nthree = [\"box\", \"m2\", \"down\"]\n");
+  const auto answer = http_request(server.port(), http::verb::post, "/groups/three/commands", operator_token,
+                                   run_request("lines"));
+  ASSERT_EQ(answer.status, 202u) << answer.body;
+  const auto batch = common::decode_batch_record(answer.body);
+  ASSERT_TRUE(batch.ok()) << answer.body;
+  start_desktop({"--server", "http://127.0.0.1:" + std::to_string(server.port()), "--token", viewer_token, "--open",
+                 "#/batches/" + batch->batch_id});
+  const auto state = wait_for_state(
+      [](const json::object& s) {
+        const auto* b = s.if_contains("batch");
+        return b && b->is_object() && text_at(b->as_object(), "state") == "failed" && text_at(s, "title").starts_with("✗");
+      },
+      "the batch's end", 60s);
+  ASSERT_FALSE(state.empty());
+  EXPECT_EQ(text_at(state, "route"), "#/batches/" + batch->batch_id);
+  EXPECT_EQ(text_at(state, "title"), "✗ lines · three");
+  const auto& machines = state.at("batch").at("machines").as_array();
+  ASSERT_EQ(machines.size(), 3u) << json::serialize(state);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto& m = machines[i].as_object();
+    EXPECT_EQ(text_at(m, "state"), "exited") << json::serialize(m);
+    EXPECT_EQ(json::serialize(m.at("exit_code")), "0") << json::serialize(m);
+    EXPECT_EQ(text_at(m, "last_line"), "done") << json::serialize(m);
+  }
+  EXPECT_EQ(text_at(machines[2].as_object(), "machine_id"), "down");
+  EXPECT_EQ(text_at(machines[2].as_object(), "state"), "failed");
+  std::vector<std::string> titles;
+  for (int i = 0; i < 40; ++i) {
+    titles = window_titles(display_->display());
+    if (std::find(titles.begin(), titles.end(), "✗ lines · three") != titles.end()) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(std::find(titles.begin(), titles.end(), "✗ lines · three"), titles.end())
+      << "window titles: " << ::testing::PrintToString(titles);
+  screenshot("desktop-batch.png");
+  EXPECT_EQ(describe(desktop_->terminate(20s)), "exit 0") << desktop_->log();
+}
+
 TEST_F(Desktop, FollowsARunningExecutionLiveAndClosesWhileItStreams) {
   loopback_sshd sshd;
   server_process server(sshd);
