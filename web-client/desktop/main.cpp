@@ -5,7 +5,7 @@
 // server's certificate must verify against the system's CAs, or those of --cacert FILE: it is
 // checked before the window opens, and a refused certificate is one line and exit code 2.
 // The token comes from --token or $CMDCAST_TOKEN. --open takes a deep link ("#/executions/ID",
-// "#/machines/ID"). --state-file keeps PATH holding what the user sees (the JSON of the web's
+// "#/machines/ID", "#/batches/ID" for a fleet run). --state-file keeps PATH holding what the user sees (the JSON of the web's
 // window.cmdcast.state()), replaced about every 250 ms and at exit, for tests and scripts.
 // The window's title shows the watched execution's state ("⟳ 42% apt_upgrade · pihole",
 // "✓ ...", "✗ ...", "⏸ ..."). Download .log saves the output into the current directory.
@@ -59,7 +59,8 @@ constexpr const char* usage_text =
     "  --cacert FILE      verify the server's certificate with the CA certificates in FILE\n"
     "                     (PEM) instead of the system's: for a private CA\n"
     "  --token TOKEN      the bearer token (default $CMDCAST_TOKEN)\n"
-    "  --open ROUTE       open a deep link at start: \"#/executions/ID\" or \"#/machines/ID\"\n"
+    "  --open ROUTE       open a deep link at start: \"#/executions/ID\", \"#/machines/ID\"\n"
+    "                     or \"#/batches/ID\" (a fleet run)\n"
     "  --state-file PATH  keep PATH holding what the window shows, as JSON\n"
     "  --help             this text\n"
     "  --version          print cmdcast's version\n";
