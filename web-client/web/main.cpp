@@ -249,6 +249,7 @@ extern "C" EMSCRIPTEN_KEEPALIVE const char* cmdcast_state() {
   s.state.pop_back();
   s.state += s.view->state_fields(static_cast<float>(js_pixel_ratio()));
   s.state += ",\"first_frame_ms\":" + std::to_string(s.first_frame_ms);
+  s.state += ",\"frames\":" + std::to_string(s.frames);  // drawn so far (frame_ms holds the last 600)
   const std::size_t n = std::min(s.frames, frame_ring);
   for (const auto& [name, ring] : {std::pair{"frame_ms", &s.frame_ms}, std::pair{"ui_ms", &s.ui_ms}}) {
     s.state += ",\"" + std::string(name) + "\":[";
