@@ -137,7 +137,9 @@ class Proxy : public ::testing::Test {
   static void SetUpTestSuite() {
     pki_ = std::make_unique<tls_fixture>();
     sshd_ = std::make_unique<loopback_sshd>();
-    server_ = std::make_unique<server_process>(*sshd_, "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]");
+    server_ = std::make_unique<server_process>(*sshd_, "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]",
+                                               std::vector<std::string>{},
+                                               sshd_->machine_toml("m2") + "[groups]\npair = [\"box\", \"m2\"]\n");
     proxy_ = std::make_unique<nginx_proxy>(nginx_site_options{server_->port(), pki_->loopback(), true});
     no_upgrades_ = std::make_unique<nginx_proxy>(nginx_site_options{server_->port(), pki_->loopback(), false});
   }
@@ -239,6 +241,28 @@ TEST_F(Proxy, WithoutUpgradeHeadersTheCliWatchesByPollingAndOutputStillComesLive
   EXPECT_EQ(lines_of(watched.err).size(), 2u) << watched.err;
   EXPECT_TRUE(contains(watched.err, proxy_notice_part)) << watched.err;
   EXPECT_TRUE(watched.err.ends_with("\ndone\n")) << watched.err;
+}
+
+TEST_F(Proxy, WithoutUpgradeHeadersAFleetRunIsFollowedByPollingTheBatch) {
+  const auto ran = cmdcast_cli("run " + no_upgrades_->url() + ca() + "@pair lines");
+  EXPECT_EQ(ran.status, 0) << ran.err;
+  for (const std::string m : {"box", "m2"}) {
+    std::vector<std::string> mine;
+    for (const auto& line : lines_of(ran.out)) {
+      if (line.starts_with(m + " | ")) mine.push_back(line.substr(m.size() + 3));
+    }
+    EXPECT_EQ(mine, (std::vector<std::string>{"line 1", "line 2", "line 3"})) << ran.out;
+    EXPECT_TRUE(contains(ran.err, "\n" + m + " | done\n")) << ran.err;
+  }
+  EXPECT_TRUE(contains(ran.err, proxy_notice_part)) << ran.err;
+  EXPECT_TRUE(ran.err.ends_with("\n2 succeeded\n")) << ran.err;
+  // Started with a POST; the batch stream's upgrade reached the server as a plain GET (426);
+  // then long-polls of the batch, each execution after its own seq.
+  const auto log = no_upgrades_->access_log();
+  EXPECT_TRUE(contains(log, "\"POST /groups/pair/commands HTTP/1.1\" 202")) << log;
+  EXPECT_TRUE(contains(log, "/stream HTTP/1.1\" 426")) << log;
+  EXPECT_TRUE(contains(log, "/events?wait=25 HTTP/1.1\" 200")) << log;
+  EXPECT_TRUE(contains(log, "/events?wait=25&after=")) << log;
 }
 
 TEST_F(Proxy, PlainHttpOnlyRedirectsToHttpsAndLargeBodiesStopAtNginx) {

@@ -338,13 +338,14 @@ class follower {
     const auto executor = co_await net::this_coro::executor;
     for (int failures = 0; !all_ended() && !fatal_;) {
       const std::string a = after();
-      const std::string target = "/batches/" + path_segment(batch_id_) + "/events?wait=" + std::to_string(poll_wait_s) +
-                                 (a.empty() ? "" : "&after=" + a);
+      std::string target = "/batches/" + path_segment(batch_id_) + "/events?wait=" + std::to_string(poll_wait_s);
+      if (!a.empty()) target += "&after=" + a;
       auto outcome = co_await (exchange("GET", target, poll_wait_s) || interrupts.async_wait(net::use_awaitable));
       if (outcome.index() == 1) {  // Ctrl-C
         if (++cancels_ > 1) co_return;  // detached
         say("\ncmdcast: cancelling the fleet run (Ctrl-C again to leave it running and detach)\n");
-        const auto reply = co_await exchange("POST", "/batches/" + path_segment(batch_id_) + "/cancel", 0);
+        std::string cancel_target = "/batches/" + path_segment(batch_id_) + "/cancel";
+        const auto reply = co_await exchange("POST", std::move(cancel_target), 0);
         if (reply.status != 202) refusal(reply, false);  // a refused cancel does not end the watch
         continue;
       }
@@ -389,13 +390,18 @@ class follower {
          ++attempt) {
       net::steady_timer pause(co_await net::this_coro::executor, std::chrono::milliseconds(200 << attempt));
       co_await pause.async_wait(use_tuple);
+      // (The target made apart from the co_await: GCC mishandles temporaries of a conditional
+      // expression inside one, freeing a string twice.)
       const std::string a = after();
-      code = co_await stream_once(base + (a.empty() ? "" : "?after=" + a), interrupts);
+      std::string target = base;
+      if (!a.empty()) target += "?after=" + a;
+      code = co_await stream_once(std::move(target), interrupts);
     }
     if (polling_) co_await follow_by_polling(interrupts);
     // Executions whose events the server no longer holds: their end from the batch record.
     if (!all_ended() && !fatal_ && !certificate_rejected_ && cancels_ < 2) {
-      const auto reply = co_await exchange("GET", "/batches/" + path_segment(batch_id_), 0);
+      std::string record_target = "/batches/" + path_segment(batch_id_);
+      const auto reply = co_await exchange("GET", std::move(record_target), 0);
       if (auto record = decode_batch_record(reply.body); reply.status == 200 && record) {
         for (const auto& e : record->executions) {
           const auto it = by_execution_.find(e.execution_id);
