@@ -985,3 +985,48 @@ test("a browser without WebSocket follows a fleet run by polling, and sees every
     await fleet.stop();
   }
 });
+
+test("a fleet run's stream dropped mid-run: the page reconnects with each execution's own after and every machine's output is whole, each line once", async () => {
+  const fleet = await fleetStack();
+  try {
+    const r = await fleet.request("/groups/five/commands", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ action_type: "lines", params: { count: "60" } }),
+    });
+    assert.equal(r.status, 202, r.body);
+    const id = JSON.parse(r.body).batch_id;
+    // Every WebSocket the page opens is kept, so that the test can drop it.
+    const page = await openPage(browser, fleet, `#/batches/${id}`, {
+      init: () => {
+        const Real = window.WebSocket;
+        window.openedSockets = [];
+        window.WebSocket = class extends Real {
+          constructor(...args) {
+            super(...args);
+            window.openedSockets.push(this);
+          }
+        };
+      },
+    });
+    await click(page, "batch_row:box");
+    await waitForState(page, (s) => s.batch && s.transport === "websocket" && s.lines >= 15, "box's first lines");
+    await page.evaluate(() => window.openedSockets.forEach((s) => s.close()));
+    await page.waitForFunction(() => window.openedSockets.length >= 2, null, { timeout: 20000 });
+    const done = await waitForState(page, (s) => s.batch.state === "failed" && s.exit !== null, "the batch's end", 60000);
+    assert.deepEqual(done.tail, [...expectedLines(60), "to stderr"], "box: each line once, none missing");
+    assert.equal(done.missed_events, 0);
+    const urls = await page.evaluate(() => window.openedSockets.map((s) => s.url));
+    assert.ok(urls.length >= 2, `a reconnect: ${urls}`);
+    const resumed = new URL(urls[1]).searchParams.get("after");
+    assert.ok(resumed && resumed.split(",").length >= 4, `one after per execution that had events: ${resumed}`);
+    for (const machine of ["m2", "m4"]) {
+      await click(page, `batch_row:${machine}`);
+      const s = await waitForState(page, (st) => st.batch.open === rowsBy(done)[machine].execution_id && st.exit !== null,
+                                   `${machine}'s output`);
+      assert.deepEqual(s.tail, [...expectedLines(60), "to stderr"], machine);
+    }
+  } finally {
+    await fleet.stop();
+  }
+});

@@ -565,13 +565,14 @@ void client_app::show_batch(const std::string& id) {
   fetch_batch();
 }
 
-void client_app::fetch_batch() {
+void client_app::fetch_batch(bool resume) {
   if (!batch_) return;
   const std::string id = batch_->batch_id();
-  transport_.request("GET", "/batches/" + id, "", [this, id](http_answer a) {
+  transport_.request("GET", "/batches/" + id, "", [this, id, resume](http_answer a) {
     if (!batch_ || batch_->batch_id() != id) return;
     if (unauthorized(a)) return;
     auto r = common::decode_batch_record(a.body);
+    if (resume && (a.status == 0 || a.status >= 500)) return schedule_retry();
     if (a.status != 200 || !r) return fail(error_message(a, "batch " + id));
     const bool was_finished = batch_->finished();
     batch_->apply_record(*r);
@@ -580,6 +581,8 @@ void client_app::fetch_batch() {
       socket_.reset();
       ++generation_;
       mode_ = link_mode::disconnected;
+    } else if (resume && !batch_->finished()) {
+      schedule_retry();  // the stream closed while the batch still runs: resume it
     }
     title_may_change();
   });
@@ -619,11 +622,11 @@ void client_app::apply_to_batch(const common::tagged_event& t) {
 
 void client_app::on_batch_socket_closed(int code, bool opened) {
   if (batch_->finished()) return;
-  if (code == 1000) return fetch_batch();  // every execution ended: the record says how
-  if (code == 1008) {                      // refused: the error event says why
-    mode_ = link_mode::disconnected;
-    return fetch_batch();
-  }
+  mode_ = link_mode::disconnected;
+  // Closed normally: every execution ended and the record says how, or (a proxy, the page
+  // leaving) it did not, and the stream is resumed.
+  if (code == 1000 || code == 1005) return fetch_batch(true);
+  if (code == 1008) return fetch_batch();  // refused: the error event says why
   if (code == 1013) return connect();
   if (!opened) {
     degraded_ = true;

@@ -165,7 +165,8 @@ class client_app {
   void title_may_change();
   std::string batch_json() const;
   void show_batch(const std::string& id);
-  void fetch_batch();
+  /// `resume`: the stream closed; reconnect if the batch still runs.
+  void fetch_batch(bool resume = false);
   void poll_batch();
   void apply_batch_text(const std::string& text);
   void apply_to_batch(const common::tagged_event& t);
