@@ -431,6 +431,14 @@ std::string encode(const group_run_request& r) {
     append_int(out, *r.parallel);
   }
   if (r.stop_on_failure) out += ",\"stop_on_failure\":true";
+  if (!r.machines.empty()) {
+    out += ",\"machines\":[";
+    for (std::size_t i = 0; i < r.machines.size(); ++i) {
+      if (i) out.push_back(',');
+      append_json_string(out, r.machines[i]);
+    }
+    out.push_back(']');
+  }
   out.push_back('}');
   return out;
 }
@@ -847,7 +855,17 @@ result<group_run_request> decode_group_run_request(std::string_view text, const 
       return false;
     }
     if (r.find("parallel") && !r.find("parallel")->is_null()) out.parallel = parallel;
-    return r.no_unknown_fields({"type", "action_type", "params", "command", "parallel", "stop_on_failure"});
+    if (const json::value* m = r.find("machines")) {
+      if (!m->is_array()) return r.wrong_type("machines", *m, "an array of machine ids");
+      if (m->get_array().empty()) return r.fail("machines", "names no machine (leave it out for all of the group)");
+      for (const auto& id : m->get_array()) {
+        if (!id.is_string() || id.get_string().empty() || id.get_string().size() > 128) {
+          return r.fail("machines", "expected machine ids");
+        }
+        out.machines.emplace_back(id.get_string());
+      }
+    }
+    return r.no_unknown_fields({"type", "action_type", "params", "command", "parallel", "stop_on_failure", "machines"});
   });
 }
 

@@ -257,8 +257,17 @@ std::variant<std::shared_ptr<batch>, request_error> server::impl::begin_batch(co
   if (stopping) return request_error{error_code::busy, "the server is shutting down"};
   const auto g = cfg->groups.find(group);
   if (g == cfg->groups.end()) return request_error{error_code::unknown_machine, "unknown group \"" + group + "\""};
+  // A subset (a re-run on the failed ones), in the group's order; each must be in the group.
+  for (const auto& id : req->machines) {
+    if (std::find(g->second.begin(), g->second.end(), id) == g->second.end()) {
+      return request_error{error_code::unknown_machine, "machine \"" + id + "\" is not in group \"" + group + "\""};
+    }
+  }
   std::vector<resolved_command> runs;
   for (const auto& machine_id : g->second) {
+    if (!req->machines.empty() && std::find(req->machines.begin(), req->machines.end(), machine_id) == req->machines.end()) {
+      continue;
+    }
     auto resolved = resolve(*cfg, machine_id, req->run);
     if (auto* err = std::get_if<request_error>(&resolved)) {
       log_event("rejected", {{"group", group}, {"machine", machine_id}, {"action", req->run.action_type}, {"user", who.name},
@@ -500,7 +509,9 @@ net::awaitable<response> server::impl::batch_poll(const request& req, const targ
     const common::seq_t from = after.at(m.e->id());
     if (from > m.e->last_seq()) co_return error_response(req, error_code::bad_request, past_the_end(from, m.e->last_seq()));
     part p{m.e, m.machine_id, from, nullptr, {}, false};
-    if (m.e->finished() && !m.e->holds_after(from)) {
+    if (m.e->finished() && from >= m.e->last_seq()) {
+      p.done = true;  // all sent: nothing to wait for here (a collector would wake the poll at once)
+    } else if (m.e->finished() && !m.e->holds_after(from)) {
       if (audit) {
         for (auto& stored : co_await audit->async_events_after(m.e->id(), from, poll_answer_bytes / b->members().size() + 1)) {
           p.stored.push_back(common::tag_event(stored.frame, m.e->id(), m.machine_id));

@@ -210,8 +210,9 @@ TEST_F(Fleet, AWatcherResumesWithEachExecutionsOwnAfterGapFree) {
 TEST_F(Fleet, PollingFollowsEveryExecutionToTheEnd) {
   const auto b = started("four", run_request("lines"));
   batch_view v;
-  std::string after;
-  for (int polls = 0; polls < 200; ++polls) {
+  std::string after, last_answer;
+  // (Each poll waits for news: a run of a few seconds takes a few dozen polls at most.)
+  for (int polls = 0; polls < 60; ++polls) {
     const auto answer = http_request(port(), http::verb::get,
                                      "/batches/" + b.batch_id + "/events?wait=5" + (after.empty() ? "" : "&after=" + after),
                                      viewer_token);
@@ -233,12 +234,26 @@ TEST_F(Fleet, PollingFollowsEveryExecutionToTheEnd) {
         v.add(answer.body.substr(start, i + 1 - start));
       }
     }
+    last_answer = answer.body;
     if (answer.body.find("\"done\":true") != std::string::npos) break;
   }
+  SCOPED_TRACE(last_answer);
   for (const auto& m : b.executions) {
     EXPECT_EQ(text_of(v.by_execution.at(m.execution_id), common::output_stream::out), "line 1\nline 2\nline 3\n");
   }
   EXPECT_EQ(v.summaries.back().state, "succeeded");
+}
+
+TEST_F(Fleet, ARunOnSomeMachinesOfTheGroupReRunsJustThose) {
+  const auto b = started("five", "{\"action_type\":\"lines\",\"machines\":[\"m3\",\"box\"]}");
+  ASSERT_EQ(b.executions.size(), 2u);
+  EXPECT_EQ(b.executions[0].machine_id, "box") << "in the group's order";
+  EXPECT_EQ(b.executions[1].machine_id, "m3");
+  EXPECT_EQ(watch(b.batch_id).summaries.back().counts.succeeded, 2);
+  const auto outside = start("four", "{\"action_type\":\"lines\",\"machines\":[\"down\"]}");
+  EXPECT_EQ(outside.status, 404u);
+  EXPECT_NE(outside.body.find("not in group"), std::string::npos) << outside.body;
+  EXPECT_EQ(start("four", "{\"action_type\":\"lines\",\"machines\":[]}").status, 400u);
 }
 
 TEST_F(Fleet, AViewerCanWatchABatchButNotStartOne) {

@@ -283,6 +283,12 @@ TEST(Codec, FleetRunsRoundTrip) {
   EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","parallel":"2"})").ok());
   EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","colour":"red"})").ok());
   EXPECT_FALSE(decode_group_run_request(R"({"type":"cancel"})").ok());
+  auto subset = decode_group_run_request(R"({"action_type":"a","machines":["m2","m1"]})");
+  ASSERT_TRUE(subset.ok()) << subset.error();
+  EXPECT_EQ(subset->machines, (std::vector<std::string>{"m2", "m1"}));
+  EXPECT_EQ(*decode_group_run_request(encode(*subset)), *subset);
+  EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","machines":[]})").ok());
+  EXPECT_FALSE(decode_group_run_request(R"({"action_type":"a","machines":"m1"})").ok());
 
   batch_record b;
   b.batch_id = "b1";

@@ -37,6 +37,7 @@ struct group_run_request {
   run_request run;
   std::optional<std::int64_t> parallel;  // at most this many at once; empty: all (each machine's own limits apply)
   bool stop_on_failure = false;          // one failed: the ones not started yet are skipped (cancelled)
+  std::vector<std::string> machines;     // only these of the group (a re-run on the failed ones); empty: all
   bool operator==(const group_run_request&) const = default;
 };
 
