@@ -278,7 +278,7 @@ struct server_process {
 
 /// The release cmdcast-server with the bench's actions; `extra` adds [server] keys.
 server_process start_server(const cmdcast::testing::loopback_sshd& sshd, const std::string& name,
-                            const std::string& bytes, const std::string& extra) {
+                            const std::string& bytes, const std::string& extra, const std::string& tail = "") {
   server_process p;
   p.port = cmdcast::testing::free_loopback_port();
   const std::string config = sshd.dir() + "/" + name + ".toml";
@@ -294,7 +294,8 @@ server_process start_server(const cmdcast::testing::loopback_sshd& sshd, const s
                         << "[actions.corpus]\ncommand = \"sleep 1; cat {file}\"\nline_buffered = false\n"
                         << "params = { file = \"^/[A-Za-z0-9/._-]+$\" }\n"
                         << "[actions.apt_stream]\ncommand = \"sleep 1; yes 'Get:1 http://deb.debian.org/debian bookworm/main "
-                        << "amd64 libexample1 amd64 1.2.3-4 [123 kB]' | head -c " << bytes << "\"\nline_buffered = false\n";
+                        << "amd64 libexample1 amd64 1.2.3-4 [123 kB]' | head -c " << bytes << "\"\nline_buffered = false\n"
+                        << tail;
   std::vector<std::string> args = {CMDCAST_SERVER_BINARY, "--config", config};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -471,6 +472,75 @@ void download_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& s
   }
 }
 
+/// 10. A fleet run: an apt-like output of 2,000 lines on 50 machine entries (each its own SSH
+/// connection to the loopback sshd), as one batch and as 50 runs one after another.
+void fleet_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd) {
+  constexpr int machines = 50;
+  std::string tail =
+      "[actions.apt_lines]\ncommand = \"for i in $(seq 2000); do echo \\\"Get:$i http://deb.debian.org/debian bookworm/main "
+      "amd64 libexample$i amd64 1.2.3-4 [123 kB]\\\"; done\"\n";
+  std::string group = "[groups]\nfleet = [";
+  for (int i = 1; i <= machines; ++i) {
+    char id[8];
+    std::snprintf(id, sizeof id, "m%02d", i);
+    tail += sshd.machine_toml(id);
+    group += std::string(i > 1 ? ", " : "") + "\"" + id + "\"";
+  }
+  tail += group + "]\n";
+  auto srv = start_server(sshd, "fleet", "0", "", tail);
+  const std::string request = R"({"action_type":"apt_lines"})";
+  // Once, to connect every machine (the fleet and the sequence then both find them connected).
+  std::vector<subscriber_stats> warm(machines);
+  int warm_done = 0;
+  for (int i = 0; i < machines; ++i) {
+    char id[8];
+    std::snprintf(id, sizeof id, "m%02d", i + 1);
+    net::co_spawn(io, subscribe(srv.port, "/machines/" + std::string(id) + "/commands/stream", request, warm[i], false, warm_done),
+                  net::detached);
+  }
+  run_until(io, warm_done, machines);
+
+  std::printf("\n%-40s %10s %14s %12s\n", "50 machines x 2,000 apt-like lines", "wall s", "server CPU s", "MB received");
+  double cpu0 = cmdcast::testing::process_cpu_seconds(srv.pid);
+  double t0 = now_seconds();
+  std::uint64_t bytes = 0;
+  for (int i = 0; i < machines; ++i) {
+    char id[8];
+    std::snprintf(id, sizeof id, "m%02d", i + 1);
+    subscriber_stats st;
+    int done = 0;
+    net::co_spawn(io, subscribe(srv.port, "/machines/" + std::string(id) + "/commands/stream", request, st, false, done),
+                  net::detached);
+    run_until(io, done, 1);
+    bytes += st.bytes;
+  }
+  std::printf("%-40s %10.2f %14.2f %12.1f\n", "one after another (50 runs)", now_seconds() - t0,
+              cmdcast::testing::process_cpu_seconds(srv.pid) - cpu0, static_cast<double>(bytes) / 1e6);
+
+  cpu0 = cmdcast::testing::process_cpu_seconds(srv.pid);
+  t0 = now_seconds();
+  net::io_context sync_io;
+  beast::tcp_stream stream(sync_io);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), srv.port));
+  http::request<http::string_body> post{http::verb::post, "/groups/fleet/commands", 11};
+  post.set(http::field::host, "127.0.0.1");
+  post.body() = request;
+  post.prepare_payload();
+  http::write(stream, post);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> accepted;
+  http::read(stream, buffer, accepted);
+  const auto at = accepted.body().find(R"("batch_id":")") + 12;
+  const std::string batch_id = accepted.body().substr(at, accepted.body().find('"', at) - at);
+  subscriber_stats st;
+  int done = 0;
+  net::co_spawn(io, subscribe(srv.port, "/batches/" + batch_id + "/stream", "", st, false, done), net::detached);
+  run_until(io, done, 1);
+  std::printf("%-40s %10.2f %14.2f %12.1f\n", "one batch (all at once)", now_seconds() - t0,
+              cmdcast::testing::process_cpu_seconds(srv.pid) - cpu0, static_cast<double>(st.bytes) / 1e6);
+  stop_server(srv);
+}
+
 int main(int argc, char** argv) {
   const std::string bytes = argc > 1 ? argv[1] : "1000000000";
   const bool latency_only = argc > 2 && std::string_view(argv[2]) == "--latency-only";
@@ -478,19 +548,22 @@ int main(int argc, char** argv) {
   const bool deflate_only = argc > 2 && std::string_view(argv[2]) == "--deflate";
   const bool fanout_only = argc > 2 && std::string_view(argv[2]) == "--fanout";
   const bool download_only = argc > 2 && std::string_view(argv[2]) == "--download";
+  const bool fleet_only = argc > 2 && std::string_view(argv[2]) == "--fleet";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
   setrlimit(RLIMIT_NOFILE, &files);  // the server inherits it too
 
-  cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\n");
+  // (MaxStartups: the fleet row connects 50 machine entries at once.)
+  cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\nMaxStartups 200\n");
   const auto e = sshd.endpoint();
-  if (tls_only || deflate_only || download_only) {
+  if (tls_only || deflate_only || download_only || fleet_only) {
     net::io_context io;
     auto work = net::make_work_guard(io);
     if (tls_only) tls_against_plaintext(io, sshd, bytes);
     if (deflate_only) deflate_rows(io, sshd, bytes);
     if (download_only) download_rows(io, sshd, bytes);
+    if (fleet_only) fleet_rows(io, sshd);
     return 0;
   }
   auto main_server = start_server(sshd, "main", bytes, "");
