@@ -919,13 +919,16 @@ test("a fleet run on a group: a row per machine with its state and exit code, th
     assert.ok(m3.items.output[0] >= m3.items["batch_row:m3"][0] + m3.items["batch_row:m3"][2] - 1 ||
               m3.items.output[1] >= m3.items["batch_row:m3"][1], "the output beside (or below) the grid");
     await screenshot(page, "web-batch");
-    // Re-run on the failed machine: one run of the action there.
+    // Re-run on the failed machine: a new batch of just that one (the group run with `machines`).
     assert.equal(m3.batch.can_rerun_failed, true);
     await click(page, "rerun_failed");
-    const rerun = await waitForState(page, (s) => s.batch.rerun.length === 1 && s.batch.rerun[0].execution_id, "the re-run");
-    assert.equal(rerun.batch.rerun[0].machine_id, "down");
-    const record = await fleet.request(`/executions/${rerun.batch.rerun[0].execution_id}`,
-                                       { headers: { Authorization: `Bearer ${viewerToken}` } });
+    const rerun = await waitForState(page, (s) => s.batch.batch_id !== done.batch.batch_id, "the re-run's batch");
+    assert.deepEqual(rerun.batch.machines.map((m) => m.machine_id), ["down"]);
+    assert.equal(rerun.route, `#/batches/${rerun.batch.batch_id}`);
+    assert.equal(rerun.batch.group, "five");
+    const execution = rerun.batch.machines[0].execution_id;
+    await waitForState(page, (s) => s.batch.state === "failed", "the re-run's end (the machine is still down)");
+    const record = await fleet.request(`/executions/${execution}`, { headers: { Authorization: `Bearer ${viewerToken}` } });
     assert.equal(JSON.parse(record.body).machine_id, "down");
     assert.equal(JSON.parse(record.body).params.count, "30");
   } finally {

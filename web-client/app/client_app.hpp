@@ -2,7 +2,9 @@
 // the machines and their actions, the recent executions, and the one execution being watched,
 // kept live over a WebSocket, or by long-polling where there is no WebSocket or the upgrade
 // fails ("polling (degraded)"), reconnecting after blips and idle closes with `after` so that
-// nothing is lost or shown twice. Single-threaded: the UI thread calls everything.
+// nothing is lost or shown twice. A fleet run (batch) is shown instead of one execution: its
+// record and its stream (or polling twin), every machine's events in a batch_view.
+// Single-threaded: the UI thread calls everything.
 #pragma once
 
 #include <map>
@@ -63,8 +65,9 @@ class client_app {
   batch_filter filter() const { return filter_; }
   /// Cancels every execution of the shown batch that has not ended.
   void cancel_batch();
-  /// Runs the batch's action again on its failed machines. The server has no group run on a
-  /// subset of machines, so it is one ordinary run per machine; rerun() lists them.
+  /// Runs the batch's action again on its failed machines: a new batch of just those (the group
+  /// run with `machines`), shown in place of this one; from a server without that field, one
+  /// ordinary run per machine, which rerun() lists.
   void rerun_failed();
   bool can_rerun_failed() const;
   struct rerun_item {
@@ -171,6 +174,7 @@ class client_app {
   void apply_batch_text(const std::string& text);
   void apply_to_batch(const common::tagged_event& t);
   void on_batch_socket_closed(int code, bool opened);
+  void rerun_one_by_one(const common::run_request& request, const std::vector<std::string>& machines);
 
   transport& transport_;
   std::vector<common::machine_info> machines_;

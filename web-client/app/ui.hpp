@@ -8,6 +8,9 @@
 // scroll to and highlight their lines, and a line's context menu (right-click, or a long press
 // on a phone) copies a link to it. Download .log (plain text or with colours). Queued and
 // awaiting-approval executions say so, with Approve and Reject for the operators who may.
+// Fleet runs: GROUPS under the machines run an action on a group (parallel, stop on failure);
+// a batch shows a grid (a row per machine: state, progress, exit, duration, last line) with
+// filters, Cancel batch and Re-run on failed machines, and a machine's output beside it.
 // Under about 700 CSS px the layout is one column: the lists, or the output with a way back.
 #pragma once
 

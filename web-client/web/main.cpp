@@ -1,5 +1,5 @@
 // The web shell: the cmdcast UI in the browser (Emscripten, GLFW on WebGL2), served by
-// cmdcast-server at /. Deep links (#/executions/ID, #/machines/ID) open what they name; the
+// cmdcast-server at /. Deep links (#/executions/ID, #/machines/ID, #/batches/ID) open what they name; the
 // token is kept in the browser's localStorage, never in the URL; window.cmdcast.state()
 // returns what the user sees as an object, for tests. The output lines on screen are mirrored
 // into a visually hidden role="log" element for screen readers; the colours follow the
