@@ -1033,3 +1033,37 @@ test("a fleet run's stream dropped mid-run: the page reconnects with each execut
     await fleet.stop();
   }
 });
+
+test("a batch the server no longer holds in memory opens from the audit store, each machine's output read on its own", async () => {
+  const fleet = await fleetStack();
+  try {
+    const r = await fleet.request("/groups/five/commands", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ action_type: "lines", params: { count: "12" } }),
+    });
+    assert.equal(r.status, 202, r.body);
+    const id = JSON.parse(r.body).batch_id;
+    for (let i = 0; i < 200; ++i) {
+      const b = await fleet.request(`/batches/${id}`, { headers: { Authorization: `Bearer ${viewerToken}` } });
+      if (JSON.parse(b.body).state !== "running") break;
+      await new Promise((done) => setTimeout(done, 100));
+    }
+    await new Promise((done) => setTimeout(done, 1500));  // the audit store writes about once a second
+    await fleet.killServer();
+    await fleet.startServer();
+    const page = await openPage(browser, fleet, `#/batches/${id}`);
+    const s = await waitForState(page, (st) => st.batch && st.batch.state === "failed" && st.batch.machines.length === 5,
+                                 "the batch's record");
+    assert.equal(rowsBy(s).m2.state, "exited");
+    assert.equal(rowsBy(s).m2.exit_code, 0);
+    assert.equal(rowsBy(s).down.state, "failed");
+    await click(page, "batch_row:m2");
+    const m2 = await waitForState(page, (st) => st.batch.open === rowsBy(s).m2.execution_id && st.exit !== null, "m2's output");
+    assert.deepEqual(m2.tail, [...expectedLines(12), "to stderr"]);
+    assert.equal(m2.error, "");
+    assert.equal(m2.title, "✗ lines · five");
+  } finally {
+    await fleet.stop();
+  }
+});

@@ -555,6 +555,7 @@ void client_app::show_batch(const std::string& id) {
   batch_member_.clear();
   filter_ = batch_filter::all;
   batch_seen_running_ = false;
+  filling_.clear();
   rerun_.clear();
   route_ = batch_route(id);
   degraded_ = false;
@@ -581,6 +582,8 @@ void client_app::fetch_batch(bool resume) {
       socket_.reset();
       ++generation_;
       mode_ = link_mode::disconnected;
+      error_.clear();  // whatever the stream said, the record tells how it ended
+      fill_member();
     } else if (resume && !batch_->finished()) {
       schedule_retry();  // the stream closed while the batch still runs: resume it
     }
@@ -591,7 +594,31 @@ void client_app::fetch_batch(bool resume) {
 void client_app::open_batch_member(const std::string& execution_id) {
   if (!batch_) return;
   batch_member_ = execution_id;
+  fill_member();
   title_may_change();
+}
+
+void client_app::fill_member() {
+  // A batch over whose stream none of this machine's events came (one the server no longer
+  // holds in memory: its stream is refused) is read execution by execution, as any other.
+  if (!batch_ || !batch_->finished() || batch_member_.empty() || filling_ == batch_member_) return;
+  const auto* v = batch_->member(batch_member_);
+  const auto row = batch_->row(batch_member_);
+  if (!v || !row || v->finished()) return;
+  filling_ = batch_member_;
+  const std::string batch_id = batch_->batch_id(), id = batch_member_, machine = row->machine_id;
+  const std::string after = v->resume_after() < 0 ? "" : "?after=" + std::to_string(v->resume_after());
+  transport_.request("GET", "/executions/" + id + "/events" + after, "", [this, batch_id, id, machine](http_answer a) {
+    if (!batch_ || batch_->batch_id() != batch_id) return;
+    filling_.clear();
+    auto answer = common::decode_poll_response(a.body);
+    if (a.status != 200 || !answer) return fail(error_message(a, "the output of " + machine));
+    const auto* v = batch_->member(id);
+    const auto before = v ? v->resume_after() : -1;
+    for (auto& e : answer->events) apply_to_batch(common::tagged_event{std::move(e), id, machine});
+    // More to read: the answer was cut short, or the execution had not ended.
+    if (!answer->done && v && v->resume_after() > before && batch_member_ == id) fill_member();
+  });
 }
 
 void client_app::apply_batch_text(const std::string& text) {

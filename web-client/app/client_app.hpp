@@ -174,6 +174,8 @@ class client_app {
   void apply_batch_text(const std::string& text);
   void apply_to_batch(const common::tagged_event& t);
   void on_batch_socket_closed(int code, bool opened);
+  /// Reads the open machine's events by its own poll when the batch stream had none of them.
+  void fill_member();
   void rerun_one_by_one(const common::run_request& request, const std::vector<std::string>& machines);
 
   transport& transport_;
@@ -209,6 +211,7 @@ class client_app {
   std::string batch_member_;
   batch_filter filter_ = batch_filter::all;
   bool batch_seen_running_ = false;
+  std::string filling_;  // the member fill_member() is reading
   std::vector<rerun_item> rerun_;
   // The run requests of the batches started here: a re-run needs secret values the record masks.
   std::map<std::string, common::run_request> batch_requests_;
