@@ -41,14 +41,17 @@ void ws_connection::start(std::string_view already_read) {
 
 bool ws_connection::peer_took_more() {
   // Bytes the peer's side has acknowledged: written, less what the send queue still holds.
-  // Progress counts only while a backlog waited there: a ping behind it may take long to be
-  // read, and the backlog shrinking shows a peer that reads. Without a backlog a live peer
-  // answers the ping soon, and its kernel acknowledging our pings proves nothing of it.
+  // Progress counts while a backlog waited there (a ping behind it may take long to be read,
+  // and the backlog shrinking shows a peer that reads), or when more than pings went: a
+  // watcher in step with the output has no backlog here, yet its ping may wait behind
+  // megabytes in its own receive buffer for longer than the idle timeout. A peer whose
+  // program stopped reading stops acknowledging once that buffer is full, and is closed an
+  // idle timeout later; its kernel acknowledging our pings alone proves nothing of it.
   int unacknowledged = 0;
   if (::ioctl(socket_.native_handle(), SIOCOUTQ, &unacknowledged) != 0) return false;
   unacknowledged = std::max(unacknowledged, 0);
   const std::uint64_t acknowledged = written_ - static_cast<std::uint64_t>(unacknowledged);
-  const bool more = acknowledged > acknowledged_ && backlog_ >= min_backlog;
+  const bool more = acknowledged > acknowledged_ && (backlog_ >= min_backlog || acknowledged - acknowledged_ >= min_backlog);
   acknowledged_ = acknowledged;
   backlog_ = static_cast<std::size_t>(unacknowledged);
   return more;

@@ -71,6 +71,7 @@ struct watched {
   bool exited = false;
   bool in_order = true;  // seq 0, 1, 2, ... with no hole a gap does not declare
   unsigned close_code = 0;
+  std::string read_error;  // why reading ended without a close (the connection dropped)
 };
 
 /// Takes the output of a stdout frame without a general JSON decoder when it can (the burst
@@ -131,6 +132,7 @@ watched read_to_the_end(ws_client& c, const std::function<void(std::size_t)>& af
   }
   w.stdout_sha256 = h.hex();
   w.close_code = c.reason().code;
+  if (c.error()) w.read_error = c.error().message();
   return w;
 }
 
@@ -208,7 +210,7 @@ TEST_F(Fanout, AHundredWatchersOfA200MBBurstEachGetEveryByte) {
                                 << w.gaps.front().missed_to;
     EXPECT_TRUE(w.in_order) << "watcher " << i;
     EXPECT_TRUE(w.exited) << "watcher " << i;
-    EXPECT_EQ(w.close_code, 1000u) << "watcher " << i;
+    EXPECT_EQ(w.close_code, 1000u) << "watcher " << i << ": " << w.read_error;
   }
   EXPECT_EQ(metric(port(), "cmdcast_watcher_gaps_total"), 0u);
 }
