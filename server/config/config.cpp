@@ -493,16 +493,16 @@ common::result<config> parse_config(std::string_view text, const std::string& or
               if (!pattern_node->is_string()) {
                 r.fail(pattern_node, pwhere, "must be a pattern string, or a table { pattern = \"...\", secret = true }");
               }
-              const std::string& text = **pattern_node->as_string();
+              const std::string& pattern_text = **pattern_node->as_string();
               RE2::Options options;
               options.set_log_errors(false);
-              auto matcher = std::make_shared<const RE2>(text, options);
+              auto matcher = std::make_shared<const RE2>(pattern_text, options);
               if (!matcher->ok()) r.fail(pattern_node, pwhere, "is not a valid RE2 pattern: " + matcher->error());
               // An empty secret cannot be masked (it is everywhere): the pattern must refuse it.
               if (secret && RE2::FullMatch("", *matcher)) {
                 r.fail(pattern_node, pwhere, "is secret, so its pattern must not match an empty value");
               }
-              a.params.emplace(std::string(pname.str()), text);
+              a.params.emplace(std::string(pname.str()), pattern_text);
               a.matchers.emplace(std::string(pname.str()), std::move(matcher));
               if (secret) a.secret_params.insert(std::string(pname.str()));
             });

@@ -175,9 +175,9 @@ void execution_registry::launch(waiting w) {
       if (!queue.empty()) {
         const std::string next = queue.front();
         queue.pop_front();
-        auto w = std::move(waiting_.at(next));
+        auto next_run = std::move(waiting_.at(next));
         waiting_.erase(next);
-        launch(std::move(w));
+        launch(std::move(next_run));
         renumber(machine);
       }
     }
