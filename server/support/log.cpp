@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "cmdcast/common/codec.hpp"
+#include "cmdcast/common/rfc3339.hpp"
 
 namespace cmdcast::server {
 
@@ -37,25 +38,9 @@ std::string rfc3339(std::chrono::system_clock::time_point now) {
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text) {
-  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0, ms = 0, used = 0;
-  const std::string s(text);
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second, &used) != 6) {
-    return std::nullopt;
-  }
-  std::string_view rest = text.substr(static_cast<std::size_t>(used));
-  if (rest.size() == 5 && rest[0] == '.') {
-    if (std::sscanf(s.c_str() + used, ".%3d", &ms) != 1) return std::nullopt;
-    rest.remove_prefix(4);
-  }
-  if (rest != "Z") return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = year - 1900;
-  tm.tm_mon = month - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = minute;
-  tm.tm_sec = second;
-  return std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::milliseconds(ms);
+  const auto ms = common::parse_rfc3339_ms(text);
+  if (!ms) return std::nullopt;
+  return std::chrono::system_clock::time_point(std::chrono::milliseconds(*ms));
 }
 
 }  // namespace cmdcast::server

@@ -18,7 +18,7 @@ void log_event(std::string_view event,
 /// "2026-11-24T06:00:00.123Z"
 std::string rfc3339(std::chrono::system_clock::time_point t);
 inline std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
-/// The time rfc3339() wrote (UTC, "Z", milliseconds optional); nullopt for anything else.
+/// An RFC 3339 time (common::parse_rfc3339_ms); nullopt for anything else.
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text);
 
 }  // namespace cmdcast::server

@@ -5,6 +5,8 @@
 #include <ctime>
 #include <set>
 
+#include "cmdcast/common/rfc3339.hpp"
+
 namespace cmdcast::cli {
 
 const char* const usage_text =
@@ -268,31 +270,9 @@ std::string format_machines(const std::vector<common::machine_info>& machines) {
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_time(std::string_view rfc3339) {
-  const std::string s(rfc3339);
-  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0, used = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second, &used) != 6) {
-    return std::nullopt;
-  }
-  std::string_view rest = std::string_view(s).substr(static_cast<std::size_t>(used));
-  int ms = 0;
-  if (rest.starts_with('.')) {
-    std::size_t digits = 1;
-    while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') {
-      if (digits <= 3) ms = ms * 10 + (rest[digits] - '0');
-      ++digits;
-    }
-    for (std::size_t d = digits; d < 4; ++d) ms *= 10;  // ".5" is 500 ms
-    rest.remove_prefix(digits);
-  }
-  if (rest != "Z") return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = year - 1900;
-  tm.tm_mon = month - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = minute;
-  tm.tm_sec = second;
-  return std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::milliseconds(ms);
+  const auto ms = common::parse_rfc3339_ms(rfc3339);
+  if (!ms) return std::nullopt;
+  return std::chrono::system_clock::time_point(std::chrono::milliseconds(*ms));
 }
 
 std::string format_duration(std::chrono::milliseconds d) {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cmdcast/common/protocol.hpp"
+#include "cmdcast/common/rfc3339.hpp"
 
 namespace cmdcast::client {
 
@@ -35,9 +36,7 @@ std::string execution_route(const std::string& id, const std::optional<line_rang
 /// "#/batches/ID".
 std::string batch_route(const std::string& id);
 
-/// Milliseconds since the Unix epoch of an RFC 3339 time ("2026-12-02T13:30:21.123Z", or
-/// with an offset such as +02:00); empty when it is not one.
-std::optional<std::int64_t> parse_rfc3339_ms(std::string_view text);
+using common::parse_rfc3339_ms;
 /// The time column: "+MM:SS.mmm" since the start (minutes go on past 59), and the wall clock
 /// "HH:MM:SS" in local time.
 std::string elapsed_label(std::int64_t ms);
