@@ -613,11 +613,11 @@ void client_app::fill_member() {
     filling_.clear();
     auto answer = common::decode_poll_response(a.body);
     if (a.status != 200 || !answer) return fail(error_message(a, "the output of " + machine));
-    const auto* v = batch_->member(id);
-    const auto before = v ? v->resume_after() : -1;
+    const auto* member = batch_->member(id);
+    const auto before = member ? member->resume_after() : -1;
     for (auto& e : answer->events) apply_to_batch(common::tagged_event{std::move(e), id, machine});
     // More to read: the answer was cut short, or the execution had not ended.
-    if (!answer->done && v && v->resume_after() > before && batch_member_ == id) fill_member();
+    if (!answer->done && member && member->resume_after() > before && batch_member_ == id) fill_member();
   });
 }
 
