@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "config/config.hpp"
 #include "server_harness.hpp"
 
 namespace cmdcast::testing {
@@ -286,6 +287,31 @@ TEST_F(Fleet, WrongFleetRequestsAreRefusedClearly) {
   EXPECT_EQ(of_type<common::error_event>(events).at(0).code, common::error_code::bad_request);
   EXPECT_EQ(bad_after.reason().code, 1008);
   watch(b.batch_id);
+}
+
+TEST(FleetConfig, GroupMistakesAreClearErrors) {
+  loopback_sshd sshd;
+  const std::string head = "[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\n" + sshd.machine_toml("box") +
+                           sshd.machine_toml("m2");
+  auto good = server::parse_config(head + "[groups]\npair = [\"m2\", \"box\"]\n[actions.a]\ncommand = \"x\"\nmachines = [\"pair\"]\n", "g.toml");
+  ASSERT_TRUE(good.ok()) << good.error();
+  EXPECT_EQ(good->groups.at("pair"), (std::vector<std::string>{"m2", "box"}));
+  EXPECT_EQ(good->actions_for(*good->find_machine("box")).size(), 1u) << "an action may name a group";
+  for (const auto& [groups, problem] : std::vector<std::pair<std::string, std::string>>{
+           {"g = [\"nope\"]", "groups.g: names an unknown machine \"nope\""},
+           {"g = [\"box\", \"box\"]", "groups.g: names machine \"box\" twice"},
+           {"g = []", "groups.g: must name at least one machine"},
+           {"box = [\"m2\"]", "groups.box: \"box\" is a machine's id"},
+           {"\"bad id!\" = [\"m2\"]", "a group id must be 1 to 64 of"},
+           {"g = \"box\"", "groups.g: must be an array of strings"},
+       }) {
+    auto bad = server::parse_config(head + "[groups]\n" + groups + "\n", "g.toml");
+    ASSERT_FALSE(bad.ok()) << groups;
+    EXPECT_NE(bad.error().find(problem), std::string::npos) << groups << "\n" << bad.error();
+  }
+  auto unknown = server::parse_config(head + "[actions.a]\ncommand = \"x\"\nmachines = [\"web\"]\n", "g.toml");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().find("names an unknown machine or group \"web\""), std::string::npos) << unknown.error();
 }
 
 TEST(FleetAudit, BatchesAreInTheAuditAndOutliveTheServerARunningOneAsLost) {
