@@ -134,6 +134,7 @@ void client_app::show_execution(const std::string& id) {
   view_ = std::make_unique<common::execution_view>(id);
   line_link_.reset();
   record_.reset();
+  posted_run_.reset();
   seen_unfinished_ = false;
   finish_notice_.reset();
   update_route();
@@ -173,7 +174,7 @@ void client_app::run(const std::string& machine_id, const std::string& action,
   batch_.reset();
   batch_member_.clear();
   error_.clear();
-  pending_run_ = std::pair{machine_id, common::encode(common::run_request{action, params, std::nullopt})};
+  pending_run_ = run_to_send{machine_id, action, common::encode(common::run_request{action, params, std::nullopt})};
   // An action that may wait (for the machine, or for an approval) has no started event to
   // learn its id from until it runs: it is posted, then watched like any other.
   for (const auto& m : machines_) {
@@ -182,21 +183,22 @@ void client_app::run(const std::string& machine_id, const std::string& action,
       if (a.name == action && (a.approval || a.exclusive)) return post_run(false);
     }
   }
-  connect_socket("/machines/" + machine_id + "/commands/stream", pending_run_->second);
+  connect_socket("/machines/" + machine_id + "/commands/stream", pending_run_->request);
   if (!socket_) post_run();  // no WebSocket in this client
 }
 
 void client_app::post_run(bool fallback) {
   if (!pending_run_) return;
-  const auto [machine, body] = *pending_run_;
+  const run_to_send posted = *pending_run_;
   const auto gen = ++generation_;
-  transport_.request("POST", "/machines/" + machine + "/commands", body, [this, gen, fallback](http_answer a) {
+  transport_.request("POST", "/machines/" + posted.machine + "/commands", posted.request, [this, gen, fallback, posted](http_answer a) {
     if (gen != generation_) return;
     pending_run_.reset();
     if (unauthorized(a)) return;
     auto accepted = common::decode_run_accepted(a.body);
     if (a.status != 202 || !accepted) return fail(error_message(a, "run"));
     show_execution(accepted->execution_id);
+    posted_run_ = posted;
     seen_unfinished_ = true;  // our own run: its end is news
     refresh_executions();
     if (!fallback) return connect();
@@ -790,13 +792,17 @@ std::string client_app::watched_action() const {
   if (!v) return "";
   if (v->started()) return v->started()->action_type;
   if (batch_) return batch_->record() ? batch_->record()->action_type : "";
-  return record_ ? record_->action_type : "";
+  if (record_) return record_->action_type;
+  return posted_run_ ? posted_run_->action : "";
 }
 
 std::string client_app::watched_machine() const {
   const auto* v = view();
   if (!v) return "";
-  std::string id = v->started() ? v->started()->machine_id : record_ ? record_->machine_id : "";
+  std::string id = v->started() ? v->started()->machine_id
+                  : record_      ? record_->machine_id
+                  : posted_run_  ? posted_run_->machine
+                                 : "";
   if (batch_ && id.empty()) {
     if (const auto r = batch_->row(batch_member_)) id = r->machine_id;
   }

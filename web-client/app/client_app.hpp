@@ -199,8 +199,16 @@ class client_app {
   int attempts_ = 0;             // failed reconnects in a row
   double retry_at_ = -1;         // when to reconnect (-1: not scheduled)
   std::uint64_t generation_ = 0;  // callbacks of an older connection are ignored
-  std::optional<std::pair<std::string, std::string>> pending_run_;  // machine, request JSON
+  struct run_to_send {
+    std::string machine;
+    std::string action;
+    std::string request;  // the run request's JSON
+  };
+  std::optional<run_to_send> pending_run_;
   std::optional<common::execution_record> record_;
+  // The action and machine of the run this page just posted: the title names them before the
+  // record (or a started event) arrives.
+  std::optional<run_to_send> posted_run_;
   std::optional<line_range> line_link_;
   std::uint64_t line_link_scrolls_ = 0;
   bool seen_unfinished_ = false;  // the watched execution was seen before its end
