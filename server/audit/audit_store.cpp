@@ -17,6 +17,8 @@
 #include <mutex>
 #include <thread>
 
+#include "audit/audit_backend.hpp"
+#include "audit/postgres_audit.hpp"
 #include "cmdcast/common/codec.hpp"
 #include "support/log.hpp"
 
@@ -129,10 +131,8 @@ std::optional<std::string> write(sqlite3* db, const audit_save& s) {
                      "VALUES (?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record");
     const auto& r = s.record;
-    auto stored = r;
-    stored.watchers = 0;  // live only
     upsert.bind(1, r.execution_id).bind(2, r.machine_id).bind(3, r.action_type).bind(4, r.user);
-    upsert.bind(5, r.state).bind(6, r.started_at).bind(7, common::encode(stored));
+    upsert.bind(5, r.state).bind(6, r.started_at).bind(7, stored_record_json(r));
     ok = upsert.step() == SQLITE_DONE;
   }
   if (ok && s.drop) {
@@ -227,14 +227,8 @@ std::vector<stored_event> read_events_after(sqlite3* db, std::string_view id, co
   common::seq_t expected = after + 1;
   int rc = SQLITE_DONE;
   while (bytes < max_bytes && (rc = q.step()) == SQLITE_ROW) {
-    const common::seq_t seq = q.integer(0);
-    if (seq > expected) {
-      const common::gap_event gap{seq - 1, expected, seq - 1};
-      out.push_back({gap.seq, common::encode(common::event{gap})});
-    }
-    out.push_back({seq, q.text(1)});
+    append_stored(out, expected, q.integer(0), q.text(1));
     bytes += out.back().frame.size();
-    expected = seq + 1;
   }
   check_read(db, rc);
   return out;
@@ -273,15 +267,7 @@ std::size_t mark_lost(sqlite3* db) {
     running.insert(running.end(), std::make_move_iterator(some.begin()), std::make_move_iterator(some.end()));
   }
   for (auto& r : running) {
-    const common::seq_t last = read_last_seq(db, r.execution_id);
-    r.state = std::string(common::to_string(common::exit_state::lost));
-    r.ended_at = rfc3339_now();
-    r.watchers = 0;
-    // Its watchers learn how it ended like for any other execution: from an exit event.
-    common::exit_event exit;
-    exit.seq = last + 1;
-    exit.state = common::exit_state::lost;
-    audit_save s{r, {{exit.seq, std::make_shared<const std::string>(common::encode(common::event{exit}))}}, {}};
+    const audit_save s = lost_save(r, read_last_seq(db, r.execution_id));
     if (auto error = write(db, s)) {
       log_event("audit_write_failed", {{"execution_id", r.execution_id}, {"error", *error}});
     }
@@ -290,14 +276,7 @@ std::size_t mark_lost(sqlite3* db) {
   // The batches that were running: their executions are lost (above), and so is the batch.
   for (auto& b : read_batches(db, "", std::numeric_limits<std::int64_t>::max())) {
     if (b.state != "running") continue;
-    b.state = std::string(common::to_string(common::exit_state::lost));
-    b.ended_at = rfc3339_now();
-    for (auto& m : b.executions) {
-      if (const auto r = read_record(db, m.execution_id)) {
-        m.state = r->state;
-        m.exit_code = r->exit_code;
-      }
-    }
+    mark_batch_lost(b, [db](const std::string& id) { return read_record(db, id); });
     write_batch(db, b);
   }
   return running.size();
@@ -460,7 +439,96 @@ net::awaitable<T> ask(audit_worker& worker, Query query) {
       std::move(query));
 }
 
+/// The SQLite store: every call is a job for the audit thread.
+class sqlite_backend final : public audit_backend {
+ public:
+  sqlite_backend(std::shared_ptr<audit_worker> worker, std::size_t lost) : worker_(std::move(worker)), lost_(lost) {}
+  ~sqlite_backend() override { worker_->stop(); }
+  sqlite_backend(const sqlite_backend&) = delete;
+  sqlite_backend& operator=(const sqlite_backend&) = delete;
+
+  void save(audit_save s, save_retry retry, net::any_io_executor executor, std::function<void(bool)> done) override {
+    worker_->save(std::move(s), retry, std::move(executor), std::move(done));
+  }
+  net::awaitable<std::size_t> prune(std::string cutoff) override {
+    return ask<std::size_t>(*worker_, [cutoff = std::move(cutoff)](sqlite3* db) { return delete_before(db, cutoff); });
+  }
+  net::awaitable<std::optional<common::execution_record>> record(std::string id) override {
+    return ask<std::optional<common::execution_record>>(*worker_,
+                                                         [id = std::move(id)](sqlite3* db) { return read_record(db, id); });
+  }
+  net::awaitable<std::vector<common::execution_record>> list(std::string state, std::string machine,
+                                                             std::size_t limit) override {
+    return ask<std::vector<common::execution_record>>(
+        *worker_, [state = std::move(state), machine = std::move(machine), limit](sqlite3* db) {
+          return read_list(db, state, machine, limit);
+        });
+  }
+  net::awaitable<bool> save_batch(common::batch_record b) override {
+    return ask<bool>(*worker_, [b = std::move(b)](sqlite3* db) { return write_batch(db, b); });
+  }
+  net::awaitable<std::vector<common::batch_record>> batches(std::string id, std::size_t limit) override {
+    return ask<std::vector<common::batch_record>>(*worker_, [id = std::move(id), limit](sqlite3* db) {
+      return read_batches(db, id, limit);
+    });
+  }
+  net::awaitable<common::seq_t> last_seq(std::string id) override {
+    return ask<common::seq_t>(*worker_, [id = std::move(id)](sqlite3* db) { return read_last_seq(db, id); });
+  }
+  net::awaitable<std::vector<stored_event>> events_after(std::string id, common::seq_t after,
+                                                         std::size_t max_bytes) override {
+    return ask<std::vector<stored_event>>(*worker_, [id = std::move(id), after, max_bytes](sqlite3* db) {
+      return read_events_after(db, id, after, max_bytes);
+    });
+  }
+  std::size_t lost_at_open() const override { return lost_; }
+  bool degraded() const override { return false; }
+  void stop() override { worker_->stop(); }
+
+ private:
+  std::shared_ptr<audit_worker> worker_;
+  std::size_t lost_;
+};
+
 }  // namespace
+
+void append_stored(std::vector<stored_event>& out, common::seq_t& expected, common::seq_t seq, std::string frame) {
+  if (seq > expected) {
+    const common::gap_event gap{seq - 1, expected, seq - 1};
+    out.push_back({gap.seq, common::encode(common::event{gap})});
+  }
+  out.push_back({seq, std::move(frame)});
+  expected = seq + 1;
+}
+
+audit_save lost_save(common::execution_record r, common::seq_t last_seq) {
+  r.state = std::string(common::to_string(common::exit_state::lost));
+  r.ended_at = rfc3339_now();
+  r.watchers = 0;
+  // Its watchers learn how it ended like for any other execution: from an exit event.
+  common::exit_event exit;
+  exit.seq = last_seq + 1;
+  exit.state = common::exit_state::lost;
+  return audit_save{std::move(r), {{exit.seq, std::make_shared<const std::string>(common::encode(common::event{exit}))}}, {}};
+}
+
+void mark_batch_lost(common::batch_record& b,
+                     const std::function<std::optional<common::execution_record>(const std::string&)>& record_of) {
+  b.state = std::string(common::to_string(common::exit_state::lost));
+  b.ended_at = rfc3339_now();
+  for (auto& m : b.executions) {
+    if (const auto r = record_of(m.execution_id)) {
+      m.state = r->state;
+      m.exit_code = r->exit_code;
+    }
+  }
+}
+
+std::string stored_record_json(const common::execution_record& r) {
+  auto stored = r;
+  stored.watchers = 0;  // live only
+  return common::encode(stored);
+}
 
 common::result<std::unique_ptr<audit_store>> audit_store::open(const std::string& path) {
   sqlite3* db = nullptr;
@@ -482,52 +550,49 @@ common::result<std::unique_ptr<audit_store>> audit_store::open(const std::string
   }
   const std::size_t lost = mark_lost(db);
   sqlite3_busy_timeout(db, busy_timeout_ms);
-  return std::unique_ptr<audit_store>(new audit_store(std::make_shared<audit_worker>(db), lost));
+  return std::unique_ptr<audit_store>(new audit_store(std::make_shared<sqlite_backend>(std::make_shared<audit_worker>(db), lost)));
 }
 
-audit_store::~audit_store() { worker_->stop(); }
+common::result<std::unique_ptr<audit_store>> audit_store::open_postgres(const std::string& conninfo,
+                                                                         const std::string& server_id,
+                                                                         net::any_io_executor executor) {
+  auto backend = open_postgres_backend(conninfo, server_id, std::move(executor));
+  if (!backend) return common::failure{backend.error()};
+  return std::unique_ptr<audit_store>(new audit_store(std::move(*backend)));
+}
+
+audit_store::~audit_store() { backend_->stop(); }
+
+std::size_t audit_store::lost_at_open() const { return backend_->lost_at_open(); }
+bool audit_store::degraded() const { return backend_->degraded(); }
 
 void audit_store::async_save(audit_save save, save_retry retry, net::any_io_executor executor,
                              std::function<void(bool written)> done) {
-  worker_->save(std::move(save), retry, std::move(executor), std::move(done));
+  backend_->save(std::move(save), retry, std::move(executor), std::move(done));
 }
 
-net::awaitable<std::size_t> audit_store::async_prune(std::string cutoff) {
-  return ask<std::size_t>(*worker_, [cutoff = std::move(cutoff)](sqlite3* db) { return delete_before(db, cutoff); });
-}
+net::awaitable<std::size_t> audit_store::async_prune(std::string cutoff) { return backend_->prune(std::move(cutoff)); }
 
 net::awaitable<std::optional<common::execution_record>> audit_store::async_record(std::string id) {
-  return ask<std::optional<common::execution_record>>(*worker_,
-                                                       [id = std::move(id)](sqlite3* db) { return read_record(db, id); });
+  return backend_->record(std::move(id));
 }
 
 net::awaitable<std::vector<common::execution_record>> audit_store::async_list(std::string state, std::string machine,
                                                                              std::size_t limit) {
-  return ask<std::vector<common::execution_record>>(*worker_, [state = std::move(state), machine = std::move(machine),
-                                                               limit](sqlite3* db) {
-    return read_list(db, state, machine, limit);
-  });
+  return backend_->list(std::move(state), std::move(machine), limit);
 }
 
-net::awaitable<bool> audit_store::async_save_batch(common::batch_record b) {
-  return ask<bool>(*worker_, [b = std::move(b)](sqlite3* db) { return write_batch(db, b); });
-}
+net::awaitable<bool> audit_store::async_save_batch(common::batch_record b) { return backend_->save_batch(std::move(b)); }
 
 net::awaitable<std::vector<common::batch_record>> audit_store::async_batches(std::string id, std::size_t limit) {
-  return ask<std::vector<common::batch_record>>(*worker_, [id = std::move(id), limit](sqlite3* db) {
-    return read_batches(db, id, limit);
-  });
+  return backend_->batches(std::move(id), limit);
 }
 
-net::awaitable<common::seq_t> audit_store::async_last_seq(std::string id) {
-  return ask<common::seq_t>(*worker_, [id = std::move(id)](sqlite3* db) { return read_last_seq(db, id); });
-}
+net::awaitable<common::seq_t> audit_store::async_last_seq(std::string id) { return backend_->last_seq(std::move(id)); }
 
 net::awaitable<std::vector<stored_event>> audit_store::async_events_after(std::string id, common::seq_t after,
                                                                           std::size_t max_bytes) {
-  return ask<std::vector<stored_event>>(*worker_, [id = std::move(id), after, max_bytes](sqlite3* db) {
-    return read_events_after(db, id, after, max_bytes);
-  });
+  return backend_->events_after(std::move(id), after, max_bytes);
 }
 
 }  // namespace cmdcast::server

@@ -1,5 +1,5 @@
-// The audit log: every execution's record and its output, in SQLite (WAL), so that what ran,
-// who ran it and what it printed outlives the process. Output is kept as the serialised events
+// The audit log: every execution's record and its output, in SQLite (WAL) or in PostgreSQL
+// (postgres_audit.hpp), so that what ran, who ran it and what it printed outlives the process. Output is kept as the serialised events
 // themselves (the frames watchers got), so a finished execution is replayed from here exactly
 // as it streamed, with a `gap` where the store cut it (docs/protocol.md, "Audit").
 //
@@ -8,6 +8,10 @@
 // (written or not) on the caller's executor; reads are awaited and resume on the caller's
 // executor. A locked or failing database delays writes, which are retried and logged, never
 // a stream. The store must outlive the operations it has started.
+//
+// With PostgreSQL the connection lives on the server's executor instead (libpq's asynchronous
+// API), and an unreachable database makes the store `degraded()`: writes queue in memory
+// (bounded) until it is back, reads answer empty at once.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -47,7 +51,7 @@ struct audit_save {
   std::optional<std::pair<common::seq_t, common::seq_t>> drop;
 };
 
-class audit_worker;
+class audit_backend;
 
 /// How hard a save tries: `once` (the caller keeps the data and saves it again later), or
 /// `until_written`, with backoff, for as long as the store runs (an execution's last save).
@@ -59,14 +63,27 @@ class audit_store {
   /// process left running as `lost` (closing their output with an exit event saying so), and
   /// starts the audit thread.
   static common::result<std::unique_ptr<audit_store>> open(const std::string& path);
+  /// The audit in PostgreSQL (`conninfo`, libpq's syntax; an error only when it does not
+  /// parse). Connects in the background on `executor` (whose I/O context must be running
+  /// single-threaded or be the one the server runs): creates the schema if missing and marks
+  /// the executions and batches that a previous process of server `server_id` left
+  /// unfinished as lost (never another server's). Unreachable, the store starts degraded and
+  /// keeps trying.
+  static common::result<std::unique_ptr<audit_store>> open_postgres(const std::string& conninfo,
+                                                                    const std::string& server_id,
+                                                                    net::any_io_executor executor);
   /// Waits a bounded time for the queued writes, then stops the audit thread. The same
   /// happens when an I/O context that gets the store's completions is destroyed first.
   ~audit_store();
   audit_store(const audit_store&) = delete;
   audit_store& operator=(const audit_store&) = delete;
 
-  /// How many executions open() found left running and marked lost.
-  std::size_t lost_at_open() const { return lost_at_open_; }
+  /// How many executions open() found left running and marked lost (PostgreSQL: once the
+  /// first connection has done so; 0 before).
+  std::size_t lost_at_open() const;
+  /// True while the database cannot be written (PostgreSQL unreachable): writes are queued,
+  /// reads answer empty. Always false for SQLite.
+  bool degraded() const;
 
   /// Queues `save` for the audit thread; `done(written)` then runs on `executor`. A failure
   /// (a lock held too long, a full disk) is logged, and `written` is false only when nothing
@@ -95,10 +112,9 @@ class audit_store {
                                                                std::size_t max_bytes);
 
  private:
-  audit_store(std::shared_ptr<audit_worker> worker, std::size_t lost) : worker_(std::move(worker)), lost_at_open_(lost) {}
+  explicit audit_store(std::shared_ptr<audit_backend> backend) : backend_(std::move(backend)) {}
 
-  std::shared_ptr<audit_worker> worker_;
-  std::size_t lost_at_open_ = 0;
+  std::shared_ptr<audit_backend> backend_;
 };
 
 }  // namespace cmdcast::server

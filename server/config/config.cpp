@@ -291,6 +291,45 @@ void parse_server(reader& r, const toml::table& t, server_settings& s, bool chec
   r.attempt([&] { s.kill_grace = std::chrono::milliseconds(r.integer(t, "server", "kill_grace_ms", 5000, 0, 600000)); });
 }
 
+/// [cluster] redis and server_id go together; [audit] postgres replaces server.audit_db.
+void parse_cluster_and_audit(reader& r, const toml::table& root, config& c) {
+  const toml::table* cluster = nullptr;
+  r.attempt([&] { cluster = r.table(root, "cluster"); });
+  if (cluster) {
+    r.attempt([&] { r.only_keys(*cluster, "cluster", {"redis", "server_id", "lease_ms"}); });
+    r.attempt([&] {
+      c.cluster.redis = r.string(*cluster, "cluster", "redis");
+      const auto colon = c.cluster.redis.rfind(':');
+      if (c.cluster.redis.front() != '/' &&
+          (colon == std::string::npos || colon == 0 || c.cluster.redis.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
+           colon + 1 == c.cluster.redis.size())) {
+        r.fail(cluster->get("redis"), "cluster.redis", "must be host:port or the path of a unix socket");
+      }
+    });
+    r.attempt([&] {
+      c.cluster.server_id = r.string(*cluster, "cluster", "server_id");
+      if (c.cluster.server_id.size() > 64 ||
+          c.cluster.server_id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+              std::string::npos) {
+        r.fail(cluster->get("server_id"), "cluster.server_id", "must be 1 to 64 letters, digits, '_', '.' or '-'");
+      }
+    });
+    r.attempt([&] { c.cluster.lease = std::chrono::milliseconds(r.integer(*cluster, "cluster", "lease_ms", 5000, 500, 60000)); });
+  }
+  const toml::table* audit = nullptr;
+  r.attempt([&] { audit = r.table(root, "audit"); });
+  if (!audit) return;
+  r.attempt([&] { r.only_keys(*audit, "audit", {"postgres"}); });
+  r.attempt([&] {
+    c.audit_postgres = r.string(*audit, "audit", "postgres");
+    const toml::table* server = root.get("server") ? root.get("server")->as_table() : nullptr;
+    if (server && (server->get("audit_db") || server->get("audit"))) {
+      r.fail(audit->get("postgres"), "audit.postgres", "replaces server.audit_db (and server.audit): keep one of them");
+    }
+    c.server.audit_db.clear();  // the audit is in PostgreSQL
+  });
+}
+
 /// What the SSH connection will read: a private key, and a known_hosts file libssh2 parses.
 void check_machine_files(reader& r, const toml::table& t, const machine_entry& m) {
   r.attempt([&] {
@@ -353,10 +392,11 @@ common::result<config> parse_config(std::string_view text, const std::string& or
     return common::failure{origin + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) + ": " +
                            std::string(e.description())};
   }
-  r.attempt([&] { r.only_keys(root, "config", {"server", "tokens", "machines", "groups", "actions"}); });
+  r.attempt([&] { r.only_keys(root, "config", {"server", "tokens", "machines", "groups", "actions", "cluster", "audit"}); });
   const toml::table* server_table = nullptr;
   r.attempt([&] { server_table = r.table(root, "server"); });
   if (server_table) parse_server(r, *server_table, c.server, check_files);
+  parse_cluster_and_audit(r, root, c);
 
   r.attempt([&] {
     const toml::node* tokens = root.get("tokens");

@@ -91,8 +91,17 @@ struct server_settings {
   std::chrono::milliseconds kill_grace{5000};
 };
 
+/// [cluster]: several servers share every execution through Redis (docs/cluster.md).
+struct cluster_settings {
+  std::string redis;      // "host:port", or a unix socket path (starts with /); empty: no cluster
+  std::string server_id;  // this server's name among them, in logs, leases and records
+  std::chrono::milliseconds lease{5000};  // an owner silent this long has lost its runs
+};
+
 struct config {
   server_settings server;
+  cluster_settings cluster;
+  std::string audit_postgres;  // [audit] postgres: a libpq conninfo, in place of server.audit_db
   std::vector<token_entry> tokens;  // empty: server.anonymous says everyone's role
   std::vector<machine_entry> machines;
   std::map<std::string, action_entry> actions;

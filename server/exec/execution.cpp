@@ -56,6 +56,70 @@ execution::execution(net::any_io_executor executor, std::string id, const resolv
   if (audit) audit_ = std::make_shared<output_audit>(*audit, executor, settings.audit_head_bytes, settings.audit_tail_bytes);
 }
 
+execution::execution(net::any_io_executor executor, common::execution_record record, const server_settings& settings)
+    : executor_(executor),
+      id_(record.execution_id),
+      machine_id_(record.machine_id),
+      action_type_(record.action_type),
+      command_(record.command),
+      params_(record.params),
+      user_(record.user),
+      launched_(record.state != "queued" && record.state != "awaiting_approval"),
+      settings_(settings),
+      started_at_(record.started_at),
+      started_(std::chrono::steady_clock::now()),
+      watchers_timer_(executor),
+      maskers_{secret_masker({}), secret_masker({})},  // the owner masked the output
+      flush_timer_(executor),
+      progress_timer_(executor),
+      audit_timer_(executor),
+      copy_of_(std::move(record)) {
+  if (copy_of_->state == "queued") pending_ = pending_state::queued;
+  if (copy_of_->state == "awaiting_approval") pending_ = pending_state::awaiting_approval;
+}
+
+void execution::take(common::seq_t seq, std::string json, bool is_exit) {
+  if (finished() || seq < next_seq_) return;
+  if (replay_.empty() && next_seq_ == 0) next_seq_ = seq;  // a copy begins where the stream does
+  if (seq > next_seq_) {
+    common::gap_event gap{seq - 1, next_seq_, seq - 1};
+    next_seq_ = seq;
+    hold_and_publish(gap.seq, make_frame(common::encode(common::event{gap})), false);
+  }
+  next_seq_ = seq + 1;
+  if (is_exit) {
+    if (auto e = common::decode_event(json)) {
+      if (const auto* x = std::get_if<common::exit_event>(&*e)) {
+        exit_ = *x;
+        ended_at_ = rfc3339_now();
+      }
+    }
+    if (!exit_) exit_ = common::exit_event{};
+  }
+  if (!launched_ && !is_exit) {
+    launched_ = true;
+    pending_ = pending_state::none;
+  }
+  hold_and_publish(seq, make_frame(std::move(json)), is_exit);
+  if (is_exit) {
+    auto subscribers = std::move(subscribers_);
+    subscribers_.clear();
+    for (auto& s : subscribers) s->ended();
+  }
+}
+
+void execution::end_copy_lost() {
+  if (finished()) return;
+  common::exit_event e;
+  e.state = common::exit_state::lost;
+  e.seq = next_seq_;
+  take(next_seq_, common::encode(common::event{e}), true);
+}
+
+void execution::for_each_held(const std::function<void(common::seq_t, const frame&)>& fn) const {
+  for (const auto& h : replay_) fn(h.seq, h.data);
+}
+
 void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::function<void()> on_end) {
   launched_ = true;
   pending_ = pending_state::none;
@@ -64,6 +128,7 @@ void execution::start(std::shared_ptr<ssh::machine_connection> connection, std::
   started_ = std::chrono::steady_clock::now();
   emit(common::started_event{0, id_, machine_id_, action_type_, command_, started_at_});
   flush_audit();  // the record exists from the start
+  if (relay_) relay_->record_changed(*this);
   ssh::run_options options;
   options.timeout = timeout_;
   options.kill_grace = settings_.kill_grace;
@@ -234,6 +299,7 @@ void execution::conclude(common::exit_event e) {
   emit(e);
   audit_timer_.cancel();
   flush_audit();
+  if (relay_) relay_->record_changed(*this);
   auto subscribers = std::move(subscribers_);
   subscribers_.clear();
   for (auto& s : subscribers) s->ended();
@@ -256,6 +322,7 @@ void execution::flush_audit() {
 }
 
 void execution::flush_audit_record() {
+  if (relay_) relay_->record_changed(*this);
   if (audit_) audit_->flush(record(), finished());
 }
 
@@ -271,9 +338,14 @@ void execution::emit(common::event e) {
     audit_->add(seq, f->text(), output_bytes);
     arm_audit();
   }
+  hold_and_publish(seq, f, std::holds_alternative<common::exit_event>(e));
+}
+
+void execution::hold_and_publish(common::seq_t seq, const frame& f, bool is_exit) {
   replay_.push_back({seq, f});
   replay_size_ += f->size();
   trim_replay();
+  if (relay_) relay_->append(*this, seq, f, replay_.front().seq, is_exit);
   publish(f, seq);
 }
 
@@ -389,6 +461,19 @@ void execution::unsubscribe(const subscriber* s) {
 }
 
 common::execution_record execution::record() const {
+  if (copy_of_) {
+    common::execution_record r = *copy_of_;
+    if (exit_) {
+      r.state = std::string(common::to_string(exit_->state));
+      r.exit_code = exit_->code;
+      r.signal = exit_->signal;
+      if (!r.ended_at) r.ended_at = ended_at_;
+    } else if (launched_ && (r.state == "queued" || r.state == "awaiting_approval")) {
+      r.state = "running";
+    }
+    r.watchers = static_cast<std::int64_t>(watchers());
+    return r;
+  }
   common::execution_record r;
   r.execution_id = id_;
   r.machine_id = machine_id_;

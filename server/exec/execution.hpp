@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +48,19 @@ class subscriber {
   virtual void ended() = 0;
 };
 
+class execution;
+
+/// Where an execution's events and record go besides its watchers: the cluster's stream
+/// (cluster/cluster_node.hpp), for watchers on other servers.
+class event_relay {
+ public:
+  virtual ~event_relay() = default;
+  /// A sequenced event; `oldest_held` is the oldest seq the replay buffer still holds.
+  virtual void append(const execution& e, common::seq_t seq, const frame& f, common::seq_t oldest_held, bool is_exit) = 0;
+  /// Its record changed (waiting, started, approved, ended).
+  virtual void record_changed(const execution& e) = 0;
+};
+
 /// Before an execution runs: nothing to wait for, waiting for the machine's running exclusive
 /// action, or for another operator's approval.
 enum class pending_state : std::uint8_t { none, queued, awaiting_approval };
@@ -58,6 +72,21 @@ class execution : public std::enable_shared_from_this<execution> {
   /// and masked in the output.
   execution(net::any_io_executor executor, std::string id, const resolved_command& r, std::string user,
             const server_settings& settings, audit_store* audit);
+
+  /// A copy of an execution another server of the cluster holds, as its `record` says: it
+  /// runs nothing, and its events come through take(). Watchers use it like any other.
+  execution(net::any_io_executor executor, common::execution_record record, const server_settings& settings);
+  bool is_copy() const { return copy_of_.has_value(); }
+  /// A copy's next event, as its owner sent it. A seq past the next one expected first puts
+  /// a gap event in the stream for what is missing; an older one is ignored.
+  void take(common::seq_t seq, std::string json, bool is_exit);
+  /// A copy whose owner is gone: ends it `lost`, as the owner's store does at its restart.
+  void end_copy_lost();
+
+  /// Also sends its events and record to `relay` (set before it starts).
+  void relay_to(std::shared_ptr<event_relay> relay) { relay_ = std::move(relay); }
+  /// The events the replay buffer holds, oldest first.
+  void for_each_held(const std::function<void(common::seq_t, const frame&)>& fn) const;
 
   /// Runs the command on `connection`; `on_end` runs once the exit event is out.
   void start(std::shared_ptr<ssh::machine_connection> connection, std::function<void()> on_end);
@@ -106,6 +135,8 @@ class execution : public std::enable_shared_from_this<execution> {
 
  private:
   void emit(common::event e);
+  /// Holds and sends a sequenced frame (the one path for events made here and taken).
+  void hold_and_publish(common::seq_t seq, const frame& f, bool is_exit);
   void publish(const frame& f, common::seq_t seq);
   /// Holds reading the output while every watcher is behind (none live), resumes otherwise.
   void pace();
@@ -190,6 +221,9 @@ class execution : public std::enable_shared_from_this<execution> {
   std::shared_ptr<output_audit> audit_;
   net::steady_timer audit_timer_;
   bool audit_armed_ = false;
+
+  std::shared_ptr<event_relay> relay_;
+  std::optional<common::execution_record> copy_of_;  // a copy: the owner's record
 
   std::shared_ptr<ssh::run_control> control_ = std::make_shared<ssh::run_control>();
   std::optional<common::exit_event> exit_;

@@ -88,6 +88,7 @@ std::variant<std::shared_ptr<execution>, request_error> execution_registry::subm
   const std::string id = random_uuid();
   auto e = std::make_shared<execution>(executor_, id, r, user, settings_, audit);
   executions_.emplace(id, e);
+  if (on_new_execution) on_new_execution(e);
   waiting w{e, *r.machine, r.action->exclusive, std::move(on_end), nullptr};
   if (!r.action->approval) {
     proceed(std::move(w));
@@ -226,6 +227,7 @@ std::variant<std::shared_ptr<batch>, request_error> execution_registry::submit_b
     const std::string id = random_uuid();
     auto e = std::make_shared<execution>(executor_, id, r, user, settings_, audit);
     executions_.emplace(id, e);
+    if (on_new_execution) on_new_execution(e);
     b->members().push_back({r.machine->id, e, false});
     e->set_queued(++position);
     waiting_.emplace(id, waiting{e, *r.machine, r.action->exclusive, on_end, nullptr, b, true});

@@ -70,6 +70,9 @@ class execution_registry {
   /// gets a new connection for new runs, while its running commands finish on the old one.
   void reconfigure(const server_settings& settings, const std::vector<machine_entry>& machines);
 
+  /// Told of each execution made here, before it starts or waits (the cluster relays it).
+  std::function<void(const std::shared_ptr<execution>&)> on_new_execution;
+
   /// Output bytes read over SSH, of every execution so far (for /metrics).
   std::uint64_t ssh_bytes_in() const;
 

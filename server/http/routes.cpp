@@ -293,6 +293,8 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   const auto& p = t.parts;
   const bool get = req.method() == http::verb::get;
   if (get && p.size() == 1 && p[0] == "healthz") {
+    // Still serving: what it cannot reach is named, and local runs go on meanwhile.
+    if (cluster && !cluster->healthy()) co_return text_response(req, http::status::ok, "degraded: redis unreachable");
     co_return text_response(req, http::status::ok, "ok");
   }
   const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me" ||
@@ -394,7 +396,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     const std::string id = p[1];
     std::optional<common::execution_record> stored;
     if (!registry.find(id) && audit) stored = co_await audit->async_record(id);
-    const auto live = registry.find(id);  // (after the wait: it may have changed)
+    const auto live = co_await find_execution(id);  // (after the wait: it may have changed)
     if (!live && !stored) {
       co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
     }
@@ -403,13 +405,23 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
       if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
       log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
-      if (live) registry.cancel(live);  // one that is only in the audit has ended
+      if (live && live->is_copy() && !live->finished()) {
+        // Another server of the cluster runs it: it is asked, and its exit confirms.
+        const auto outcome = co_await cluster->cancel(id, who->name);
+        if (outcome == cluster::cluster_node::cancel_outcome::owner_gone) live->end_copy_lost();  // nobody holds it
+      } else if (live) {
+        registry.cancel(live);  // one that is only in the audit has ended
+      }
       co_return json_response(req, http::status::accepted, common::encode(rec()));
     }
     if (req.method() == http::verb::post && p.size() == 3 && (p[2] == "approve" || p[2] == "reject")) {
       const bool approving = p[2] == "approve";
       if (who->granted != role::operator_) {
         co_return error_response(req, error_code::forbidden, std::string(p[2]) + " needs the operator role");
+      }
+      if (live && live->is_copy()) {
+        co_return error_response(req, error_code::bad_request, "execution \"" + id + "\" is held by another server of the cluster: " +
+                                                                   std::string(p[2]) + " it there");
       }
       if (!live || live->pending() != pending_state::awaiting_approval) {
         co_return error_response(req, error_code::bad_request, "execution \"" + id + "\" is not awaiting approval (" +
@@ -444,7 +456,7 @@ net::awaitable<response> server::impl::long_poll(const request& req, const targe
   if (!after) co_return error_response(req, error_code::bad_request, "after must be a number >= -1");
   const auto wait = query_number(t, "wait", 0, 0);
   if (!wait) co_return error_response(req, error_code::bad_request, "wait must be a number of seconds >= 0");
-  const auto held = registry.find(id);
+  const auto held = co_await find_execution(id);
   if (!held || (held->finished() && !held->holds_after(*after))) {
     if (!audit || !co_await audit->async_record(id)) {
       co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + id + "\"");

@@ -333,6 +333,7 @@ void server::impl::maybe_stopped(bool force) {
   if (drain_deadline) drain_deadline->cancel();
   auto done = std::move(on_stopped);
   on_stopped = nullptr;
+  if (cluster) cluster->stop();
   done();
 }
 
@@ -346,11 +347,25 @@ void server::start() {
     if (!tls) throw std::runtime_error(tls.error());
     impl_->tls = std::move(*tls);
   }
-  if (!s.audit_db.empty()) {
-    auto store = audit_store::open(s.audit_db);
+  if (const auto& pg = impl_->cfg->audit_postgres; !pg.empty() || !s.audit_db.empty()) {
+    // PostgreSQL connects in the background: unreachable, the server starts degraded.
+    auto store = pg.empty() ? audit_store::open(s.audit_db)
+                            : audit_store::open_postgres(pg, impl_->cfg->cluster.server_id, impl_->io.get_executor());
     if (!store) throw std::runtime_error(store.error());
     impl_->audit = std::move(*store);
     net::co_spawn(impl_->io, [i = impl_] { return i->prune_audit(); }, net::detached);
+  }
+  if (const auto& c = impl_->cfg->cluster; !c.redis.empty()) {
+    auto node = std::make_shared<cluster::cluster_node>(impl_->io.get_executor(), c, s);
+    impl_->registry.on_new_execution = [node](const std::shared_ptr<execution>& e) { node->adopt(e); };
+    node->on_cancel = [i = impl_.get()](const std::string& id, const std::string& user) {
+      const auto e = i->registry.find(id);
+      if (!e) return;
+      log_event("cancel", {{"execution_id", id}, {"user", user}, {"via", "cluster"}});
+      i->registry.cancel(e);
+    };
+    node->start();
+    impl_->cluster = std::move(node);
   }
   const tcp::endpoint ep(net::ip::make_address(s.listen_host), s.listen_port);
   impl_->acceptor.open(ep.protocol());
@@ -359,6 +374,12 @@ void server::start() {
   impl_->acceptor.listen();
   log_event("listening", {{"address", s.listen_host + ":" + std::to_string(port())}, {"tls", impl_->tls ? "yes" : "no"}});
   net::co_spawn(impl_->io, [i = impl_] { return i->accept_loop(); }, net::detached);
+}
+
+net::awaitable<std::shared_ptr<execution>> server::impl::find_execution(const std::string& id) {
+  if (auto e = registry.find(id)) co_return e;
+  if (!cluster) co_return nullptr;
+  co_return co_await cluster->copy_of(id);
 }
 
 void server::impl::reconfigure(config next) {
@@ -409,6 +430,13 @@ bool server::reload(common::result<config> loaded, const std::string& origin) {
     next.server.listen_port = now.listen_port;
   }
   if (keep(next.server.audit_db != now.audit_db, "audit_db")) next.server.audit_db = now.audit_db;
+  if (keep(next.audit_postgres != i.cfg->audit_postgres, "audit.postgres")) next.audit_postgres = i.cfg->audit_postgres;
+  const auto& cluster_now = i.cfg->cluster;
+  if (keep(next.cluster.redis != cluster_now.redis || next.cluster.server_id != cluster_now.server_id ||
+               next.cluster.lease != cluster_now.lease,
+           "cluster")) {
+    next.cluster = cluster_now;
+  }
   if (keep(next.server.tls_cert.has_value() != now.tls_cert.has_value(), "tls_cert")) {
     next.server.tls_cert = now.tls_cert;
     next.server.tls_key = now.tls_key;

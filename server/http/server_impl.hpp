@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "audit/audit_store.hpp"
+#include "cluster/cluster_node.hpp"
 #include "exec/registry.hpp"
 #include "http/request_policy.hpp"
 #include "http/server.hpp"
@@ -97,6 +98,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   void unpark_poll(const std::string& id, common::seq_t next);
   void unpark_all();
   std::unique_ptr<audit_store> audit;
+  std::shared_ptr<cluster::cluster_node> cluster;  // [cluster]: executions shared through Redis
+  /// The execution `id` wherever it runs: held here, or (in a cluster) a copy of another
+  /// server's; null when neither.
+  net::awaitable<std::shared_ptr<execution>> find_execution(const std::string& id);
   std::unique_ptr<net::steady_timer> prune_timer;
 
   // Metrics.

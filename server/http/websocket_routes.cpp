@@ -262,7 +262,7 @@ net::awaitable<void> server::impl::run_websocket(ws_connection& ws, const target
       co_await refuse(ws, error_code::bad_request, "after must be a number >= -1");
       co_return;
     }
-    const auto held = registry.find(p[1]);
+    const auto held = co_await find_execution(p[1]);
     if (held && *after > held->last_seq()) {
       co_await refuse(ws, error_code::bad_request, past_the_end(*after, held->last_seq()));
     } else if (held && (!held->finished() || held->holds_after(*after))) {

@@ -1,0 +1,345 @@
+#include "cluster/cluster_node.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <charconv>
+
+#include "cluster/redis_client.hpp"
+#include "cmdcast/common/codec.hpp"
+#include "support/log.hpp"
+
+namespace cmdcast::server::cluster {
+namespace {
+
+// An ended execution's stream and hash stay this long (later readers use the audit).
+constexpr auto kept_after_exit_s = 600;
+// A finished copy stays this long for late watchers, then goes (they then read the audit).
+constexpr auto copy_kept = std::chrono::seconds(60);
+// Entries per XRANGE or XREAD reply.
+constexpr const char* read_count = "512";
+
+std::string out_key(const std::string& id) { return "cmdcast:x:" + id + ":out"; }
+std::string meta_key(const std::string& id) { return "cmdcast:x:" + id + ":meta"; }
+std::string control_channel(const std::string& id) { return "cmdcast:x:" + id + ":ctl"; }
+std::string lease_key(const std::string& server) { return "cmdcast:server:" + server; }
+
+// Stream IDs are "SEQ-1": the seq is the ID's first part, and "0-0" (which Redis never
+// stores) is the cursor before seq 0.
+std::string entry_id(common::seq_t seq) { return std::to_string(seq) + "-1"; }
+std::string cursor_after(common::seq_t seq) { return seq < 0 ? "0-0" : entry_id(seq); }
+
+std::optional<common::seq_t> seq_of(const std::string& id) {
+  common::seq_t seq = 0;
+  const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), seq);
+  if (ec != std::errc() || end == id.data() + id.size() || *end != '-') return std::nullopt;
+  return seq;
+}
+
+/// Takes an XRANGE or XREAD entry list ([[id, [field, value, ...]], ...]) into a copy; the
+/// last seq taken, or nullopt.
+void take_entries(execution& e, const redis_reply& entries) {
+  for (const auto& entry : entries.elements) {
+    if (entry.elements.size() != 2) continue;
+    const auto seq = seq_of(entry.elements[0].str);
+    if (!seq) continue;
+    std::string frame_text;
+    bool is_exit = false;
+    const auto& fields = entry.elements[1].elements;
+    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+      if (fields[i].str == "f") frame_text = fields[i + 1].str;
+      if (fields[i].str == "end") is_exit = true;
+    }
+    e.take(*seq, std::move(frame_text), is_exit);
+  }
+}
+
+std::string random_epoch() { return random_uuid().substr(0, 8); }
+
+}  // namespace
+
+cluster_node::cluster_node(net::any_io_executor executor, cluster_settings settings, server_settings server)
+    : executor_(executor),
+      settings_(std::move(settings)),
+      server_(std::move(server)),
+      lease_timer_(executor),
+      reader_wake_(executor) {}
+
+cluster_node::~cluster_node() { stop(); }
+
+void cluster_node::start() {
+  net::co_spawn(executor_, [self = shared_from_this()] { return self->keep_connected(); }, net::detached);
+  net::co_spawn(executor_, [self = shared_from_this()] { return self->read_copies(); }, net::detached);
+}
+
+void cluster_node::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  lease_timer_.cancel();
+  reader_wake_.cancel();
+  // The lease goes now: copies elsewhere end this server's runs lost at once.
+  for (auto* c : {&commands_, &reader_, &control_}) {
+    if (*c) (*c)->close();
+  }
+}
+
+bool cluster_node::healthy() const { return commands_ && commands_->connected() && reader_ && reader_->connected(); }
+
+net::awaitable<void> cluster_node::keep_connected() {
+  auto self = shared_from_this();
+  auto backoff = std::chrono::milliseconds(100);
+  bool said_unreachable = false;
+  while (!stopped_) {
+    lost_ = false;
+    std::string why = co_await connect_link(commands_);
+    if (why.empty()) why = co_await connect_link(reader_);
+    if (why.empty()) why = co_await connect_link(control_);
+    if (!why.empty()) {
+      if (!said_unreachable) log_event("cluster_redis_unreachable", {{"redis", settings_.redis}, {"why", why}});
+      said_unreachable = true;
+      lease_timer_.expires_after(backoff);
+      boost::system::error_code ec;
+      co_await lease_timer_.async_wait(net::redirect_error(net::use_awaitable, ec));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+      continue;
+    }
+    said_unreachable = false;
+    backoff = std::chrono::milliseconds(100);
+    std::vector<std::string> client_id{"CLIENT", "ID"};
+    const auto id_reply = co_await reader_->call(std::move(client_id));
+    reader_client_id_ = id_reply.type == redis_reply::kind::integer ? id_reply.integer : -1;
+    on_connected();
+    wake_reader();
+    // The lease, renewed three times in its time; a flushed Redis is noticed here too.
+    while (!stopped_ && !lost_ && commands_->connected()) {
+      commands_->command({"SET", lease_key(settings_.server_id), "1", "PX", std::to_string(settings_.lease.count())});
+      for (const auto& [id, weak] : owned_) {
+        commands_->command({"EXISTS", meta_key(id)}, [this, id = id](const redis_reply& r) {
+          if (r.type != redis_reply::kind::integer || r.integer != 0) return;
+          const auto it = owned_.find(id);
+          if (it == owned_.end()) return;
+          if (auto e = it->second.lock()) reseed(e);
+        });
+      }
+      drop_finished_copies();
+      lease_timer_.expires_after(settings_.lease / 3);
+      boost::system::error_code ec;
+      co_await lease_timer_.async_wait(net::redirect_error(net::use_awaitable, ec));
+    }
+  }
+}
+
+net::awaitable<std::string> cluster_node::connect_link(std::shared_ptr<redis_connection>& link) {
+  if (!link) link = redis_connection::create(executor_, settings_.redis);
+  if (link->connected()) co_return "";
+  link->on_lost = [this](const std::string& why) {
+    if (!lost_) log_event("cluster_redis_lost", {{"redis", settings_.redis}, {"why", why}});
+    lost_ = true;
+    lease_timer_.cancel();
+  };
+  co_return co_await link->connect();
+}
+
+void cluster_node::on_connected() {
+  log_event("cluster_connected", {{"redis", settings_.redis}, {"server_id", settings_.server_id}});
+  commands_->command({"SET", lease_key(settings_.server_id), "1", "PX", std::to_string(settings_.lease.count())});
+  // Redis may have restarted: every run held here is written back from its replay buffer.
+  for (auto it = owned_.begin(); it != owned_.end();) {
+    auto e = it->second.lock();
+    if (!e) {
+      it = owned_.erase(it);
+      continue;
+    }
+    subscribe_control(e->id());
+    reseed(e);
+    ++it;
+  }
+}
+
+void cluster_node::reseed(const std::shared_ptr<execution>& e) {
+  if (!commands_ || !commands_->connected()) return;
+  const std::string id = e->id();
+  epochs_[id] = random_epoch();
+  log_event("cluster_reseed", {{"execution_id", id}, {"epoch", epochs_[id]}});
+  commands_->command({"DEL", out_key(id)});
+  e->for_each_held([&](common::seq_t seq, const frame& f) {
+    commands_->command({"XADD", out_key(id), entry_id(seq), "f", *f->text()});
+  });
+  write_meta(*e);
+}
+
+void cluster_node::subscribe_control(const std::string& id) {
+  if (!control_ || !control_->connected()) return;
+  control_->subscribe({"SUBSCRIBE", control_channel(id)}, [this, id](const redis_reply& r) {
+    // ["message", channel, "cancel <user>"]
+    if (r.elements.size() != 3 || r.elements[0].str != "message") return;
+    const std::string& text = r.elements[2].str;
+    if (text.rfind("cancel ", 0) != 0 || !on_cancel) return;
+    on_cancel(id, text.substr(7));
+  });
+}
+
+void cluster_node::adopt(const std::shared_ptr<execution>& e) {
+  e->relay_to(shared_from_this());
+  owned_[e->id()] = e;
+  epochs_[e->id()] = random_epoch();
+  subscribe_control(e->id());
+  write_meta(*e);
+}
+
+void cluster_node::write_meta(const execution& e) {
+  if (!commands_ || !commands_->connected()) return;
+  const auto r = e.record();
+  const std::string id = e.id();
+  commands_->command({"HSET", meta_key(id), "record", common::encode(r), "state", r.state, "owner", settings_.server_id,
+                      "epoch", epochs_[id], "last_seq", std::to_string(e.last_seq())});
+  if (!e.finished()) return;
+  for (const auto& key : {meta_key(id), out_key(id)}) {
+    commands_->command({"EXPIRE", key, std::to_string(kept_after_exit_s)});
+  }
+}
+
+void cluster_node::append(const execution& e, common::seq_t seq, const frame& f, common::seq_t oldest_held, bool is_exit) {
+  if (!commands_ || !commands_->connected()) return;  // written back from the replay buffer on reconnecting
+  std::vector<std::string> args{"XADD", out_key(e.id()), "MINID", "~", std::to_string(oldest_held) + "-0", entry_id(seq),
+                                "f", *f->text()};
+  if (is_exit) {
+    args.emplace_back("end");
+    args.emplace_back("1");
+  }
+  commands_->command(std::move(args));
+}
+
+void cluster_node::record_changed(const execution& e) {
+  write_meta(e);
+  if (!e.finished()) return;
+  owned_.erase(e.id());
+  epochs_.erase(e.id());
+  if (control_) control_->unsubscribe(control_channel(e.id()));
+}
+
+net::awaitable<bool> cluster_node::owner_alive(const std::string& owner) {
+  if (owner == settings_.server_id && !stopped_) co_return true;
+  std::vector<std::string> lease_exists{"EXISTS", lease_key(owner)};
+  const auto r = co_await commands_->call(std::move(lease_exists));
+  co_return r.is_error() || r.integer != 0;  // in doubt (Redis unreachable), alive
+}
+
+net::awaitable<std::optional<common::execution_record>> cluster_node::record(std::string id) {
+  if (!commands_ || !commands_->connected()) co_return std::nullopt;
+  std::vector<std::string> get_record{"HGET", meta_key(id), "record"};
+  const auto r = co_await commands_->call(std::move(get_record));
+  if (r.type != redis_reply::kind::string) co_return std::nullopt;
+  auto decoded = common::decode_execution_record(r.str);
+  if (!decoded) co_return std::nullopt;
+  co_return std::move(*decoded);
+}
+
+net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id) {
+  if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
+  if (!commands_ || !commands_->connected()) co_return nullptr;
+  std::vector<std::string> get_meta{"HMGET", meta_key(id), "record", "owner"};
+  const auto meta = co_await commands_->call(std::move(get_meta));
+  if (meta.elements.size() != 2 || meta.elements[0].type != redis_reply::kind::string) co_return nullptr;
+  auto record = common::decode_execution_record(meta.elements[0].str);
+  if (!record) co_return nullptr;
+  auto e = std::make_shared<execution>(executor_, std::move(*record), server_);
+  // What the stream holds now, then (below) what comes: the reader continues from here.
+  std::string from = "-";
+  for (;;) {
+    std::vector<std::string> next_page{"XRANGE", out_key(id), from, "+", "COUNT", read_count};
+    const auto page = co_await commands_->call(std::move(next_page));
+    if (page.type != redis_reply::kind::array || page.elements.empty()) break;
+    take_entries(*e, page);
+    from = "(" + page.elements.back().elements[0].str;
+    if (page.elements.size() < 512) break;
+  }
+  // Another watcher may have made the copy meanwhile: there is one per server.
+  if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
+  const std::string owner = meta.elements[1].str;
+  if (!e->finished() && !co_await owner_alive(owner)) e->end_copy_lost();
+  if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
+  copies_[id] = copy{e, owner, {}};
+  wake_reader();
+  co_return e;
+}
+
+net::awaitable<cluster_node::cancel_outcome> cluster_node::cancel(std::string id, std::string user) {
+  if (!commands_ || !commands_->connected()) co_return cancel_outcome::unknown;
+  std::vector<std::string> get_owner{"HGET", meta_key(id), "owner"};
+  const auto owner = co_await commands_->call(std::move(get_owner));
+  if (owner.type != redis_reply::kind::string) co_return cancel_outcome::unknown;
+  std::vector<std::string> publish{"PUBLISH", control_channel(id), "cancel " + user};
+  const auto sent = co_await commands_->call(std::move(publish));
+  if (sent.type == redis_reply::kind::integer && sent.integer > 0) co_return cancel_outcome::sent;
+  if (!co_await owner_alive(owner.str)) co_return cancel_outcome::owner_gone;
+  co_return cancel_outcome::sent;  // the owner lives but no longer listens: it has ended it
+}
+
+void cluster_node::wake_reader() {
+  reader_wake_.cancel();
+  if (reader_blocked_ && reader_client_id_ >= 0 && commands_ && commands_->connected()) {
+    commands_->command({"CLIENT", "UNBLOCK", std::to_string(reader_client_id_)});
+  }
+}
+
+void cluster_node::drop_finished_copies() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = copies_.begin(); it != copies_.end();) {
+    auto& c = it->second;
+    if (c.e->finished() && c.ended == std::chrono::steady_clock::time_point{}) c.ended = now;
+    if (c.e->finished() && now - c.ended > copy_kept && c.e->watchers() == 0) {
+      it = copies_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+net::awaitable<void> cluster_node::read_copies() {
+  auto self = shared_from_this();
+  auto last_lease_check = std::chrono::steady_clock::now();
+  while (!stopped_) {
+    std::vector<std::string> args{"XREAD", "COUNT", read_count, "BLOCK", "1000", "STREAMS"};
+    std::vector<std::string> ids;
+    for (const auto& [id, c] : copies_) {
+      if (!c.e->finished()) ids.push_back(id);
+    }
+    if (ids.empty() || !reader_ || !reader_->connected()) {
+      reader_wake_.expires_after(std::chrono::milliseconds(ids.empty() ? 1000 : 100));
+      boost::system::error_code ec;
+      co_await reader_wake_.async_wait(net::redirect_error(net::use_awaitable, ec));
+      continue;
+    }
+    for (const auto& id : ids) args.push_back(out_key(id));
+    for (const auto& id : ids) args.push_back(cursor_after(copies_[id].e->last_seq()));
+    reader_blocked_ = true;
+    const auto reply = co_await reader_->call(std::move(args));
+    reader_blocked_ = false;
+    if (reply.type == redis_reply::kind::array) {
+      for (const auto& stream : reply.elements) {
+        if (stream.elements.size() != 2) continue;
+        const std::string& key = stream.elements[0].str;  // cmdcast:x:{ID}:out
+        const std::string id = key.substr(10, key.size() - 14);
+        const auto it = copies_.find(id);
+        if (it != copies_.end()) take_entries(*it->second.e, stream.elements[1]);
+      }
+    }
+    // A copy whose owner's lease is gone will get no more: it ends lost.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_lease_check < settings_.lease / 2) continue;
+    last_lease_check = now;
+    std::map<std::string, bool> alive;
+    for (auto& [id, c] : copies_) {
+      if (c.e->finished()) continue;
+      if (!alive.contains(c.owner)) alive[c.owner] = co_await owner_alive(c.owner);
+      if (alive[c.owner]) continue;
+      log_event("cluster_owner_gone", {{"execution_id", id}, {"owner", c.owner}});
+      c.e->end_copy_lost();
+    }
+  }
+}
+
+}  // namespace cmdcast::server::cluster

@@ -1,0 +1,105 @@
+// This server as one of several sharing every execution through Redis (docs/cluster.md).
+//
+// Owner: the server that holds an execution's SSH channel appends each of its events to the
+// stream cmdcast:x:{ID}:out with the ID "SEQ-0" (Redis refuses a retried append as not
+// greater, so nothing is doubled), trimmed with MINID to what its replay buffer holds. The
+// hash cmdcast:x:{ID}:meta has the record, the owner, the stream's epoch and state; both
+// expire a while after the exit. The owner renews its lease cmdcast:server:{SERVER_ID}
+// (SET PX), and listens on cmdcast:x:{ID}:ctl for a cancel.
+//
+// Any other server: a watcher of an execution it does not hold gets a copy (execution's copy
+// mode), filled from XRANGE, then kept current by one XREAD BLOCK loop over every copy this
+// server has: one Redis cursor per execution, however many watchers. A copy whose owner's
+// lease is gone ends `lost`.
+//
+// Redis lost, restarted or flushed: commands fail fast and the local streams go on; on
+// reconnecting, the owner writes its runs back from its replay buffers under a new epoch, and
+// a copy either carries on at the same seq or puts a gap in its stream.
+// Used on the server's thread only.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config/config.hpp"
+#include "exec/execution.hpp"
+
+namespace cmdcast::server::cluster {
+
+class redis_connection;
+struct redis_reply;
+
+class cluster_node : public event_relay, public std::enable_shared_from_this<cluster_node> {
+ public:
+  cluster_node(net::any_io_executor executor, cluster_settings settings, server_settings server);
+  ~cluster_node() override;
+
+  /// Connects and starts the lease, control and reader loops (reconnecting as needed).
+  void start();
+  void stop();
+  /// Connected to Redis now.
+  bool healthy() const;
+  const std::string& server_id() const { return settings_.server_id; }
+
+  /// An execution this server runs: its events and record go to Redis from now on.
+  void adopt(const std::shared_ptr<execution>& e);
+  /// A cancel for an execution this server holds, from another server: the owner acts.
+  std::function<void(const std::string& id, const std::string& user)> on_cancel;
+
+  /// A copy of execution `id`, held by another server; null when Redis knows none.
+  net::awaitable<std::shared_ptr<execution>> copy_of(std::string id);
+  /// What Redis knows of execution `id`'s record.
+  net::awaitable<std::optional<common::execution_record>> record(std::string id);
+  enum class cancel_outcome { sent, owner_gone, unknown };
+  /// Asks the owner of `id` to cancel it: `owner_gone` when nobody listens and its lease has
+  /// expired (the copies then end it lost).
+  net::awaitable<cancel_outcome> cancel(std::string id, std::string user);
+
+  // event_relay
+  void append(const execution& e, common::seq_t seq, const frame& f, common::seq_t oldest_held, bool is_exit) override;
+  void record_changed(const execution& e) override;
+
+  /// For /metrics: copies held now, Redis commands sent.
+  std::size_t copies() const { return copies_.size(); }
+
+ private:
+  net::awaitable<void> keep_connected();
+  /// Connects one of the three links (or finds it connected); an empty string, or why not.
+  net::awaitable<std::string> connect_link(std::shared_ptr<redis_connection>& link);
+  net::awaitable<void> read_copies();
+  void on_connected();
+  void write_meta(const execution& e);
+  void reseed(const std::shared_ptr<execution>& e);
+  void subscribe_control(const std::string& id);
+  /// Wakes the reader from its XREAD BLOCK: the set of copies changed.
+  void wake_reader();
+  net::awaitable<bool> owner_alive(const std::string& owner);
+  void drop_finished_copies();
+
+  net::any_io_executor executor_;
+  cluster_settings settings_;
+  server_settings server_;
+  std::shared_ptr<redis_connection> commands_, reader_, control_;
+  std::int64_t reader_client_id_ = -1;
+  bool reader_blocked_ = false;
+  bool stopped_ = false;
+  bool lost_ = false;  // a link went down: reconnect
+  net::steady_timer lease_timer_, reader_wake_;
+  std::map<std::string, std::weak_ptr<execution>> owned_;   // running here, by id
+  std::map<std::string, std::string> epochs_;               // of the streams this server writes
+  struct copy {
+    std::shared_ptr<execution> e;
+    std::string owner;
+    std::chrono::steady_clock::time_point ended{};
+  };
+  std::map<std::string, copy> copies_;  // by id
+};
+
+}  // namespace cmdcast::server::cluster

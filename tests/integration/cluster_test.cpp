@@ -1,0 +1,217 @@
+// Three cmdcast-server processes sharing executions through a real redis-server on loopback:
+// a run on one is watched, resumed and cancelled through the others, and the faults (its
+// owner killed, Redis restarted) end in an explicit exit or gap, never a silent hole.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "cmdcast/common/codec.hpp"
+#include "digest.hpp"
+#include "redis_fixture.hpp"
+#include "server_harness.hpp"
+
+namespace cmdcast::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class Cluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sshd = std::make_unique<loopback_sshd>();
+    for (const char* name : {"a", "b", "c"}) {
+      servers.push_back(std::make_unique<server_process>(
+          *sshd, std::string("audit_db = \"") + sshd->dir() + "/" + name + ".db\"", std::vector<std::string>{},
+          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n"));
+    }
+  }
+  std::uint16_t port(std::size_t i) const { return servers[i]->port(); }
+
+  redis_server redis;
+  std::unique_ptr<loopback_sshd> sshd;
+  std::vector<std::unique_ptr<server_process>> servers;
+};
+
+/// What a watcher saw, checked as a user would: seqs 0, 1, 2, ... without a gap, one exit.
+struct watched {
+  std::string out;
+  std::optional<common::exit_event> exit;
+  std::size_t gaps = 0;
+  bool consecutive = true;
+};
+
+watched look_at(const std::vector<event>& events, common::seq_t after = -1) {
+  watched w;
+  common::seq_t expected = after + 1;
+  for (const auto& e : events) {
+    std::visit([&](const auto& ev) {
+      if constexpr (requires { ev.seq; }) {
+        if (ev.seq != expected) w.consecutive = false;
+        expected = ev.seq + 1;
+      }
+    }, e);
+    if (const auto* o = std::get_if<common::output_event>(&e); o && o->stream == common::output_stream::out) w.out += o->data;
+    if (std::holds_alternative<common::gap_event>(e)) ++w.gaps;
+    if (const auto* x = std::get_if<common::exit_event>(&e)) w.exit = *x;
+  }
+  return w;
+}
+
+std::string sha_of(const std::string& text) {
+  sha256 h;
+  h.add(text);
+  return h.hex();
+}
+
+TEST_F(Cluster, ARunOnAIsWatchedOnBOverWebSocketAndOnCByPollingByteForByte) {
+  const std::string id = post_run(port(0), run_request("numbers", R"({"count":"200000"})"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  const auto polled = poll_to_the_end(port(2), id);
+  const auto streamed = on_b.all();
+  ws_client on_a(port(0), "/executions/" + id + "/stream?after=-1");
+  const auto local = look_at(on_a.all());
+
+  std::string expected;
+  for (int i = 1; i <= 200000; ++i) expected += std::to_string(i) + "\n";
+  ASSERT_TRUE(local.exit);
+  EXPECT_EQ(local.exit->code, 0);
+  EXPECT_EQ(sha_of(local.out), sha_of(expected));
+  for (const auto& w : {look_at(streamed), look_at(polled)}) {
+    ASSERT_TRUE(w.exit) << "every watcher sees the exit";
+    EXPECT_EQ(w.exit->code, 0);
+    EXPECT_EQ(w.gaps, 0u);
+    EXPECT_TRUE(w.consecutive) << "seqs 0, 1, 2, ... as on the server that runs it";
+    EXPECT_EQ(sha_of(w.out), sha_of(expected));
+  }
+  // Every server answers for its record.
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(record_of(port(i), id).state, "exited") << "server " << i;
+}
+
+TEST_F(Cluster, AWatcherOfBResumesOnCWithItsAfterAndMissesNothing) {
+  const std::string id = post_run(port(0), run_request("ticks"));
+  std::vector<event> first;
+  {
+    ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+    while (first.size() < 8) {
+      const auto m = on_b.next();
+      ASSERT_TRUE(m);
+      auto e = common::decode_event(*m);
+      ASSERT_TRUE(e);
+      if (!std::holds_alternative<common::watchers_event>(*e)) first.push_back(*e);
+    }
+    on_b.close();
+  }
+  const auto seen = look_at(first);
+  ASSERT_TRUE(seen.consecutive);
+  const common::seq_t after = static_cast<common::seq_t>(first.size()) - 1;
+  // The rest from C, where this watcher never was; cancelled from C as well, to keep it short.
+  ws_client on_c(port(2), "/executions/" + id + "/stream?after=" + std::to_string(after));
+  std::this_thread::sleep_for(1s);
+  const auto cancelled = http_request(port(2), http::verb::post, "/executions/" + id + "/cancel", operator_token);
+  EXPECT_EQ(cancelled.status, 202u) << cancelled.body;
+  const auto rest = look_at(on_c.all(), after);
+  EXPECT_TRUE(rest.consecutive);
+  EXPECT_EQ(rest.gaps, 0u);
+  ASSERT_TRUE(rest.exit);
+  EXPECT_EQ(rest.exit->state, common::exit_state::cancelled) << "the cancel from C reached A, which ran it";
+  const std::string whole = seen.out + rest.out;
+  ASSERT_FALSE(whole.empty());
+  // tick 1, tick 2, ... each once, in order.
+  std::string expected;
+  for (int i = 1; expected.size() < whole.size(); ++i) expected += "tick " + std::to_string(i) + "\n";
+  EXPECT_EQ(whole, expected);
+  EXPECT_EQ(record_of(port(0), id).state, "cancelled");
+  // C logs who asked (the request), A that it acted on it (the servers here share one log file).
+  const std::string log = servers[0]->log();
+  EXPECT_EQ(count_events(log, "cancel"), 2u) << log;
+  EXPECT_NE(log.find("\"execution_id\":\"" + id + "\",\"user\":\"olivia\",\"via\":\"cluster\""), std::string::npos) << log;
+}
+
+TEST_F(Cluster, AViewerOnAnotherServerCannotCancel) {
+  const std::string id = post_run(port(0), run_request("forever"));
+  const auto refused = http_request(port(1), http::verb::post, "/executions/" + id + "/cancel", viewer_token);
+  EXPECT_EQ(refused.status, 403u);
+  EXPECT_EQ(record_of(port(1), id).state, "running");
+  const auto cancelled = http_request(port(1), http::verb::post, "/executions/" + id + "/cancel", operator_token);
+  EXPECT_EQ(cancelled.status, 202u);
+  ws_client on_a(port(0), "/executions/" + id + "/stream?after=-1");
+  const auto w = look_at(on_a.all());
+  ASSERT_TRUE(w.exit);
+  EXPECT_EQ(w.exit->state, common::exit_state::cancelled);
+}
+
+TEST_F(Cluster, AnUnknownExecutionIsUnknownOnEveryServer) {
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto r = http_request(port(i), http::verb::get, "/executions/00000000-0000-4000-8000-000000000000", viewer_token);
+    EXPECT_EQ(r.status, 404u) << r.body;
+    const auto c = http_request(port(i), http::verb::post, "/executions/00000000-0000-4000-8000-000000000000/cancel",
+                                operator_token);
+    EXPECT_EQ(c.status, 404u) << c.body;
+  }
+}
+
+TEST_F(Cluster, WhenTheServerRunningItIsKilledItsWatchersElsewhereGetLost) {
+  const std::string id = post_run(port(0), run_request("forever"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  // It has started, as B's watcher sees.
+  bool started = false;
+  while (!started) {
+    const auto m = on_b.next();
+    ASSERT_TRUE(m);
+    started = m->find("\"started\"") != std::string::npos;
+  }
+  servers[0]->kill_hard();
+  const auto rest = look_at(on_b.all());
+  ASSERT_TRUE(rest.exit) << "the lease of the killed server expires, and its run is lost";
+  EXPECT_EQ(rest.exit->state, common::exit_state::lost);
+  // A watcher arriving later on C learns the same.
+  ws_client on_c(port(2), "/executions/" + id + "/stream?after=-1");
+  const auto late = look_at(on_c.all());
+  ASSERT_TRUE(late.exit);
+  EXPECT_EQ(late.exit->state, common::exit_state::lost);
+  EXPECT_EQ(record_of(port(2), id).state, "lost");
+}
+
+TEST_F(Cluster, RedisRestartedMidRunTheWatcherElsewhereGoesOnOrIsToldOfAGap) {
+  const std::string id = post_run(port(0), run_request("ticks"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  std::this_thread::sleep_for(1500ms);
+  redis.stop();
+  std::this_thread::sleep_for(1s);
+  redis.start();  // empty: the owner writes the run back from its replay buffer
+  std::this_thread::sleep_for(2s);
+  const auto cancelled = http_request(port(0), http::verb::post, "/executions/" + id + "/cancel", operator_token);
+  EXPECT_EQ(cancelled.status, 202u);
+  const auto w = look_at(on_b.all());
+  ASSERT_TRUE(w.exit);
+  EXPECT_EQ(w.exit->state, common::exit_state::cancelled);
+  EXPECT_TRUE(w.consecutive) << "no silent hole: the same seqs, or a gap event in their place";
+  // What B shows is A's output, tick after tick (the replay buffer held it all).
+  std::string expected;
+  for (int i = 1; expected.size() < w.out.size(); ++i) expected += "tick " + std::to_string(i) + "\n";
+  EXPECT_EQ(w.out, expected);
+  EXPECT_EQ(w.gaps, 0u);
+  EXPECT_GE(count_events(servers[0]->log(), "cluster_reseed"), 1u) << "A wrote its run back into the new Redis";
+}
+
+TEST_F(Cluster, HealthzSaysDegradedWhileRedisIsDownAndLocalRunsGoOn) {
+  redis.stop();
+  std::this_thread::sleep_for(500ms);
+  const auto h = http_request(port(0), http::verb::get, "/healthz", "");
+  EXPECT_EQ(h.status, 200u);
+  EXPECT_EQ(h.body, "degraded: redis unreachable");
+  const std::string id = post_run(port(0), run_request("numbers", R"({"count":"1000"})"));
+  ws_client on_a(port(0), "/executions/" + id + "/stream?after=-1");
+  const auto w = look_at(on_a.all());
+  ASSERT_TRUE(w.exit);
+  EXPECT_EQ(w.exit->code, 0);
+  redis.start();
+  for (int i = 0; i < 100 && http_request(port(0), http::verb::get, "/healthz", "").body != "ok"; ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(http_request(port(0), http::verb::get, "/healthz", "").body, "ok");
+}
+
+}  // namespace
+}  // namespace cmdcast::testing
