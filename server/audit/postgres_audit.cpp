@@ -260,9 +260,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
   }
 
   net::awaitable<bool> save_batch(common::batch_record b) override {
-    auto self = shared_from_this();
-    co_return co_await net::async_initiate<decltype(net::use_awaitable), void(bool)>(
-        [self](auto handler, common::batch_record rec) {
+    auto initiation = [this](auto handler, common::batch_record rec) {
+          auto self = shared_from_this();
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
           write_job j;
           j.bytes = 1024 + rec.executions.size() * 128;
@@ -273,8 +272,10 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
             net::post(ex, [h, written] { std::move (*h)(written); });
           };
           net::dispatch(self->strand_, [self, j = std::move(j)]() mutable { self->enqueue(std::move(j)); });
-        },
-        net::use_awaitable, std::move(b));
+        };
+    const bool written =
+        co_await net::async_initiate<decltype(net::use_awaitable), void(bool)>(std::move(initiation), net::use_awaitable, std::move(b));
+    co_return written;
   }
 
   net::awaitable<std::size_t> prune(std::string cutoff) override {
@@ -284,13 +285,13 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
                  cutoff);
     q.push_back(one("DELETE FROM executions WHERE started_at < $1 AND state NOT IN ('running', 'queued', 'awaiting_approval')",
                     cutoff).front());
-    co_return co_await ask<std::size_t>(std::move(q), std::size_t{0}, [](pipeline_outcome& o) {
+    return ask<std::size_t>(std::move(q), std::size_t{0}, [](pipeline_outcome& o) {
       return static_cast<std::size_t>(std::strtoull(PQcmdTuples(o.results.at(1).get()), nullptr, 10));
     });
   }
 
   net::awaitable<std::optional<common::execution_record>> record(std::string id) override {
-    co_return co_await ask<std::optional<common::execution_record>>(
+    return ask<std::optional<common::execution_record>>(
         one(select_record, std::move(id)), std::nullopt,
         [](pipeline_outcome& o) -> std::optional<common::execution_record> {
           auto all = records_of(o.results.at(0).get());
@@ -301,7 +302,7 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
 
   net::awaitable<std::vector<common::execution_record>> list(std::string state, std::string machine,
                                                              std::size_t limit) override {
-    co_return co_await ask<std::vector<common::execution_record>>(
+    return ask<std::vector<common::execution_record>>(
         one("SELECT record FROM executions WHERE ($1::text = 'all' OR state = $1::text) "
             "AND ($2::text = '' OR machine_id = $2::text) ORDER BY started_at DESC, id DESC LIMIT $3::bigint",
             std::move(state), std::move(machine), limit_param(limit)),
@@ -309,14 +310,14 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
   }
 
   net::awaitable<std::vector<common::batch_record>> batches(std::string id, std::size_t limit) override {
-    co_return co_await ask<std::vector<common::batch_record>>(
+    return ask<std::vector<common::batch_record>>(
         one("SELECT record FROM batches WHERE ($1::text = '' OR id = $1::text) ORDER BY started_at DESC LIMIT $2::bigint",
             std::move(id), limit_param(limit)),
         {}, [](pipeline_outcome& o) { return batch_records_of(o.results.at(0).get()); });
   }
 
   net::awaitable<common::seq_t> last_seq(std::string id) override {
-    co_return co_await ask<common::seq_t>(one(select_last_seq, std::move(id)), common::seq_t{-1},
+    return ask<common::seq_t>(one(select_last_seq, std::move(id)), common::seq_t{-1},
                                           [](pipeline_outcome& o) -> common::seq_t {
                                             const PGresult* r = o.results.at(0).get();
                                             return PQntuples(r) > 0 ? std::stoll(cell(r, 0, 0)) : -1;
@@ -325,7 +326,7 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
 
   net::awaitable<std::vector<stored_event>> events_after(std::string id, common::seq_t after,
                                                          std::size_t max_bytes) override {
-    co_return co_await ask<std::vector<stored_event>>(
+    return ask<std::vector<stored_event>>(
         one("SELECT seq, frame FROM events WHERE execution_id = $1 AND seq > $2::bigint ORDER BY seq LIMIT " +
                 std::to_string(events_page_rows),
             std::move(id), std::to_string(after)),
@@ -389,11 +390,13 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
 
   /// Runs `queries` as one pipeline when the database answers; `empty` when it is away, when
   /// it fails or when it takes longer than read_timeout.
+  ///
+  /// (No lambda or container temporaries inside a co_await expression in this file: GCC 12
+  /// destroys some of them twice, a shared_ptr among them.)
   template <class T, class Parse>
   net::awaitable<T> ask(std::vector<pg_query> queries, T empty, Parse parse) {
-    auto self = shared_from_this();
-    co_return co_await net::async_initiate<decltype(net::use_awaitable), void(T)>(
-        [self, &queries, &empty, &parse](auto handler) {
+    auto initiation = [this, &queries, &empty, &parse](auto handler) {
+          auto self = shared_from_this();
           using state_type = read_state<T, decltype(handler)>;
           auto state = std::make_shared<state_type>(std::move(handler), self->strand_);
           net::dispatch(self->strand_, [self, state, queries = std::move(queries), empty = std::move(empty),
@@ -412,8 +415,9 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
                                     }});
             self->wake_.cancel();
           });
-        },
-        net::use_awaitable);
+        };
+    T result = co_await net::async_initiate<decltype(net::use_awaitable), void(T)>(std::move(initiation), net::use_awaitable);
+    co_return result;
   }
 
   void enqueue(write_job j) {
@@ -502,7 +506,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
     while (!stopped_) {
       if (!conn_) {
         std::string error;
-        const bool up = co_await connect(error) && co_await initialize(error);
+        bool up = co_await connect(error);
+        if (up) up = co_await initialize(error);
         if (stopped_) co_return;
         if (!up) {
           close_connection();
@@ -551,7 +556,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
     auto& job = writes_.front();
     job.sent = true;
     ++job.attempts;
-    auto out = co_await run(queries_of(job));
+    const auto queries = queries_of(job);
+    auto out = co_await run(queries);
     if (stopped_) co_return;
     auto& j = writes_.front();  // the same job: only this coroutine pops
     j.sent = false;
@@ -664,27 +670,30 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
     if (!co_await run_checked(create, error)) co_return false;
 
     // Queued and awaiting approval too: the queue and the approvals lived in that process.
-    auto left = co_await run_checked(one("SELECT record FROM executions WHERE server_id = $1 "
-                                         "AND state IN ('running', 'queued', 'awaiting_approval')",
-                                         server_id_),
-                                     error);
+    const auto select_left = one("SELECT record FROM executions WHERE server_id = $1 "
+                                 "AND state IN ('running', 'queued', 'awaiting_approval')",
+                                 server_id_);
+    auto left = co_await run_checked(select_left, error);
     if (!left) co_return false;
     const auto running = records_of(left->results.at(0).get());
     for (const auto& r : running) {
-      auto last = co_await run_checked(one(select_last_seq, r.execution_id), error);
+      const auto select_last = one(select_last_seq, r.execution_id);
+      auto last = co_await run_checked(select_last, error);
       if (!last) co_return false;
       const audit_save s = lost_save(r, std::stoll(cell(last->results.at(0).get(), 0, 0)));
-      if (!co_await run_checked(save_queries(s, server_id_, false), error)) co_return false;
+      const auto mark = save_queries(s, server_id_, false);
+      if (!co_await run_checked(mark, error)) co_return false;
       log_event("lost", {{"execution_id", r.execution_id}, {"machine", r.machine_id}});
     }
     // The batches that were running: their executions are lost (above), and so is the batch.
-    auto open_batches =
-        co_await run_checked(one("SELECT record FROM batches WHERE server_id = $1 AND state = 'running'", server_id_), error);
+    const auto select_batches = one("SELECT record FROM batches WHERE server_id = $1 AND state = 'running'", server_id_);
+    auto open_batches = co_await run_checked(select_batches, error);
     if (!open_batches) co_return false;
     for (auto& b : batch_records_of(open_batches->results.at(0).get())) {
       std::map<std::string, common::execution_record> members;
       for (const auto& m : b.executions) {
-        auto got = co_await run_checked(one(select_record, m.execution_id), error);
+        const auto select_member = one(select_record, m.execution_id);
+        auto got = co_await run_checked(select_member, error);
         if (!got) co_return false;
         for (auto& rec : records_of(got->results.at(0).get())) members.emplace(rec.execution_id, std::move(rec));
       }
@@ -693,7 +702,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
         if (it == members.end()) return std::nullopt;
         return it->second;
       });
-      if (!co_await run_checked(batch_queries(b, server_id_), error)) co_return false;
+      const auto mark_batch = batch_queries(b, server_id_);
+      if (!co_await run_checked(mark_batch, error)) co_return false;
     }
     lost_ = running.size();
     initialized_ = true;

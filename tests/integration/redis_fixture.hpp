@@ -18,6 +18,7 @@ class redis_server {
   redis_server& operator=(const redis_server&) = delete;
 
   std::uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   /// Runs redis-cli against it: its output, trimmed.
   std::string cli(const std::string& args) const;

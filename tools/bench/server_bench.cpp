@@ -11,12 +11,14 @@
 //     plaintext one alternately, both read by the clients' own client_net (--tls runs 7 alone);
 //  8. permessage-deflate: wire bytes of the recorded apt transcripts and of the mixed-ANSI
 //     corpus, compressed and not, and the server's CPU for 1 and 100 compressed subscribers
-//     (--deflate runs 8 alone).
+//     (--deflate runs 8 alone);
+//  9. downloads (--download), 10. a fleet run (--fleet), 11. three servers sharing executions
+//     through a loopback redis-server (--cluster): each alone only.
 // The fan-out bounds are the server's defaults (a watcher that cannot keep up holds the
 // command or falls back to the replay buffer); only max_connections and
 // max_subscribers_per_execution are raised, for the 10,000-subscriber rows.
-// Usage: server_bench [BYTES] [--latency-only | --fanout | --tls | --deflate]
-// (4., 1. and 3., 7. or 8. alone)
+// Usage: server_bench [BYTES] [--latency-only | --fanout | --tls | --deflate | --download | --fleet | --cluster]
+// (4., 1. and 3., 7., 8., 9., 10. or 11. alone)
 #include <sys/resource.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -50,6 +52,7 @@
 #include "cmdcast/client_net/connection.hpp"
 #include "corpus.hpp"
 #include "loopback_sshd.hpp"
+#include "redis_fixture.hpp"
 #include "ssh/machine_connection.hpp"
 
 extern char** environ;
@@ -541,6 +544,154 @@ void fleet_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd
   stop_server(srv);
 }
 
+/// A synchronous POST with an empty body (the anonymous operator): the answer's status.
+unsigned post_empty(std::uint16_t port, const std::string& target) {
+  net::io_context sync_io;
+  beast::tcp_stream stream(sync_io);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::string_body> post{http::verb::post, target, 11};
+  post.set(http::field::host, "127.0.0.1");
+  post.prepare_payload();
+  http::write(stream, post);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> answer;
+  http::read(stream, buffer, answer);
+  return answer.result_int();
+}
+
+/// Runs `action` on the server at `run_port` (its runner's socket is not counted) and watches
+/// it with groups[i].second subscribers on port groups[i].first: their stats, by group.
+std::vector<std::vector<subscriber_stats>> spread(net::io_context& io, std::uint16_t run_port, const std::string& action,
+                                                  const std::vector<std::pair<std::uint16_t, int>>& groups,
+                                                  bool timestamps) {
+  subscriber_stats runner;
+  int done = 0;
+  net::co_spawn(io, subscribe(run_port, "/machines/box/commands/stream", R"({"action_type":")" + action + R"("})", runner,
+                              false, done), net::detached);
+  while (runner.execution_id.empty()) io.run_one();
+  std::vector<std::vector<subscriber_stats>> out;
+  out.reserve(groups.size());  // the subscribers write into these: no reallocation
+  int total = 1;
+  for (const auto& [port, n] : groups) {
+    out.emplace_back(static_cast<std::size_t>(n));
+    for (auto& st : out.back()) {
+      net::co_spawn(io, subscribe(port, "/executions/" + runner.execution_id + "/stream?after=-1", "", st, timestamps, done),
+                    net::detached);
+    }
+    total += n;
+  }
+  run_until(io, done, total);
+  return out;
+}
+
+/// MB/s over all of `stats` (bytes / the slowest one's time), how many saw the exit, gaps.
+std::tuple<double, int, int> aggregate(const std::vector<subscriber_stats>& stats) {
+  double slowest = 0;
+  std::uint64_t total = 0;
+  int complete = 0, gaps = 0;
+  for (const auto& s : stats) {
+    slowest = std::max(slowest, s.exit - s.first_output);
+    total += s.bytes;
+    complete += s.exit > 0;
+    gaps += s.gaps;
+  }
+  return {slowest > 0 ? static_cast<double>(total) / slowest / 1e6 : 0, complete, gaps};
+}
+
+/// 11. Three servers sharing executions through a loopback redis-server ([cluster]): the
+/// latency a second server adds, fan-out over the three, cancel from another server, and
+/// Redis' CPU with 200 executions on each server watched from the next.
+void cluster_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd, const std::string& bytes) {
+  cmdcast::testing::redis_server redis;
+  // 200 at once on the one machine entry: raised from 8 for the Redis row only (a fleet would
+  // spread them over many machines).
+  const std::string tail = "[actions.light]\ncommand = \"bash -c 'exec 3<> <(:); sleep 2; for i in $(seq 100); do "
+                           "echo tick $i; read -t 0.1 -u 3; done'\"\n";
+  std::vector<server_process> servers;
+  for (const char* id : {"a", "b", "c"}) {
+    servers.push_back(start_server(sshd, std::string("cluster_") + id, bytes, "max_executions_per_machine = 1000\n",
+                                   tail + "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + id + "\"\n"));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const std::uint16_t a = servers[0].port, b = servers[1].port, c = servers[2].port;
+
+  {
+    const auto groups = spread(io, a, "ticks", {{a, 100}, {b, 100}}, true);
+    std::vector<double> on[2];
+    for (std::size_t g = 0; g < 2; ++g) {
+      for (const auto& st : groups[g]) on[g].insert(on[g].end(), st.latencies_ms.begin(), st.latencies_ms.end());
+    }
+    std::printf("\nline latency, a run on A, 100 watchers on A and 100 on B (%zu + %zu samples):\n"
+                "  on A p50 %.2f ms, p99 %.2f ms; on B p50 %.2f ms, p99 %.2f ms; added by B: p99 %+.2f ms\n",
+                on[0].size(), on[1].size(), percentile(on[0], 0.5), percentile(on[0], 0.99), percentile(on[1], 0.5),
+                percentile(on[1], 0.99), percentile(on[1], 0.99) - percentile(on[0], 0.99));
+  }
+  {
+    std::printf("\n%-40s %16s %10s %8s\n", ("stream of " + bytes + " bytes to").c_str(), "MB/s aggregate", "complete",
+                "gaps");
+    const auto one = spread(io, a, "stream", {{a, 300}}, false);
+    const auto [rate1, complete1, gaps1] = aggregate(one[0]);
+    std::printf("%-40s %16.0f %6d/300 %8d\n", "300 watchers on A alone", rate1, complete1, gaps1);
+    const auto three = spread(io, a, "stream", {{a, 300}, {b, 300}, {c, 300}}, false);
+    std::vector<subscriber_stats> all;
+    for (const auto& g : three) all.insert(all.end(), g.begin(), g.end());
+    const auto [rate3, complete3, gaps3] = aggregate(all);
+    std::printf("%-40s %16.0f %6d/900 %8d (%.2fx the single server)\n", "300 watchers on each of A, B, C", rate3, complete3,
+                gaps3, rate3 / rate1);
+  }
+  {
+    std::vector<double> ms;
+    for (int round = 0; round < 50; ++round) {
+      subscriber_stats runner;
+      int done = 0;
+      net::co_spawn(io, subscribe(a, "/machines/box/commands/stream", R"({"action_type":"idle"})", runner, false, done),
+                    net::detached);
+      while (runner.execution_id.empty()) io.run_one();
+      const double t0 = now_seconds();
+      post_empty(b, "/executions/" + runner.execution_id + "/cancel");
+      run_until(io, done, 1);
+      ms.push_back((runner.exit - t0) * 1000);
+    }
+    std::printf("\ncancel sent to B of a run on A, until A's watcher has the exit (50 runs): p50 %.2f ms, p99 %.2f ms\n",
+                percentile(ms, 0.5), percentile(ms, 0.99));
+  }
+  {
+    const double redis0 = cmdcast::testing::process_cpu_seconds(redis.pid());
+    double server0[3];
+    for (std::size_t i = 0; i < 3; ++i) server0[i] = cmdcast::testing::process_cpu_seconds(servers[i].pid);
+    const double t0 = now_seconds();
+    std::vector<subscriber_stats> runners(600), watchers(600);
+    int started = 0, done = 0;
+    for (std::size_t i = 0; i < 600; ++i) {
+      net::co_spawn(io, subscribe(servers[i % 3].port, "/machines/box/commands/stream", R"({"action_type":"light"})",
+                                  runners[i], false, done), net::detached);
+    }
+    while (started < 600) {
+      io.run_one();
+      started = static_cast<int>(std::count_if(runners.begin(), runners.end(),
+                                               [](const auto& r) { return !r.execution_id.empty() || r.exit > 0; }));
+    }
+    for (std::size_t i = 0; i < 600; ++i) {
+      net::co_spawn(io, subscribe(servers[(i + 1) % 3].port, "/executions/" + runners[i].execution_id + "/stream?after=-1",
+                                  "", watchers[i], false, done), net::detached);
+    }
+    run_until(io, done, 1200);
+    int complete = 0, gaps = 0;
+    for (const auto& w : watchers) {
+      complete += w.exit > 0;
+      gaps += w.gaps;
+    }
+    std::printf("\n200 executions on each of A, B, C (100 lines at 10/s each), each watched from the next server:\n"
+                "  %.1f s; redis-server CPU %.2f s; server CPU A %.2f s, B %.2f s, C %.2f s; watchers complete %d/600, "
+                "gaps %d\n",
+                now_seconds() - t0, cmdcast::testing::process_cpu_seconds(redis.pid()) - redis0,
+                cmdcast::testing::process_cpu_seconds(servers[0].pid) - server0[0],
+                cmdcast::testing::process_cpu_seconds(servers[1].pid) - server0[1],
+                cmdcast::testing::process_cpu_seconds(servers[2].pid) - server0[2], complete, gaps);
+  }
+  for (auto& s : servers) stop_server(s);
+}
+
 int main(int argc, char** argv) {
   const std::string bytes = argc > 1 ? argv[1] : "1000000000";
   const bool latency_only = argc > 2 && std::string_view(argv[2]) == "--latency-only";
@@ -549,6 +700,7 @@ int main(int argc, char** argv) {
   const bool fanout_only = argc > 2 && std::string_view(argv[2]) == "--fanout";
   const bool download_only = argc > 2 && std::string_view(argv[2]) == "--download";
   const bool fleet_only = argc > 2 && std::string_view(argv[2]) == "--fleet";
+  const bool cluster_only = argc > 2 && std::string_view(argv[2]) == "--cluster";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -557,13 +709,14 @@ int main(int argc, char** argv) {
   // (MaxStartups: the fleet row connects 50 machine entries at once.)
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\nMaxStartups 200\n");
   const auto e = sshd.endpoint();
-  if (tls_only || deflate_only || download_only || fleet_only) {
+  if (tls_only || deflate_only || download_only || fleet_only || cluster_only) {
     net::io_context io;
     auto work = net::make_work_guard(io);
     if (tls_only) tls_against_plaintext(io, sshd, bytes);
     if (deflate_only) deflate_rows(io, sshd, bytes);
     if (download_only) download_rows(io, sshd, bytes);
     if (fleet_only) fleet_rows(io, sshd);
+    if (cluster_only) cluster_rows(io, sshd, bytes);
     return 0;
   }
   auto main_server = start_server(sshd, "main", bytes, "");
