@@ -26,6 +26,8 @@ server_process::server_process(const loopback_sshd& sshd, const std::string& ext
   for (const std::string& line : std::vector<std::string>{"allowed_origins = [\"http://allowed.example\"]", "kill_grace_ms = 1000",
                                  "audit_db = \"" + sshd.dir() + "/cmdcast.db\""}) {
     const std::string key = line.substr(0, line.find(' ') + 1);
+    // An [audit] table of its own (PostgreSQL) replaces audit_db.
+    if (key == "audit_db " && ("\n" + extra_toml).find("\n[audit]") != std::string::npos) continue;
     if (("\n" + extra_server).find("\n" + key) == std::string::npos) server_keys += line + "\n";
   }
   const bool anonymous = ("\n" + extra_server).find("\nanonymous ") != std::string::npos;
@@ -159,12 +161,12 @@ std::size_t count_events(const std::string& log, const std::string& name) {
   return n;
 }
 
-bool server_process::reload(const std::string& event) {
-  const auto before = count_events(log(), event);
+bool server_process::reload(const std::string& event_name) {
+  const auto before = count_events(log(), event_name);
   ::kill(pid_, SIGHUP);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (count_events(log(), event) > before) return true;
+    if (count_events(log(), event_name) > before) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;

@@ -56,9 +56,9 @@ class server_process {
   std::string log() const;
   /// The config file it was started with (a test may rewrite it, then reload()).
   const std::string& config_path() const { return config_; }
-  /// SIGHUP, then waits (up to 10 s) until the log shows one more `event` line than before:
+  /// SIGHUP, then waits (up to 10 s) until the log shows one more `event_name` line than before:
   /// "reloaded" or "reload_refused". False when none came.
-  bool reload(const std::string& event = "reloaded");
+  bool reload(const std::string& event_name = "reloaded");
 
  private:
   std::uint16_t port_ = 0;
