@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cmdcast/common/codec.hpp"
+#include "config/config.hpp"
 #include "digest.hpp"
 #include "redis_fixture.hpp"
 #include "server_harness.hpp"
@@ -211,6 +212,42 @@ TEST_F(Cluster, HealthzSaysDegradedWhileRedisIsDownAndLocalRunsGoOn) {
     std::this_thread::sleep_for(100ms);
   }
   EXPECT_EQ(http_request(port(0), http::verb::get, "/healthz", "").body, "ok");
+}
+
+TEST(ClusterConfig, MistakesInClusterAndAuditAreClearErrors) {
+  loopback_sshd sshd;
+  const std::string head = "[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\n" + sshd.machine_toml("box");
+  auto good = server::parse_config(head + "[cluster]\nredis = \"127.0.0.1:6379\"\nserver_id = \"eu-1.a\"\nlease_ms = 2000\n"
+                                          "[audit]\npostgres = \"host=/run/postgresql dbname=cmdcast\"\n",
+                                   "c.toml");
+  ASSERT_TRUE(good.ok()) << good.error();
+  EXPECT_EQ(good->cluster.redis, "127.0.0.1:6379");
+  EXPECT_EQ(good->cluster.server_id, "eu-1.a");
+  EXPECT_EQ(good->cluster.lease, std::chrono::milliseconds(2000));
+  EXPECT_EQ(good->audit_postgres, "host=/run/postgresql dbname=cmdcast");
+  EXPECT_TRUE(good->server.audit_db.empty()) << "no SQLite file beside PostgreSQL";
+  auto unix_socket = server::parse_config(head + "[cluster]\nredis = \"/run/redis/redis.sock\"\nserver_id = \"a\"\n", "c.toml");
+  EXPECT_TRUE(unix_socket.ok()) << unix_socket.error();
+  for (const auto& [tables, problem] : std::vector<std::pair<std::string, std::string>>{
+           {"[cluster]\nserver_id = \"a\"\n", "cluster.redis: missing"},
+           {"[cluster]\nredis = \"127.0.0.1:6379\"\n", "cluster.server_id: missing"},
+           {"[cluster]\nredis = \"localhost\"\nserver_id = \"a\"\n", "cluster.redis: must be host:port"},
+           {"[cluster]\nredis = \"h:port\"\nserver_id = \"a\"\n", "cluster.redis: must be host:port"},
+           {"[cluster]\nredis = \"h:1\"\nserver_id = \"a b\"\n", "cluster.server_id: must be 1 to 64"},
+           {"[cluster]\nredis = \"h:1\"\nserver_id = \"a\"\nlease_ms = 10\n", "cluster.lease_ms: must be between"},
+           {"[cluster]\nredis = \"h:1\"\nserver_id = \"a\"\nshards = 3\n", "cluster.shards: unknown key"},
+           {"[audit]\npostgres = \"\"\n", "audit.postgres: must not be empty"},
+           {"[audit]\npostgres = \"dbname=x\"\nsqlite = \"y\"\n", "audit.sqlite: unknown key"},
+       }) {
+    auto bad = server::parse_config(head + tables, "c.toml");
+    ASSERT_FALSE(bad.ok()) << tables;
+    EXPECT_NE(bad.error().find(problem), std::string::npos) << tables << "\n" << bad.error();
+  }
+  auto both = server::parse_config("[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\naudit_db = \"x.db\"\n" +
+                                       sshd.machine_toml("box") + "[audit]\npostgres = \"dbname=x\"\n",
+                                   "c.toml");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.error().find("audit.postgres: replaces server.audit_db"), std::string::npos) << both.error();
 }
 
 }  // namespace
