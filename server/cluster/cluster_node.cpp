@@ -19,7 +19,7 @@ constexpr auto kept_after_exit_s = 600;
 // A finished copy stays this long for late watchers, then goes (they then read the audit).
 constexpr auto copy_kept = std::chrono::seconds(60);
 // Entries per XRANGE or XREAD reply.
-constexpr const char* read_count = "512";
+constexpr std::size_t read_count = 512;
 
 std::string out_key(const std::string& id) { return "cmdcast:x:" + id + ":out"; }
 std::string meta_key(const std::string& id) { return "cmdcast:x:" + id + ":meta"; }
@@ -237,6 +237,23 @@ net::awaitable<std::optional<common::execution_record>> cluster_node::record(std
   co_return std::move(*decoded);
 }
 
+std::shared_ptr<execution> cluster_node::find_copy(const std::string& id) const {
+  const auto it = copies_.find(id);
+  return it == copies_.end() ? nullptr : it->second.e;
+}
+
+void cluster_node::end_lost(const std::string& id, copy& c) {
+  log_event("cluster_owner_gone", {{"execution_id", id}, {"owner", c.owner}});
+  c.e->end_copy_lost();
+  if (!commands_ || !commands_->connected()) return;
+  c.e->for_each_held([&](common::seq_t seq, const frame& f) {
+    if (seq == c.e->last_seq()) commands_->command({"XADD", out_key(id), "NOMKSTREAM", entry_id(seq), "f", *f->text(), "end", "1"});
+  });
+  const auto r = c.e->record();
+  commands_->command({"HSET", meta_key(id), "record", common::encode(r), "state", r.state});
+  for (const auto& key : {meta_key(id), out_key(id)}) commands_->command({"EXPIRE", key, std::to_string(kept_after_exit_s)});
+}
+
 net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id) {
   if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
   if (!commands_ || !commands_->connected()) co_return nullptr;
@@ -249,19 +266,17 @@ net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id)
   // What the stream holds now, then (below) what comes: the reader continues from here.
   std::string from = "-";
   for (;;) {
-    std::vector<std::string> next_page{"XRANGE", out_key(id), from, "+", "COUNT", read_count};
+    std::vector<std::string> next_page{"XRANGE", out_key(id), from, "+", "COUNT", std::to_string(read_count)};
     const auto page = co_await commands_->call(std::move(next_page));
     if (page.type != redis_reply::kind::array || page.elements.empty()) break;
     take_entries(*e, page);
     from = "(" + page.elements.back().elements[0].str;
-    if (page.elements.size() < 512) break;
+    if (page.elements.size() < read_count) break;
   }
   // Another watcher may have made the copy meanwhile: there is one per server.
   if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
-  const std::string owner = meta.elements[1].str;
-  if (!e->finished() && !co_await owner_alive(owner)) e->end_copy_lost();
-  if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
-  copies_[id] = copy{e, owner, {}};
+  // (A copy of a run whose owner is gone ends lost at the reader's next lease checks.)
+  copies_[id] = copy{e, meta.elements[1].str, {}, 0};
   wake_reader();
   co_return e;
 }
@@ -274,7 +289,10 @@ net::awaitable<cluster_node::cancel_outcome> cluster_node::cancel(std::string id
   std::vector<std::string> publish{"PUBLISH", control_channel(id), "cancel " + user};
   const auto sent = co_await commands_->call(std::move(publish));
   if (sent.type == redis_reply::kind::integer && sent.integer > 0) co_return cancel_outcome::sent;
-  if (!co_await owner_alive(owner.str)) co_return cancel_outcome::owner_gone;
+  if (!co_await owner_alive(owner.str)) {
+    if (const auto it = copies_.find(id); it != copies_.end() && !it->second.e->finished()) end_lost(id, it->second);
+    co_return cancel_outcome::owner_gone;
+  }
   co_return cancel_outcome::sent;  // the owner lives but no longer listens: it has ended it
 }
 
@@ -302,7 +320,7 @@ net::awaitable<void> cluster_node::read_copies() {
   auto self = shared_from_this();
   auto last_lease_check = std::chrono::steady_clock::now();
   while (!stopped_) {
-    std::vector<std::string> args{"XREAD", "COUNT", read_count, "BLOCK", "1000", "STREAMS"};
+    std::vector<std::string> args{"XREAD", "COUNT", std::to_string(read_count), "BLOCK", "1000", "STREAMS"};
     std::vector<std::string> ids;
     for (const auto& [id, c] : copies_) {
       if (!c.e->finished()) ids.push_back(id);
@@ -327,17 +345,25 @@ net::awaitable<void> cluster_node::read_copies() {
         if (it != copies_.end()) take_entries(*it->second.e, stream.elements[1]);
       }
     }
-    // A copy whose owner's lease is gone will get no more: it ends lost.
+    // A copy whose owner's lease is gone will get no more: it ends lost. Gone twice in a row,
+    // half a lease apart: a Redis just restarted or flushed has no leases until the owners
+    // renew theirs, within a third of a lease.
     const auto now = std::chrono::steady_clock::now();
     if (now - last_lease_check < settings_.lease / 2) continue;
     last_lease_check = now;
     std::map<std::string, bool> alive;
+    std::vector<std::string> owners;
+    for (const auto& [id, c] : copies_) {
+      if (!c.e->finished() && !alive.contains(c.owner)) {
+        alive[c.owner] = true;
+        owners.push_back(c.owner);
+      }
+    }
+    for (const auto& owner : owners) alive[owner] = co_await owner_alive(owner);
     for (auto& [id, c] : copies_) {
       if (c.e->finished()) continue;
-      if (!alive.contains(c.owner)) alive[c.owner] = co_await owner_alive(c.owner);
-      if (alive[c.owner]) continue;
-      log_event("cluster_owner_gone", {{"execution_id", id}, {"owner", c.owner}});
-      c.e->end_copy_lost();
+      c.lease_misses = alive[c.owner] ? 0 : c.lease_misses + 1;
+      if (c.lease_misses >= 2) end_lost(id, c);
     }
   }
 }

@@ -53,13 +53,15 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   /// A cancel for an execution this server holds, from another server: the owner acts.
   std::function<void(const std::string& id, const std::string& user)> on_cancel;
 
+  /// The copy of `id` this server already has, if any (no Redis round trip).
+  std::shared_ptr<execution> find_copy(const std::string& id) const;
   /// A copy of execution `id`, held by another server; null when Redis knows none.
   net::awaitable<std::shared_ptr<execution>> copy_of(std::string id);
   /// What Redis knows of execution `id`'s record.
   net::awaitable<std::optional<common::execution_record>> record(std::string id);
   enum class cancel_outcome { sent, owner_gone, unknown };
   /// Asks the owner of `id` to cancel it: `owner_gone` when nobody listens and its lease has
-  /// expired (the copies then end it lost).
+  /// expired (this server's copy then ends it lost, for every server).
   net::awaitable<cancel_outcome> cancel(std::string id, std::string user);
 
   // event_relay
@@ -98,7 +100,11 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
     std::shared_ptr<execution> e;
     std::string owner;
     std::chrono::steady_clock::time_point ended{};
+    int lease_misses = 0;  // checks in a row that found its owner's lease gone
   };
+  /// Ends a copy whose owner is gone, for every server: the lost exit goes into its stream
+  /// (refused if the owner wrote that seq after all) and its record says lost.
+  void end_lost(const std::string& id, copy& c);
   std::map<std::string, copy> copies_;  // by id
 };
 

@@ -6,10 +6,13 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace cmdcast::server::cluster {
 namespace {
+
+constexpr auto connect_timeout = std::chrono::milliseconds(2000);
 
 redis_reply copy_reply(const redisReply* r) {
   redis_reply out;
@@ -173,12 +176,27 @@ net::awaitable<std::string> redis_connection::connect() {
   redisAsyncSetConnectCallback(context_, &redis_connection::on_connect);
   redisAsyncSetDisconnectCallback(context_, &redis_connection::on_disconnect);
   io::add_write(io_.get());  // the connect completes when the socket is writable
-  co_return co_await net::async_initiate<const net::use_awaitable_t<>&, void(std::string)>(
-      [this](auto handler) {
-        auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        connect_done_ = [h](std::string why) { (*h)(std::move(why)); };
-      },
-      net::use_awaitable);
+  // A host that drops the SYN would keep a connect waiting for minutes: give up sooner.
+  auto deadline = std::make_shared<net::steady_timer>(executor_, connect_timeout);
+  deadline->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->connected_ || !self->connect_done_) return;
+    auto done = std::exchange(self->connect_done_, nullptr);
+    self->closing_ = true;  // nothing of this attempt is reported but the timeout
+    if (self->context_) redisAsyncFree(std::exchange(self->context_, nullptr));
+    self->closing_ = false;
+    done("no answer within " + std::to_string(connect_timeout.count()) + " ms");
+  });
+  // A named initiation, not a lambda temporary in the co_await: GCC 12 destroys such a
+  // temporary twice, which would release `deadline` once too often.
+  const auto initiation = [this, deadline](auto handler) {
+    auto h = std::make_shared<decltype(handler)>(std::move(handler));
+    connect_done_ = [h, deadline](std::string why) {
+      deadline->cancel();
+      (*h)(std::move(why));
+    };
+  };
+  co_return co_await net::async_initiate<const net::use_awaitable_t<>&, void(std::string)>(initiation, net::use_awaitable);
 }
 
 void redis_connection::on_reply(redisAsyncContext* c, void* reply, void* privdata) {

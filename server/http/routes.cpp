@@ -396,7 +396,15 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     const std::string id = p[1];
     std::optional<common::execution_record> stored;
     if (!registry.find(id) && audit) stored = co_await audit->async_record(id);
-    const auto live = co_await find_execution(id);  // (after the wait: it may have changed)
+    // (after the wait: it may have changed.) Reading another server's record needs no copy.
+    const bool record_only = get && p.size() == 2;
+    auto live = registry.find(id);
+    if (!live && cluster) live = cluster->find_copy(id);
+    if (!live && cluster && record_only) {
+      if (auto shared = co_await cluster->record(id)) stored = std::move(shared);  // fresher than a local audit
+    } else if (!live) {
+      live = co_await find_execution(id);
+    }
     if (!live && !stored) {
       co_return error_response(req, error_code::unknown_execution, "unknown execution \"" + p[1] + "\"");
     }
@@ -407,8 +415,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
       log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
       if (live && live->is_copy() && !live->finished()) {
         // Another server of the cluster runs it: it is asked, and its exit confirms.
-        const auto outcome = co_await cluster->cancel(id, who->name);
-        if (outcome == cluster::cluster_node::cancel_outcome::owner_gone) live->end_copy_lost();  // nobody holds it
+        co_await cluster->cancel(id, who->name);  // (an owner gone: the copy ends lost, for every server)
       } else if (live) {
         registry.cancel(live);  // one that is only in the audit has ended
       }
