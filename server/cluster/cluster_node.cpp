@@ -220,6 +220,12 @@ void cluster_node::record_changed(const execution& e) {
   if (control_) control_->unsubscribe(control_channel(e.id()));
 }
 
+net::awaitable<void> cluster_node::written() {
+  if (!commands_ || !commands_->connected()) co_return;
+  std::vector<std::string> ping{"PING"};
+  co_await commands_->call(std::move(ping));  // answered after every command sent before it
+}
+
 net::awaitable<bool> cluster_node::owner_alive(const std::string& owner) {
   if (owner == settings_.server_id && !stopped_) co_return true;
   std::vector<std::string> lease_exists{"EXISTS", lease_key(owner)};

@@ -50,6 +50,9 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
 
   /// An execution this server runs: its events and record go to Redis from now on.
   void adopt(const std::shared_ptr<execution>& e);
+  /// Once Redis has what this server sent so far (a new run's record): a 202 answered after
+  /// it lets the client watch the run through any server at once.
+  net::awaitable<void> written();
   /// A cancel for an execution this server holds, from another server: the owner acts.
   std::function<void(const std::string& id, const std::string& user)> on_cancel;
 

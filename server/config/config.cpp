@@ -291,13 +291,15 @@ void parse_server(reader& r, const toml::table& t, server_settings& s, bool chec
   r.attempt([&] { s.kill_grace = std::chrono::milliseconds(r.integer(t, "server", "kill_grace_ms", 5000, 0, 600000)); });
 }
 
-/// [cluster] redis and server_id go together; [audit] postgres replaces server.audit_db.
+/// [cluster]: server_id, and redis to share executions; [audit] postgres replaces
+/// server.audit_db.
 void parse_cluster_and_audit(reader& r, const toml::table& root, config& c) {
   const toml::table* cluster = nullptr;
   r.attempt([&] { cluster = r.table(root, "cluster"); });
   if (cluster) {
     r.attempt([&] { r.only_keys(*cluster, "cluster", {"redis", "server_id", "lease_ms"}); });
     r.attempt([&] {
+      if (!cluster->get("redis")) return;  // a server_id alone: this server's name in a shared audit
       c.cluster.redis = r.string(*cluster, "cluster", "redis");
       const auto colon = c.cluster.redis.rfind(':');
       if (c.cluster.redis.front() != '/' &&

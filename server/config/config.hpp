@@ -94,7 +94,7 @@ struct server_settings {
 /// [cluster]: several servers share every execution through Redis (docs/cluster.md).
 struct cluster_settings {
   std::string redis;      // "host:port", or a unix socket path (starts with /); empty: no cluster
-  std::string server_id;  // this server's name among them, in logs, leases and records
+  std::string server_id;  // this server's name among them (leases, the shared audit's records)
   std::chrono::milliseconds lease{5000};  // an owner silent this long has lost its runs
 };
 

@@ -294,7 +294,10 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   const bool get = req.method() == http::verb::get;
   if (get && p.size() == 1 && p[0] == "healthz") {
     // Still serving: what it cannot reach is named, and local runs go on meanwhile.
-    if (cluster && !cluster->healthy()) co_return text_response(req, http::status::ok, "degraded: redis unreachable");
+    std::string unreachable;
+    if (cluster && !cluster->healthy()) unreachable = "redis";
+    if (audit && audit->degraded()) unreachable += unreachable.empty() ? "postgres" : " and postgres";
+    if (!unreachable.empty()) co_return text_response(req, http::status::ok, "degraded: " + unreachable + " unreachable");
     co_return text_response(req, http::status::ok, "ok");
   }
   const bool api = !p.empty() && (p[0] == "machines" || p[0] == "executions" || p[0] == "metrics" || p[0] == "me" ||
@@ -351,11 +354,13 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     auto started = begin_run(p[1], req.body(), *who);
     if (auto* err = std::get_if<request_error>(&started)) co_return error_response(req, err->code, err->message);
     const auto& e = std::get<std::shared_ptr<execution>>(started);
+    if (cluster) co_await cluster->written();
     co_return json_response(req, http::status::accepted, common::encode(common::run_accepted{e->id()}));
   }
   if (req.method() == http::verb::post && p.size() == 3 && p[0] == "groups" && p[2] == "commands") {
     auto started = begin_batch(p[1], req.body(), *who);
     if (auto* err = std::get_if<request_error>(&started)) co_return error_response(req, err->code, err->message);
+    if (cluster) co_await cluster->written();
     co_return json_response(req, http::status::accepted, common::encode(std::get<std::shared_ptr<batch>>(started)->record()));
   }
   if (get && p.size() == 1 && p[0] == "batches") {

@@ -3,12 +3,14 @@
 // owner killed, Redis restarted) end in an explicit exit or gap, never a silent hole.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
 #include "cmdcast/common/codec.hpp"
 #include "config/config.hpp"
 #include "digest.hpp"
+#include "postgres_fixture.hpp"
 #include "redis_fixture.hpp"
 #include "server_harness.hpp"
 
@@ -16,6 +18,15 @@ namespace cmdcast::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+/// Until /healthz says ok: connected to Redis (and PostgreSQL), as a load balancer's health
+/// check would wait before sending it anyone.
+void wait_healthy(std::uint16_t port) {
+  for (int i = 0; i < 100 && http_request(port, http::verb::get, "/healthz", "").body != "ok"; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(http_request(port, http::verb::get, "/healthz", "").body, "ok");
+}
 
 class Cluster : public ::testing::Test {
  protected:
@@ -25,6 +36,7 @@ class Cluster : public ::testing::Test {
       servers.push_back(std::make_unique<server_process>(
           *sshd, std::string("audit_db = \"") + sshd->dir() + "/" + name + ".db\"", std::vector<std::string>{},
           "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n"));
+      wait_healthy(servers.back()->port());
     }
   }
   std::uint16_t port(std::size_t i) const { return servers[i]->port(); }
@@ -214,6 +226,78 @@ TEST_F(Cluster, HealthzSaysDegradedWhileRedisIsDownAndLocalRunsGoOn) {
   EXPECT_EQ(http_request(port(0), http::verb::get, "/healthz", "").body, "ok");
 }
 
+/// The same three servers with the audit in one PostgreSQL instead of a SQLite file each.
+class ClusterWithPostgres : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sshd = std::make_unique<loopback_sshd>();
+    for (const char* name : {"a", "b", "c"}) {
+      servers.push_back(std::make_unique<server_process>(
+          *sshd, "", std::vector<std::string>{},
+          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n" +
+              postgres.audit_toml()));
+      wait_healthy(servers.back()->port());
+    }
+  }
+  std::uint16_t port(std::size_t i) const { return servers[i]->port(); }
+
+  redis_server redis;
+  postgres_server postgres;
+  std::unique_ptr<loopback_sshd> sshd;
+  std::vector<std::unique_ptr<server_process>> servers;
+};
+
+std::vector<std::string> listed_ids(std::uint16_t port) {
+  const auto answer = http_request(port, http::verb::get, "/executions?limit=100", viewer_token);
+  EXPECT_EQ(answer.status, 200u) << answer.body;
+  auto records = common::decode_execution_records(answer.body);
+  std::vector<std::string> ids;
+  if (records) {
+    for (const auto& r : *records) ids.push_back(r.execution_id + " " + r.state);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+TEST_F(ClusterWithPostgres, EveryServerListsEveryExecutionTheSame) {
+  std::vector<std::string> expected;
+  for (const std::size_t on : {0u, 0u, 1u, 2u}) {
+    const std::string id = post_run(port(on), run_request("numbers", R"({"count":"100"})"));
+    ws_client(port(on), "/executions/" + id + "/stream?after=-1").all();
+    expected.push_back(id + " exited");
+  }
+  std::sort(expected.begin(), expected.end());
+  // Written within the audit's second; then all three list the same four, ended.
+  for (int i = 0; i < 50 && listed_ids(port(2)) != expected; ++i) std::this_thread::sleep_for(100ms);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(listed_ids(port(i)), expected) << "server " << i;
+}
+
+TEST_F(ClusterWithPostgres, PostgresStoppedMidRunTheStreamsGoOnAndTheStoredOutputIsWhole) {
+  const std::string id = post_run(port(0), run_request("ticks"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  std::this_thread::sleep_for(1s);
+  postgres.stop();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(http_request(port(0), http::verb::get, "/healthz", "").body, "degraded: postgres unreachable");
+  postgres.start();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(http_request(port(2), http::verb::post, "/executions/" + id + "/cancel", operator_token).status, 202u);
+  const auto w = look_at(on_b.all());
+  ASSERT_TRUE(w.exit) << "closed " << on_b.reason().code << " " << on_b.reason().reason << ", " << on_b.error().message()
+                      << ", after " << w.out.size() << " bytes";
+  EXPECT_TRUE(w.consecutive);
+  EXPECT_EQ(w.gaps, 0u);
+  ASSERT_GE(w.out.size(), 40u) << "ticks went on while the database was down";
+  // C never held it nor watched it: its download comes from PostgreSQL, and has every line.
+  std::string stored;
+  for (int i = 0; i < 100 && stored != w.out; ++i) {
+    std::this_thread::sleep_for(100ms);
+    stored = http_request(port(2), http::verb::get, "/executions/" + id + "/output?format=text", viewer_token).body;
+  }
+  EXPECT_EQ(stored, w.out);
+  EXPECT_EQ(http_request(port(0), http::verb::get, "/healthz", "").body, "ok");
+}
+
 TEST(ClusterConfig, MistakesInClusterAndAuditAreClearErrors) {
   loopback_sshd sshd;
   const std::string head = "[server]\nlisten = \"127.0.0.1:8080\"\nanonymous = \"operator\"\n" + sshd.machine_toml("box");
@@ -228,8 +312,10 @@ TEST(ClusterConfig, MistakesInClusterAndAuditAreClearErrors) {
   EXPECT_TRUE(good->server.audit_db.empty()) << "no SQLite file beside PostgreSQL";
   auto unix_socket = server::parse_config(head + "[cluster]\nredis = \"/run/redis/redis.sock\"\nserver_id = \"a\"\n", "c.toml");
   EXPECT_TRUE(unix_socket.ok()) << unix_socket.error();
+  auto name_only = server::parse_config(head + "[cluster]\nserver_id = \"a\"\n[audit]\npostgres = \"dbname=x\"\n", "c.toml");
+  ASSERT_TRUE(name_only.ok()) << "a server_id alone names this server in a shared audit: " << name_only.error();
+  EXPECT_TRUE(name_only->cluster.redis.empty());
   for (const auto& [tables, problem] : std::vector<std::pair<std::string, std::string>>{
-           {"[cluster]\nserver_id = \"a\"\n", "cluster.redis: missing"},
            {"[cluster]\nredis = \"127.0.0.1:6379\"\n", "cluster.server_id: missing"},
            {"[cluster]\nredis = \"localhost\"\nserver_id = \"a\"\n", "cluster.redis: must be host:port"},
            {"[cluster]\nredis = \"h:port\"\nserver_id = \"a\"\n", "cluster.redis: must be host:port"},
