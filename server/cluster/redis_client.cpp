@@ -233,8 +233,23 @@ void redis_connection::command(std::vector<std::string> args, std::function<void
                             lengths.data()) != REDIS_OK) {
     done = std::move(*fn);
     delete fn;
-    fail("the command could not be sent");
+    return fail("the command could not be sent");
   }
+  flush_soon();
+}
+
+void redis_connection::flush_soon() {
+  // Written by the handler that runs next, not after the reactor's next round: the commands a
+  // handler sends still go out together, and an event reaches other servers without waiting
+  // for this one's fan-out. hiredis keeps waiting for writability for what does not fit.
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  net::post(executor_, [weak = weak_from_this()] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->flush_posted_ = false;
+    if (self->context_ && self->connected_ && !self->closing_) redisAsyncHandleWrite(self->context_);
+  });
 }
 
 net::awaitable<redis_reply> redis_connection::call(std::vector<std::string> args) {

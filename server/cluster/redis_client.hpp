@@ -69,12 +69,15 @@ class redis_connection : public std::enable_shared_from_this<redis_connection> {
   static void on_reply(redisAsyncContext* c, void* reply, void* privdata);
   static void on_message(redisAsyncContext* c, void* reply, void* privdata);
   void context_gone();
+  /// Writes what is queued soon (see the .cpp).
+  void flush_soon();
 
   net::any_io_executor executor_;
   std::string address_;
   redisAsyncContext* context_ = nullptr;
   bool connected_ = false;
   bool closing_ = false;
+  bool flush_posted_ = false;
   std::shared_ptr<io> io_;
   std::function<void(std::string)> connect_done_;
   // Subscriptions' functions by the pointer hiredis hands back, and by channel.
