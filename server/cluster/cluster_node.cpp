@@ -115,12 +115,12 @@ net::awaitable<void> cluster_node::keep_connected() {
     // The lease, renewed three times in its time; a flushed Redis is noticed here too.
     while (!stopped_ && !lost_ && commands_->connected()) {
       commands_->command({"SET", lease_key(settings_.server_id), "1", "PX", std::to_string(settings_.lease.count())});
-      for (const auto& [id, weak] : owned_) {
+      for (const auto& [id, run] : owned_) {
         commands_->command({"EXISTS", meta_key(id)}, [this, id = id](const redis_reply& r) {
           if (r.type != redis_reply::kind::integer || r.integer != 0) return;
           const auto it = owned_.find(id);
           if (it == owned_.end()) return;
-          if (auto e = it->second.lock()) reseed(e);
+          if (auto e = it->second.e.lock()) reseed(e);
         });
       }
       drop_finished_copies();
@@ -147,7 +147,7 @@ void cluster_node::on_connected() {
   commands_->command({"SET", lease_key(settings_.server_id), "1", "PX", std::to_string(settings_.lease.count())});
   // Redis may have restarted: every run held here is written back from its replay buffer.
   for (auto it = owned_.begin(); it != owned_.end();) {
-    auto e = it->second.lock();
+    auto e = it->second.e.lock();
     if (!e) {
       it = owned_.erase(it);
       continue;
@@ -161,11 +161,17 @@ void cluster_node::on_connected() {
 void cluster_node::reseed(const std::shared_ptr<execution>& e) {
   if (!commands_ || !commands_->connected()) return;
   const std::string id = e->id();
-  epochs_[id] = random_epoch();
-  log_event("cluster_reseed", {{"execution_id", id}, {"epoch", epochs_[id]}});
+  auto& run = owned_[id];
+  run.epoch = random_epoch();
+  log_event("cluster_reseed", {{"execution_id", id}, {"epoch", run.epoch}});
   commands_->command({"DEL", out_key(id)});
+  // Only the replay buffer is left to write back: a copy further behind gets a gap.
+  run.window.clear();
+  run.window_bytes = 0;
   e->for_each_held([&](common::seq_t seq, const frame& f) {
     commands_->command({"XADD", out_key(id), entry_id(seq), "f", *f->text()});
+    run.window.emplace_back(seq, f->size());
+    run.window_bytes += f->size();
   });
   write_meta(*e);
 }
@@ -183,8 +189,7 @@ void cluster_node::subscribe_control(const std::string& id) {
 
 void cluster_node::adopt(const std::shared_ptr<execution>& e) {
   e->relay_to(shared_from_this());
-  owned_[e->id()] = e;
-  epochs_[e->id()] = random_epoch();
+  owned_[e->id()] = owned_run{e, random_epoch(), {}, 0, 0};
   subscribe_control(e->id());
   write_meta(*e);
 }
@@ -193,8 +198,9 @@ void cluster_node::write_meta(const execution& e) {
   if (!commands_ || !commands_->connected()) return;
   const auto r = e.record();
   const std::string id = e.id();
+  const auto run = owned_.find(id);
   commands_->command({"HSET", meta_key(id), "record", common::encode(r), "state", r.state, "owner", settings_.server_id,
-                      "epoch", epochs_[id], "last_seq", std::to_string(e.last_seq())});
+                      "epoch", run == owned_.end() ? "" : run->second.epoch, "last_seq", std::to_string(e.last_seq())});
   if (!e.finished()) return;
   for (const auto& key : {meta_key(id), out_key(id)}) {
     commands_->command({"EXPIRE", key, std::to_string(kept_after_exit_s)});
@@ -203,8 +209,19 @@ void cluster_node::write_meta(const execution& e) {
 
 void cluster_node::append(const execution& e, common::seq_t seq, const frame& f, common::seq_t oldest_held, bool is_exit) {
   if (!commands_ || !commands_->connected()) return;  // written back from the replay buffer on reconnecting
-  std::vector<std::string> args{"XADD", out_key(e.id()), "MINID", "~", std::to_string(oldest_held) + "-0", entry_id(seq),
-                                "f", *f->text()};
+  const auto it = owned_.find(e.id());
+  if (it == owned_.end()) return;
+  auto& run = it->second;
+  run.replay_front = oldest_held;
+  run.window.emplace_back(seq, f->size());
+  run.window_bytes += f->size();
+  const std::size_t keep = std::max(server_.max_lag_bytes, server_.replay_bytes);
+  while (run.window.size() > 1 && run.window_bytes > keep) {
+    run.window_bytes -= run.window.front().second;
+    run.window.pop_front();
+  }
+  std::vector<std::string> args{"XADD", out_key(e.id()), "MINID", "~", std::to_string(run.window.front().first) + "-0",
+                                entry_id(seq), "f", *f->text()};
   if (is_exit) {
     args.emplace_back("end");
     args.emplace_back("1");
@@ -215,8 +232,16 @@ void cluster_node::append(const execution& e, common::seq_t seq, const frame& f,
 void cluster_node::record_changed(const execution& e) {
   write_meta(e);
   if (!e.finished()) return;
-  owned_.erase(e.id());
-  epochs_.erase(e.id());
+  const auto it = owned_.find(e.id());
+  if (it == owned_.end()) return;
+  // A minute on, what the copies needed to catch up is theirs: the stream keeps what the replay
+  // buffer does, until it expires.
+  auto trim = std::make_shared<net::steady_timer>(executor_, copy_kept);
+  trim->async_wait([self = shared_from_this(), trim, key = out_key(e.id()),
+                    front = std::to_string(it->second.replay_front) + "-0"](boost::system::error_code ec) {
+    if (!ec && self->commands_ && self->commands_->connected()) self->commands_->command({"XTRIM", key, "MINID", "~", front});
+  });
+  owned_.erase(it);
   if (control_) control_->unsubscribe(control_channel(e.id()));
 }
 
@@ -268,6 +293,7 @@ net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id)
   if (meta.elements.size() != 2 || meta.elements[0].type != redis_reply::kind::string) co_return nullptr;
   auto record = common::decode_execution_record(meta.elements[0].str);
   if (!record) co_return nullptr;
+  const bool ended = common::parse_exit_state(record->state).has_value();
   auto e = std::make_shared<execution>(executor_, std::move(*record), server_);
   // What the stream holds now, then (below) what comes: the reader continues from here.
   std::string from = "-";
@@ -279,6 +305,8 @@ net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id)
     from = "(" + page.elements.back().elements[0].str;
     if (page.elements.size() < read_count) break;
   }
+  // Ended, and its stream gone: its output is the audit's to serve.
+  if (ended && !e->finished()) co_return nullptr;
   // Another watcher may have made the copy meanwhile: there is one per server.
   if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
   // (A copy of a run whose owner is gone ends lost at the reader's next lease checks.)

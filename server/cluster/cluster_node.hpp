@@ -22,6 +22,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -97,8 +98,17 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   bool stopped_ = false;
   bool lost_ = false;  // a link went down: reconnect
   net::steady_timer lease_timer_, reader_wake_;
-  std::map<std::string, std::weak_ptr<execution>> owned_;   // running here, by id
-  std::map<std::string, std::string> epochs_;               // of the streams this server writes
+  /// A run held here, as its stream in Redis stands.
+  struct owned_run {
+    std::weak_ptr<execution> e;
+    std::string epoch;
+    // What the stream keeps: the newest events up to max_lag_bytes (a copy elsewhere may be
+    // that far behind, as a local watcher may), by seq and size.
+    std::deque<std::pair<common::seq_t, std::size_t>> window;
+    std::size_t window_bytes = 0;
+    common::seq_t replay_front = 0;  // the oldest seq the replay buffer held at the last append
+  };
+  std::map<std::string, owned_run> owned_;  // running (or waiting) here, by id
   struct copy {
     std::shared_ptr<execution> e;
     std::string owner;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "cmdcast/common/codec.hpp"
@@ -78,15 +79,19 @@ std::string sha_of(const std::string& text) {
 }
 
 TEST_F(Cluster, ARunOnAIsWatchedOnBOverWebSocketAndOnCByPollingByteForByte) {
-  const std::string id = post_run(port(0), run_request("numbers", R"({"count":"200000"})"));
-  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
-  const auto polled = poll_to_the_end(port(2), id);
-  const auto streamed = on_b.all();
+  // 14.9 MB: far more than a replay buffer (4 MiB), as the copies on B and C may lag behind.
+  const std::string id = post_run(port(0), run_request("numbers", R"({"count":"2000000"})"));
+  // All three read at once: A's watcher, its only local one, paces the command.
   ws_client on_a(port(0), "/executions/" + id + "/stream?after=-1");
-  const auto local = look_at(on_a.all());
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  auto on_a_read = std::async(std::launch::async, [&] { return on_a.all(); });
+  auto on_b_read = std::async(std::launch::async, [&] { return on_b.all(); });
+  const auto polled = poll_to_the_end(port(2), id);
+  const auto streamed = on_b_read.get();
+  const auto local = look_at(on_a_read.get());
 
   std::string expected;
-  for (int i = 1; i <= 200000; ++i) expected += std::to_string(i) + "\n";
+  for (int i = 1; i <= 2000000; ++i) expected += std::to_string(i) + "\n";
   ASSERT_TRUE(local.exit);
   EXPECT_EQ(local.exit->code, 0);
   EXPECT_EQ(sha_of(local.out), sha_of(expected));
