@@ -213,6 +213,26 @@ TEST_F(Cluster, RedisRestartedMidRunTheWatcherElsewhereGoesOnOrIsToldOfAGap) {
   EXPECT_GE(count_events(servers[0]->log(), "cluster_reseed"), 1u) << "A wrote its run back into the new Redis";
 }
 
+TEST_F(Cluster, RedisFlushedMidRunTheOwnerWritesItBackAndTheWatcherElsewhereGoesOn) {
+  const std::string id = post_run(port(0), run_request("ticks"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(redis.cli("FLUSHALL"), "OK");
+  std::this_thread::sleep_for(2s);  // the owner notices at its next lease renewal
+  EXPECT_EQ(redis.cli("EXISTS cmdcast:x:" + id + ":meta"), "1") << "written back";
+  const auto cancelled = http_request(port(2), http::verb::post, "/executions/" + id + "/cancel", operator_token);
+  EXPECT_EQ(cancelled.status, 202u) << "C still finds it, and its owner: " << cancelled.body;
+  const auto w = look_at(on_b.all());
+  ASSERT_TRUE(w.exit);
+  EXPECT_EQ(w.exit->state, common::exit_state::cancelled) << "not taken for lost while the leases were gone";
+  EXPECT_TRUE(w.consecutive);
+  EXPECT_EQ(w.gaps, 0u) << "the replay buffer held it all";
+  std::string expected;
+  for (int i = 1; expected.size() < w.out.size(); ++i) expected += "tick " + std::to_string(i) + "\n";
+  EXPECT_EQ(w.out, expected);
+  EXPECT_GE(count_events(servers[0]->log(), "cluster_reseed"), 1u);
+}
+
 TEST_F(Cluster, HealthzSaysDegradedWhileRedisIsDownAndLocalRunsGoOn) {
   redis.stop();
   std::this_thread::sleep_for(500ms);
