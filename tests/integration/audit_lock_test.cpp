@@ -74,22 +74,6 @@ class other_connection {
   sqlite3* db_ = nullptr;
 };
 
-common::execution_record running_record(const std::string& id) {
-  common::execution_record r;
-  r.execution_id = id;
-  r.machine_id = "box";
-  r.action_type = "lines";
-  r.command = "echo";
-  r.user = "olivia";
-  r.state = "running";
-  r.started_at = server::rfc3339_now();
-  return r;
-}
-
-std::shared_ptr<const std::string> output_frame(common::seq_t seq, const std::string& text) {
-  return std::make_shared<const std::string>(common::encode(event{common::output_event{seq, common::output_stream::out, text}}));
-}
-
 std::vector<common::seq_t> range(common::seq_t from, common::seq_t to) {
   std::vector<common::seq_t> out;
   for (auto s = from; s <= to; ++s) out.push_back(s);

@@ -49,22 +49,6 @@ T await(net::io_context& io, net::awaitable<T> a) {
   return out ? std::move(*out) : T{};
 }
 
-common::execution_record running_record(const std::string& id) {
-  common::execution_record r;
-  r.execution_id = id;
-  r.machine_id = "box";
-  r.action_type = "lines";
-  r.command = "echo";
-  r.user = "olivia";
-  r.state = "running";
-  r.started_at = server::rfc3339_now();
-  return r;
-}
-
-std::shared_ptr<const std::string> output_frame(common::seq_t seq, const std::string& text) {
-  return std::make_shared<const std::string>(common::encode(event{common::output_event{seq, common::output_stream::out, text}}));
-}
-
 /// Saves `s` and runs `io` until it is written (or not).
 bool save(net::io_context& io, audit_store& store, server::audit_save s, server::save_retry retry = server::save_retry::once) {
   std::optional<bool> written;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "config/config.hpp"
+#include "support/log.hpp"
 
 extern char** environ;
 
@@ -153,6 +154,22 @@ void server_process::kill_hard() {
 }
 
 std::string server_binary() { return CMDCAST_SERVER_BINARY; }
+
+common::execution_record running_record(const std::string& id) {
+  common::execution_record r;
+  r.execution_id = id;
+  r.machine_id = "box";
+  r.action_type = "lines";
+  r.command = "echo";
+  r.user = "olivia";
+  r.state = "running";
+  r.started_at = server::rfc3339_now();
+  return r;
+}
+
+std::shared_ptr<const std::string> output_frame(common::seq_t seq, const std::string& text) {
+  return std::make_shared<const std::string>(common::encode(event{common::output_event{seq, common::output_stream::out, text}}));
+}
 
 std::size_t count_events(const std::string& log, const std::string& name) {
   const std::string needle = "\"event\":\"" + name + "\"";

@@ -87,6 +87,11 @@ http_answer http_request(std::uint16_t port, http::verb verb, const std::string&
                          const std::string& body = "",
                          const std::vector<std::pair<std::string, std::string>>& headers = {});
 
+/// For the audit store's own tests: the record of a run of "lines" on "box" by olivia, running
+/// since now, and a stdout event's frame.
+common::execution_record running_record(const std::string& id);
+std::shared_ptr<const std::string> output_frame(common::seq_t seq, const std::string& text);
+
 /// GET /executions/{id} as a viewer, decoded (a failed expectation when it is not there).
 common::execution_record record_of(std::uint16_t port, const std::string& id);
 
