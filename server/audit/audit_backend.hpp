@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,9 +13,21 @@
 
 namespace cmdcast::server {
 
+/// What must stop before an I/O context it uses is torn down: a database socket on it, or an
+/// audit thread completing operations on it (a context being torn down may receive none).
+class stops_with_context {
+ public:
+  virtual ~stops_with_context() = default;
+  /// Idempotent.
+  virtual void stop() = 0;
+};
+
+/// Stops `s` (if it still lives) when the context of `executor` shuts down.
+void stop_with_context(const net::any_io_executor& executor, const std::shared_ptr<stops_with_context>& s);
+
 /// One database behind audit_store; each method has the meaning of the audit_store method of
 /// the same name. Called from any thread; completions run on the caller's executor.
-class audit_backend {
+class audit_backend : public stops_with_context {
  public:
   virtual ~audit_backend() = default;
   virtual void save(audit_save s, save_retry retry, net::any_io_executor executor, std::function<void(bool)> done) = 0;
@@ -30,7 +43,7 @@ class audit_backend {
   virtual std::size_t lost_at_open() const = 0;
   virtual bool degraded() const = 0;
   /// Writes what is queued (a bounded time), then lets go of the database. Idempotent.
-  virtual void stop() = 0;
+  void stop() override = 0;
 };
 
 /// Reading stored events in seq order: appends the event `seq` to `out`, after a gap event for

@@ -284,13 +284,42 @@ std::size_t mark_lost(sqlite3* db) {
 
 }  // namespace
 
+/// The service behind stop_with_context: one per I/O context.
+class context_stopper : public net::execution_context::service {
+ public:
+  static inline net::execution_context::id id;
+  explicit context_stopper(net::execution_context& context) : service(context) {}
+  void add(const std::shared_ptr<stops_with_context>& s) {
+    const std::lock_guard lock(mutex_);
+    registered_[s.get()] = s;
+  }
+
+ private:
+  void shutdown() override {
+    std::map<const stops_with_context*, std::weak_ptr<stops_with_context>> registered;
+    {
+      const std::lock_guard lock(mutex_);
+      registered.swap(registered_);
+    }
+    for (auto& entry : registered) {
+      if (auto s = entry.second.lock()) s->stop();
+    }
+  }
+  std::mutex mutex_;
+  std::map<const stops_with_context*, std::weak_ptr<stops_with_context>> registered_;
+};
+
+void stop_with_context(const net::any_io_executor& executor, const std::shared_ptr<stops_with_context>& s) {
+  net::use_service<context_stopper>(net::query(executor, net::execution::context)).add(s);
+}
+
 /// The audit thread: it alone uses the SQLite connection, running the jobs posted to its own
 /// io_context one at a time, in order.
-class audit_worker : public std::enable_shared_from_this<audit_worker> {
+class audit_worker : public stops_with_context, public std::enable_shared_from_this<audit_worker> {
  public:
   explicit audit_worker(sqlite3* db) : db_(db), work_(context_.get_executor()), thread_([this] { context_.run(); }) {}
-  ~audit_worker() {
-    stop();
+  ~audit_worker() override {
+    audit_worker::stop();
     sqlite3_close(db_);
   }
   audit_worker(const audit_worker&) = delete;
@@ -325,7 +354,7 @@ class audit_worker : public std::enable_shared_from_this<audit_worker> {
 
   /// Waits up to drain_timeout for the queued writes, then ends the thread; jobs still queued
   /// are dropped (their completions never run). Idempotent.
-  void stop() {
+  void stop() override {
     std::unique_lock lock(mutex_);
     if (stopped_) return;
     if (!writes_done_.wait_for(lock, drain_timeout, [this] { return writes_pending_ == 0; })) {
@@ -350,35 +379,10 @@ class audit_worker : public std::enable_shared_from_this<audit_worker> {
     int attempts = 0;
   };
 
-  /// Stops the audit threads that complete operations on a context (after their drain) when
-  /// that context shuts down: a context being torn down may not receive completions.
-  class stopper : public net::execution_context::service {
-   public:
-    static inline net::execution_context::id id;
-    explicit stopper(net::execution_context& context) : service(context) {}
-    void add(const std::shared_ptr<audit_worker>& w) {
-      const std::lock_guard lock(mutex_);
-      workers_[w.get()] = w;
-    }
-
-   private:
-    void shutdown() override {
-      std::map<const audit_worker*, std::weak_ptr<audit_worker>> workers;
-      {
-        const std::lock_guard lock(mutex_);
-        workers.swap(workers_);
-      }
-      for (auto& entry : workers) {
-        if (auto worker = entry.second.lock()) worker->stop();
-      }
-    }
-    std::mutex mutex_;
-    std::map<const audit_worker*, std::weak_ptr<audit_worker>> workers_;
-  };
 
   /// This thread ends before the context of `executor` is torn down.
   void stop_with(const net::any_io_executor& executor) {
-    net::use_service<stopper>(net::query(executor, net::execution::context)).add(shared_from_this());
+    stop_with_context(executor, shared_from_this());
   }
 
   bool stopped() {

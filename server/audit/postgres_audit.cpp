@@ -190,34 +190,6 @@ struct connect_params {
 // libpq prints notices ("relation already exists, skipping") on stderr, which is our log.
 void ignore_notice(void*, const char*) {}
 
-class postgres_backend;
-
-/// Stops the backends that live on an I/O context when that context shuts down: their socket
-/// must be let go while the context still exists.
-class pg_stopper : public net::execution_context::service {
- public:
-  static inline net::execution_context::id id;
-  explicit pg_stopper(net::execution_context& context) : service(context) {}
-  void add(const std::shared_ptr<audit_backend>& b) {
-    const std::lock_guard lock(mutex_);
-    backends_[b.get()] = b;
-  }
-
- private:
-  void shutdown() override {
-    std::map<const audit_backend*, std::weak_ptr<audit_backend>> backends;
-    {
-      const std::lock_guard lock(mutex_);
-      backends.swap(backends_);
-    }
-    for (auto& entry : backends) {
-      if (auto b = entry.second.lock()) b->stop();
-    }
-  }
-  std::mutex mutex_;
-  std::map<const audit_backend*, std::weak_ptr<audit_backend>> backends_;
-};
-
 /// The PostgreSQL store. Everything but stop(), degraded() and lost_at_open() runs on
 /// `strand_`; stop() is called from that context's thread or once it no longer runs.
 class postgres_backend final : public audit_backend, public std::enable_shared_from_this<postgres_backend> {
@@ -853,7 +825,7 @@ common::result<std::shared_ptr<audit_backend>> open_postgres_backend(const std::
   }
   PQconninfoFree(parsed);
   auto backend = std::make_shared<postgres_backend>(conninfo, server_id, executor);
-  net::use_service<pg_stopper>(net::query(executor, net::execution::context)).add(backend);
+  stop_with_context(executor, backend);  // its socket is let go while the context still exists
   backend->start();
   return std::shared_ptr<audit_backend>(std::move(backend));
 }
