@@ -31,12 +31,15 @@ void wait_healthy(std::uint16_t port) {
 
 class Cluster : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { start_servers(""); }
+  /// Servers a, b and c on the one Redis, each ready; `audit_toml` empty: a SQLite file each.
+  void start_servers(const std::string& audit_toml) {
     sshd = std::make_unique<loopback_sshd>();
-    for (const char* name : {"a", "b", "c"}) {
+    for (const std::string name : {"a", "b", "c"}) {
+      const std::string own_audit = audit_toml.empty() ? "audit_db = \"" + sshd->dir() + "/" + name + ".db\"" : "";
       servers.push_back(std::make_unique<server_process>(
-          *sshd, std::string("audit_db = \"") + sshd->dir() + "/" + name + ".db\"", std::vector<std::string>{},
-          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n"));
+          *sshd, own_audit, std::vector<std::string>{},
+          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n" + audit_toml));
       wait_healthy(servers.back()->port());
     }
   }
@@ -252,24 +255,12 @@ TEST_F(Cluster, HealthzSaysDegradedWhileRedisIsDownAndLocalRunsGoOn) {
 }
 
 /// The same three servers with the audit in one PostgreSQL instead of a SQLite file each.
-class ClusterWithPostgres : public ::testing::Test {
+class ClusterWithPostgres : public Cluster {
  protected:
-  void SetUp() override {
-    sshd = std::make_unique<loopback_sshd>();
-    for (const char* name : {"a", "b", "c"}) {
-      servers.push_back(std::make_unique<server_process>(
-          *sshd, "", std::vector<std::string>{},
-          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n" +
-              postgres.audit_toml()));
-      wait_healthy(servers.back()->port());
-    }
-  }
-  std::uint16_t port(std::size_t i) const { return servers[i]->port(); }
+  void SetUp() override { start_servers(postgres.audit_toml()); }
+  void TearDown() override { servers.clear(); }  // before the database they write to
 
-  redis_server redis;
   postgres_server postgres;
-  std::unique_ptr<loopback_sshd> sshd;
-  std::vector<std::unique_ptr<server_process>> servers;
 };
 
 std::vector<std::string> listed_ids(std::uint16_t port) {
