@@ -24,6 +24,8 @@ constexpr std::size_t read_count = 512;
 std::string out_key(const std::string& id) { return "cmdcast:x:" + id + ":out"; }
 std::string meta_key(const std::string& id) { return "cmdcast:x:" + id + ":meta"; }
 std::string control_channel(const std::string& id) { return "cmdcast:x:" + id + ":ctl"; }
+// The owner's record changes, to the copies (apart from :ctl, whose receivers count as owners).
+std::string record_channel(const std::string& id) { return "cmdcast:x:" + id + ":rec"; }
 std::string lease_key(const std::string& server) { return "cmdcast:server:" + server; }
 
 // Stream IDs are "SEQ-1": the seq is the ID's first part, and "0-0" (which Redis never
@@ -156,6 +158,9 @@ void cluster_node::on_connected() {
     reseed(e);
     ++it;
   }
+  for (const auto& [id, c] : copies_) {
+    if (!c.e->finished()) follow_record(id);
+  }
 }
 
 void cluster_node::reseed(const std::shared_ptr<execution>& e) {
@@ -179,11 +184,34 @@ void cluster_node::reseed(const std::shared_ptr<execution>& e) {
 void cluster_node::subscribe_control(const std::string& id) {
   if (!control_ || !control_->connected()) return;
   control_->subscribe({"SUBSCRIBE", control_channel(id)}, [this, id](const redis_reply& r) {
-    // ["message", channel, "cancel <user>"]
-    if (r.elements.size() != 3 || r.elements[0].str != "message") return;
+    // ["message", channel, "<verb> <user>"]
+    if (r.elements.size() != 3 || r.elements[0].str != "message" || !on_control) return;
     const std::string& text = r.elements[2].str;
-    if (text.rfind("cancel ", 0) != 0 || !on_cancel) return;
-    on_cancel(id, text.substr(7));
+    const auto space = text.find(' ');
+    if (space == std::string::npos) return;
+    on_control(id, text.substr(0, space), text.substr(space + 1));
+  });
+}
+
+void cluster_node::follow_record(const std::string& id) {
+  if (!control_ || !control_->connected()) return;
+  control_->subscribe({"SUBSCRIBE", record_channel(id)}, [this, id](const redis_reply& r) {
+    // ["message", channel, "<record JSON>\n<pending event JSON or nothing>"]
+    if (r.elements.size() != 3 || r.elements[0].str != "message") return;
+    const auto it = copies_.find(id);
+    if (it == copies_.end()) return;
+    const std::string& text = r.elements[2].str;
+    const auto newline = text.find('\n');
+    auto decoded = common::decode_execution_record(text.substr(0, newline));
+    if (!decoded) return;
+    it->second.e->take_record(std::move(*decoded), newline == std::string::npos ? "" : text.substr(newline + 1));
+  });
+  // What changed while it was not followed (a copy just made, a Redis reconnected).
+  commands_->command({"HMGET", meta_key(id), "record", "pending"}, [this, id](const redis_reply& r) {
+    const auto it = copies_.find(id);
+    if (it == copies_.end() || r.elements.size() != 2 || r.elements[0].type != redis_reply::kind::string) return;
+    auto decoded = common::decode_execution_record(r.elements[0].str);
+    if (decoded) it->second.e->take_record(std::move(*decoded), r.elements[1].str);
   });
 }
 
@@ -199,8 +227,12 @@ void cluster_node::write_meta(const execution& e) {
   const auto r = e.record();
   const std::string id = e.id();
   const auto run = owned_.find(id);
-  commands_->command({"HSET", meta_key(id), "record", common::encode(r), "state", r.state, "owner", settings_.server_id,
-                      "epoch", run == owned_.end() ? "" : run->second.epoch, "last_seq", std::to_string(e.last_seq())});
+  const std::string record_json = common::encode(r);
+  const std::string pending = e.pending() == pending_state::none ? "" : *e.pending_frame()->text();
+  commands_->command({"HSET", meta_key(id), "record", record_json, "state", r.state, "owner", settings_.server_id, "epoch",
+                      run == owned_.end() ? "" : run->second.epoch, "last_seq", std::to_string(e.last_seq()), "pending",
+                      pending});
+  commands_->command({"PUBLISH", record_channel(id), record_json + "\n" + pending});
   if (!e.finished()) return;
   for (const auto& key : {meta_key(id), out_key(id)}) {
     commands_->command({"EXPIRE", key, std::to_string(kept_after_exit_s)});
@@ -288,13 +320,14 @@ void cluster_node::end_lost(const std::string& id, copy& c) {
 net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id) {
   if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
   if (!commands_ || !commands_->connected()) co_return nullptr;
-  std::vector<std::string> get_meta{"HMGET", meta_key(id), "record", "owner"};
+  std::vector<std::string> get_meta{"HMGET", meta_key(id), "record", "owner", "pending"};
   const auto meta = co_await commands_->call(std::move(get_meta));
-  if (meta.elements.size() != 2 || meta.elements[0].type != redis_reply::kind::string) co_return nullptr;
+  if (meta.elements.size() != 3 || meta.elements[0].type != redis_reply::kind::string) co_return nullptr;
   auto record = common::decode_execution_record(meta.elements[0].str);
   if (!record) co_return nullptr;
   const bool ended = common::parse_exit_state(record->state).has_value();
-  auto e = std::make_shared<execution>(executor_, std::move(*record), server_);
+  auto e = std::make_shared<execution>(executor_, *record, server_);
+  e->take_record(std::move(*record), meta.elements[2].str);  // a waiting run's position or expiry
   // What the stream holds now, then (below) what comes: the reader continues from here.
   std::string from = "-";
   for (;;) {
@@ -311,23 +344,25 @@ net::awaitable<std::shared_ptr<execution>> cluster_node::copy_of(std::string id)
   if (const auto it = copies_.find(id); it != copies_.end()) co_return it->second.e;
   // (A copy of a run whose owner is gone ends lost at the reader's next lease checks.)
   copies_[id] = copy{e, meta.elements[1].str, {}, 0};
+  if (!e->finished()) follow_record(id);
   wake_reader();
   co_return e;
 }
 
-net::awaitable<cluster_node::cancel_outcome> cluster_node::cancel(std::string id, std::string user) {
-  if (!commands_ || !commands_->connected()) co_return cancel_outcome::unknown;
+net::awaitable<cluster_node::control_outcome> cluster_node::send_control(std::string id, std::string verb,
+                                                                          std::string user) {
+  if (!commands_ || !commands_->connected()) co_return control_outcome::unknown;
   std::vector<std::string> get_owner{"HGET", meta_key(id), "owner"};
   const auto owner = co_await commands_->call(std::move(get_owner));
-  if (owner.type != redis_reply::kind::string) co_return cancel_outcome::unknown;
-  std::vector<std::string> publish{"PUBLISH", control_channel(id), "cancel " + user};
+  if (owner.type != redis_reply::kind::string) co_return control_outcome::unknown;
+  std::vector<std::string> publish{"PUBLISH", control_channel(id), verb + " " + user};
   const auto sent = co_await commands_->call(std::move(publish));
-  if (sent.type == redis_reply::kind::integer && sent.integer > 0) co_return cancel_outcome::sent;
+  if (sent.type == redis_reply::kind::integer && sent.integer > 0) co_return control_outcome::sent;
   if (!co_await owner_alive(owner.str)) {
     if (const auto it = copies_.find(id); it != copies_.end() && !it->second.e->finished()) end_lost(id, it->second);
-    co_return cancel_outcome::owner_gone;
+    co_return control_outcome::owner_gone;
   }
-  co_return cancel_outcome::sent;  // the owner lives but no longer listens: it has ended it
+  co_return control_outcome::sent;  // the owner lives but no longer listens: it has ended it
 }
 
 void cluster_node::wake_reader() {
@@ -343,6 +378,7 @@ void cluster_node::drop_finished_copies() {
     auto& c = it->second;
     if (c.e->finished() && c.ended == std::chrono::steady_clock::time_point{}) c.ended = now;
     if (c.e->finished() && now - c.ended > copy_kept && c.e->watchers() == 0) {
+      if (control_) control_->unsubscribe(record_channel(it->first));
       it = copies_.erase(it);
     } else {
       ++it;

@@ -54,8 +54,10 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   /// Once Redis has what this server sent so far (a new run's record): a 202 answered after
   /// it lets the client watch the run through any server at once.
   net::awaitable<void> written();
-  /// A cancel for an execution this server holds, from another server: the owner acts.
-  std::function<void(const std::string& id, const std::string& user)> on_cancel;
+  /// A request from another server for an execution this server holds ("cancel", "approve"
+  /// or "reject", by `user`): the owner acts, and the events or the record it then sends say
+  /// what became of it.
+  std::function<void(const std::string& id, const std::string& verb, const std::string& user)> on_control;
 
   /// The copy of `id` this server already has, if any (no Redis round trip).
   std::shared_ptr<execution> find_copy(const std::string& id) const;
@@ -63,10 +65,11 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   net::awaitable<std::shared_ptr<execution>> copy_of(std::string id);
   /// What Redis knows of execution `id`'s record.
   net::awaitable<std::optional<common::execution_record>> record(std::string id);
-  enum class cancel_outcome { sent, owner_gone, unknown };
-  /// Asks the owner of `id` to cancel it: `owner_gone` when nobody listens and its lease has
-  /// expired (this server's copy then ends it lost, for every server).
-  net::awaitable<cancel_outcome> cancel(std::string id, std::string user);
+  enum class control_outcome { sent, owner_gone, unknown };
+  /// Asks the owner of `id` to `verb` it ("cancel", "approve", "reject"): `owner_gone` when
+  /// nobody listens and its lease has expired (this server's copy then ends it lost, for every
+  /// server).
+  net::awaitable<control_outcome> send_control(std::string id, std::string verb, std::string user);
 
   // event_relay
   void append(const execution& e, common::seq_t seq, const frame& f, common::seq_t oldest_held, bool is_exit) override;
@@ -84,6 +87,8 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   void write_meta(const execution& e);
   void reseed(const std::shared_ptr<execution>& e);
   void subscribe_control(const std::string& id);
+  /// A copy follows its owner's record changes (published with each, see write_meta).
+  void follow_record(const std::string& id);
   /// Wakes the reader from its XREAD BLOCK: the set of copies changed.
   void wake_reader();
   net::awaitable<bool> owner_alive(const std::string& owner);

@@ -96,6 +96,7 @@ void execution::take(common::seq_t seq, std::string json, bool is_exit) {
     }
     if (!exit_) exit_ = common::exit_event{};
   }
+  const bool changed = is_exit || (!launched_ && !is_exit);
   if (!launched_ && !is_exit) {
     launched_ = true;
     pending_ = pending_state::none;
@@ -106,6 +107,33 @@ void execution::take(common::seq_t seq, std::string json, bool is_exit) {
     subscribers_.clear();
     for (auto& s : subscribers) s->ended();
   }
+  if (changed && on_copy_changed) on_copy_changed();
+}
+
+void execution::take_record(common::execution_record r, const std::string& pending_event) {
+  if (!copy_of_ || finished()) return;
+  // The state follows the events taken: a record that says it ended before its exit came
+  // through the stream does not end the copy early.
+  if (common::parse_exit_state(r.state) || launched_) {
+    r.state = copy_of_->state == "queued" || copy_of_->state == "awaiting_approval" ? "running" : copy_of_->state;
+    r.exit_code.reset();
+    r.signal.reset();
+    r.ended_at.reset();
+  }
+  const auto before = pending_ == pending_state::none ? std::string() : *pending_frame()->text();
+  pending_ = launched_                         ? pending_state::none
+             : r.state == "queued"             ? pending_state::queued
+             : r.state == "awaiting_approval"  ? pending_state::awaiting_approval
+                                               : pending_state::none;
+  copy_of_ = std::move(r);
+  if (pending_ != pending_state::none) {
+    if (const auto e = common::decode_event(pending_event)) {
+      if (const auto* q = std::get_if<common::queued_event>(&*e)) queue_position_ = q->position;
+      if (const auto* a = std::get_if<common::awaiting_approval_event>(&*e)) approval_expires_at_ = a->expires_at;
+    }
+    if (*pending_frame()->text() != before) publish(pending_frame(), -1);
+  }
+  if (on_copy_changed) on_copy_changed();
 }
 
 void execution::end_copy_lost() {
@@ -162,7 +190,11 @@ void execution::set_queued(std::int64_t position) {
   const bool state_changed = pending_ != pending_state::queued;
   pending_ = pending_state::queued;
   queue_position_ = position;
-  if (state_changed) flush_audit_record();
+  if (state_changed) {
+    flush_audit_record();
+  } else if (relay_) {
+    relay_->record_changed(*this);  // copies on other servers show the new position
+  }
   publish(pending_frame(), -1);
 }
 

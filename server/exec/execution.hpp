@@ -82,6 +82,12 @@ class execution : public std::enable_shared_from_this<execution> {
   void take(common::seq_t seq, std::string json, bool is_exit);
   /// A copy whose owner is gone: ends it `lost`, as the owner's store does at its restart.
   void end_copy_lost();
+  /// A copy's record as its owner changed it (queued, its position, awaiting approval, who
+  /// decided), with the owner's queued or awaiting_approval event while it waits (else empty):
+  /// its watchers get that event as the owner's do. Its state moves only with its events.
+  void take_record(common::execution_record r, const std::string& pending_event);
+  /// A copy: called when its record changes (a fleet run's copy counts its members again).
+  std::function<void()> on_copy_changed;
 
   /// Also sends its events and record to `relay` (set before it starts).
   void relay_to(std::shared_ptr<event_relay> relay) { relay_ = std::move(relay); }
@@ -95,6 +101,8 @@ class execution : public std::enable_shared_from_this<execution> {
 
   /// While it waits to run: tells its watchers (a queued or awaiting_approval event, which a
   /// newcomer also gets) and puts it in its record.
+  /// The queued or awaiting_approval event it is waiting with (pending() is not none).
+  frame pending_frame() const;
   void set_queued(std::int64_t position);
   void set_awaiting_approval(std::string expires_at);
   /// Records who approved or rejected it, and when.
@@ -155,7 +163,6 @@ class execution : public std::enable_shared_from_this<execution> {
   void conclude(common::exit_event e);
   /// Milliseconds since it started (the `t` of events).
   std::int64_t elapsed_ms() const;
-  frame pending_frame() const;
   void arm_audit();
   void flush_audit();
   /// Writes the record now, output or not (a state change before it runs).

@@ -420,7 +420,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
       log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
       if (live && live->is_copy() && !live->finished()) {
         // Another server of the cluster runs it: it is asked, and its exit confirms.
-        co_await cluster->cancel(id, who->name);  // (an owner gone: the copy ends lost, for every server)
+        co_await cluster->send_control(id, "cancel", who->name);  // (an owner gone: the copy ends lost, for every server)
       } else if (live) {
         registry.cancel(live);  // one that is only in the audit has ended
       }
@@ -431,28 +431,37 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
       if (who->granted != role::operator_) {
         co_return error_response(req, error_code::forbidden, std::string(p[2]) + " needs the operator role");
       }
-      if (live && live->is_copy()) {
-        co_return error_response(req, error_code::bad_request, "execution \"" + id + "\" is held by another server of the cluster: " +
-                                                                   std::string(p[2]) + " it there");
-      }
-      if (!live || live->pending() != pending_state::awaiting_approval) {
+      if (!live) {
         co_return error_response(req, error_code::bad_request, "execution \"" + id + "\" is not awaiting approval (" +
                                                                    rec().state + ")");
       }
       // Four eyes: the one who asked for it cannot decide it, whatever token they use.
-      if (live->user() == who->name) {
-        request_facts facts;
-        facts.from = who->from;
-        log_denied(req, facts, error_code::forbidden, "the requester cannot decide their own run");
-        co_return error_response(req, error_code::forbidden,
-                                 "only another operator can " + std::string(p[2]) + " a run; \"" + who->name + "\" asked for it");
+      if (auto err = check_decision(*live, who->name)) {
+        if (err->code == error_code::forbidden) {
+          request_facts facts;
+          facts.from = who->from;
+          log_denied(req, facts, error_code::forbidden, "the requester cannot decide their own run");
+        }
+        co_return error_response(req, err->code, err->message);
       }
       log_event(approving ? "approve" : "reject", {{"execution_id", id}, {"user", who->name}, {"client", who->from.client},
                                                    {"proxy", who->from.proxy}});
-      if (auto err = approving ? registry.approve(live, who->name) : registry.reject(live, who->name)) {
-        co_return error_response(req, err->code, err->message);
+      if (!live->is_copy()) {
+        if (auto err = decide(live, approving, who->name)) co_return error_response(req, err->code, err->message);
+        co_return json_response(req, http::status::ok, common::encode(live->record()));
       }
-      co_return json_response(req, http::status::ok, common::encode(live->record()));
+      // Another server of the cluster holds it: the owner decides, and its record comes back
+      // through Redis. Answered 200 once this copy shows the decision, else 202 (on its way).
+      const auto outcome = co_await cluster->send_control(id, std::string(p[2]), who->name);
+      if (outcome == cluster::cluster_node::control_outcome::sent) {
+        net::steady_timer poll(io);
+        for (int i = 0; i < 400 && live->pending() == pending_state::awaiting_approval && !live->finished(); ++i) {
+          poll.expires_after(std::chrono::milliseconds(5));
+          co_await poll.async_wait(net::as_tuple(net::use_awaitable));
+        }
+      }
+      const bool decided = live->pending() != pending_state::awaiting_approval || live->finished();
+      co_return json_response(req, decided ? http::status::ok : http::status::accepted, common::encode(live->record()));
     }
   }
   co_return error_response(req, error_code::bad_request, "no such endpoint: " + std::string(req.method_string()) + " " +

@@ -358,11 +358,16 @@ void server::start() {
   if (const auto& c = impl_->cfg->cluster; !c.redis.empty()) {
     auto node = std::make_shared<cluster::cluster_node>(impl_->io.get_executor(), c, s);
     impl_->registry.on_new_execution = [node](const std::shared_ptr<execution>& e) { node->adopt(e); };
-    node->on_cancel = [i = impl_.get()](const std::string& id, const std::string& user) {
+    node->on_control = [i = impl_.get()](const std::string& id, const std::string& verb, const std::string& user) {
       const auto e = i->registry.find(id);
       if (!e) return;
-      log_event("cancel", {{"execution_id", id}, {"user", user}, {"via", "cluster"}});
-      i->registry.cancel(e);
+      log_event(verb, {{"execution_id", id}, {"user", user}, {"via", "cluster"}});
+      if (verb == "cancel") {
+        i->registry.cancel(e);
+      } else if (verb == "approve" || verb == "reject") {
+        // Checked by the server asked too; its copy's record may have been a moment old.
+        if (auto err = i->decide(e, verb == "approve", user)) log_event("decision_refused", {{"execution_id", id}, {"why", err->message}});
+      }
     };
     node->start();
     impl_->cluster = std::move(node);
@@ -380,6 +385,23 @@ net::awaitable<std::shared_ptr<execution>> server::impl::find_execution(const st
   if (auto e = registry.find(id)) co_return e;
   if (!cluster) co_return nullptr;
   co_return co_await cluster->copy_of(id);
+}
+
+std::optional<request_error> server::impl::check_decision(const execution& e, const std::string& user) const {
+  if (e.pending() != pending_state::awaiting_approval) {
+    return request_error{error_code::bad_request,
+                         "execution \"" + e.id() + "\" is not awaiting approval (" + e.record().state + ")"};
+  }
+  if (e.user() == user) {
+    return request_error{error_code::forbidden, "only another operator can decide a run; \"" + user + "\" asked for it"};
+  }
+  return std::nullopt;
+}
+
+std::optional<request_error> server::impl::decide(const std::shared_ptr<execution>& e, bool approving,
+                                                  const std::string& user) {
+  if (auto err = check_decision(*e, user)) return err;
+  return approving ? registry.approve(e, user) : registry.reject(e, user);
 }
 
 void server::impl::reconfigure(config next) {

@@ -102,6 +102,10 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// The execution `id` wherever it runs: held here, or (in a cluster) a copy of another
   /// server's; null when neither.
   net::awaitable<std::shared_ptr<execution>> find_execution(const std::string& id);
+  /// Approves or rejects `e` (held here, or a copy: the checks are the same) for `user`: an
+  /// error when it is not awaiting approval or `user` asked for it (four eyes).
+  std::optional<request_error> check_decision(const execution& e, const std::string& user) const;
+  std::optional<request_error> decide(const std::shared_ptr<execution>& e, bool approving, const std::string& user);
   std::unique_ptr<net::steady_timer> prune_timer;
 
   // Metrics.

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -165,6 +167,88 @@ TEST_F(Cluster, AViewerOnAnotherServerCannotCancel) {
   const auto w = look_at(on_a.all());
   ASSERT_TRUE(w.exit);
   EXPECT_EQ(w.exit->state, common::exit_state::cancelled);
+}
+
+/// Until server `port`'s record of `id` says `state` (or 10 s): a record in Redis is written
+/// after the server answers, as a load balancer may send the next request elsewhere at once.
+common::execution_record wait_for_record(std::uint16_t port, const std::string& id, const std::string& state) {
+  auto r = record_of(port, id);
+  for (int i = 0; i < 200 && r.state != state; ++i) {
+    std::this_thread::sleep_for(50ms);
+    r = record_of(port, id);
+  }
+  return r;
+}
+
+TEST_F(Cluster, ARunAwaitingApprovalOnAIsSeenOnCAndApprovedThroughB) {
+  const std::string id = post_run(port(0), run_request("approved_echo", R"({"word":"shared"})"));
+  ws_client on_c(port(2), "/executions/" + id + "/stream", ws_options{viewer_token});
+  EXPECT_EQ(record_of(port(1), id).state, "awaiting_approval");
+  const auto mine = http_request(port(1), http::verb::post, "/executions/" + id + "/approve", operator_token);
+  EXPECT_EQ(mine.status, 403u) << "never the requester, on any server: " << mine.body;
+  EXPECT_EQ(http_request(port(1), http::verb::post, "/executions/" + id + "/approve", viewer_token).status, 403u);
+  EXPECT_EQ(record_of(port(0), id).state, "awaiting_approval") << "nothing ran";
+
+  const auto approved = http_request(port(1), http::verb::post, "/executions/" + id + "/approve", second_operator_token);
+  EXPECT_EQ(approved.status, 200u) << "B waits for A's decision to come back: " << approved.body;
+  const auto events = on_c.all();
+  const auto waiting = of_type<common::awaiting_approval_event>(events);
+  ASSERT_EQ(waiting.size(), 1u) << "C's watcher is told, live, that the run waits";
+  EXPECT_EQ(waiting[0].requested_by, "olivia");
+  EXPECT_FALSE(waiting[0].expires_at.empty());
+  EXPECT_EQ(text_of(events, common::output_stream::out), "approved run shared\n");
+  EXPECT_EQ(of_type<common::exit_event>(events).at(0).code, 0);
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto r = wait_for_record(port(i), id, "exited");
+    EXPECT_EQ(r.state, "exited") << "server " << i;
+    EXPECT_EQ(r.approved_by, "oscar") << "server " << i;
+  }
+  EXPECT_EQ(http_request(port(2), http::verb::post, "/executions/" + id + "/approve", second_operator_token).status, 400u)
+      << "not twice";
+  EXPECT_GE(count_events(servers[0]->log(), "approved"), 1u) << "A decided it";
+}
+
+TEST_F(Cluster, ARunRejectedThroughCNeverRunsAndEndsRejectedEverywhere) {
+  const std::string id = post_run(port(0), run_request("approved_echo", R"({"word":"no"})"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream", ws_options{viewer_token});
+  const auto rejected = http_request(port(2), http::verb::post, "/executions/" + id + "/reject", second_operator_token);
+  EXPECT_EQ(rejected.status, 200u) << rejected.body;
+  const auto events = on_b.all();
+  EXPECT_TRUE(of_type<common::started_event>(events).empty());
+  EXPECT_EQ(text_of(events, common::output_stream::err), "cmdcast: rejected by oscar\n");
+  EXPECT_EQ(of_type<common::exit_event>(events).at(0).state, common::exit_state::rejected);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(wait_for_record(port(i), id, "rejected").state, "rejected") << "server " << i;
+}
+
+TEST_F(Cluster, AQueuedRunOnAShowsItsPositionOnBAsItMovesUp) {
+  const std::string go = "/tmp/cmdcast-go-cluster" + std::to_string(::getpid());
+  const auto request = [&](const std::string& tag) {
+    return run_request("exclusive_wait", "{\"tag\":\"" + tag + "\",\"go\":\"" + go + "\"}");
+  };
+  const std::string first = post_run(port(0), request("a"));
+  wait_for_record(port(0), first, "running");
+  const std::string second = post_run(port(0), request("b"));
+  const std::string third = post_run(port(0), request("c"));
+  EXPECT_EQ(record_of(port(1), third).state, "queued");
+  ws_client third_on_b(port(1), "/executions/" + third + "/stream", ws_options{viewer_token});
+  // The first watcher event on B says where it stands, before anything moves.
+  std::optional<common::queued_event> at_first;
+  while (!at_first) {
+    const auto m = third_on_b.next();
+    ASSERT_TRUE(m);
+    const auto e = common::decode_event(*m);
+    ASSERT_TRUE(e) << *m;
+    if (const auto* q = std::get_if<common::queued_event>(&*e)) at_first = *q;
+  }
+  EXPECT_EQ(at_first->position, 2);
+  std::ofstream(go) << "go";
+  const auto events = third_on_b.all();
+  std::filesystem::remove(go);
+  const auto queued = of_type<common::queued_event>(events);
+  ASSERT_FALSE(queued.empty()) << "B's watcher is told its position moved up";
+  EXPECT_EQ(queued.back().position, 1);
+  EXPECT_EQ(text_of(events, common::output_stream::out), "start c\nend c\n");
+  EXPECT_EQ(wait_for_record(port(1), second, "exited").state, "exited");
 }
 
 TEST_F(Cluster, AnUnknownExecutionIsUnknownOnEveryServer) {
