@@ -559,8 +559,9 @@ common::result<std::unique_ptr<audit_store>> audit_store::open(const std::string
 
 common::result<std::unique_ptr<audit_store>> audit_store::open_postgres(const std::string& conninfo,
                                                                          const std::string& server_id,
-                                                                         net::any_io_executor executor) {
-  auto backend = open_postgres_backend(conninfo, server_id, std::move(executor));
+                                                                         net::any_io_executor executor,
+                                                                         postgres_limits limits) {
+  auto backend = open_postgres_backend(conninfo, server_id, std::move(executor), limits);
   if (!backend) return common::failure{backend.error()};
   return std::unique_ptr<audit_store>(new audit_store(std::move(*backend)));
 }

@@ -17,6 +17,8 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -53,6 +55,15 @@ struct audit_save {
 
 class audit_backend;
 
+/// The PostgreSQL store's bounds; the defaults are the server's (tests pass smaller ones).
+struct postgres_limits {
+  /// Output waiting in memory while PostgreSQL cannot be written; past it the oldest goes.
+  std::size_t queue_bytes = std::size_t{64} << 20;
+  /// A pipeline with no answer for this long is cancelled, the connection made again and the
+  /// store degraded until a write gets through.
+  std::chrono::milliseconds statement_timeout{30000};
+};
+
 /// How hard a save tries: `once` (the caller keeps the data and saves it again later), or
 /// `until_written`, with backoff, for as long as the store runs (an execution's last save).
 enum class save_retry { once, until_written };
@@ -71,7 +82,8 @@ class audit_store {
   /// keeps trying.
   static common::result<std::unique_ptr<audit_store>> open_postgres(const std::string& conninfo,
                                                                     const std::string& server_id,
-                                                                    net::any_io_executor executor);
+                                                                    net::any_io_executor executor,
+                                                                    postgres_limits limits = {});
   /// Waits a bounded time for the queued writes, then stops the audit thread. The same
   /// happens when an I/O context that gets the store's completions is destroyed first.
   ~audit_store();

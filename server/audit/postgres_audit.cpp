@@ -24,6 +24,8 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <system_error>
+#include <thread>
 #include <variant>
 
 #include "cmdcast/common/codec.hpp"
@@ -34,12 +36,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Queued writes hold at most this much output while PostgreSQL is away.
-constexpr std::size_t queue_limit_bytes = std::size_t{64} << 20;
+// (How much output queued writes hold while PostgreSQL is away, and how long a pipeline may go
+// unanswered: postgres_limits.)
 // libpq's connect_timeout does not apply to PQconnectPoll: this does.
 constexpr auto connect_timeout = 5s;
-// A pipeline with no answer for this long: the connection is dropped and made again.
-constexpr auto job_timeout = 30s;
 // A read (a list, a record) waits this long at most, then answers empty.
 constexpr auto read_timeout = 5s;
 constexpr auto first_backoff = 100ms;
@@ -110,6 +110,7 @@ using pg_result = std::unique_ptr<PGresult, pg_result_free>;
 /// How a pipeline (statements up to a sync: one implicit transaction) ended.
 struct pipeline_outcome {
   bool connection_lost = false;      // nothing known: try it again on a new connection
+  bool timed_out = false;            // ...because no answer came within the statement timeout
   std::optional<std::string> error;  // a statement failed; the whole pipeline was rolled back
   std::vector<pg_result> results;    // one per statement
 };
@@ -194,9 +195,11 @@ void ignore_notice(void*, const char*) {}
 /// `strand_`; stop() is called from that context's thread or once it no longer runs.
 class postgres_backend final : public audit_backend, public std::enable_shared_from_this<postgres_backend> {
  public:
-  postgres_backend(std::string conninfo, std::string server_id, const net::any_io_executor& executor)
+  postgres_backend(std::string conninfo, std::string server_id, const net::any_io_executor& executor,
+                   postgres_limits limits)
       : conninfo_(std::move(conninfo)),
         server_id_(std::move(server_id)),
+        limits_(limits),
         strand_(net::make_strand(executor)),
         socket_(strand_),
         wake_(strand_),
@@ -419,6 +422,7 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
   /// Over the bound, the oldest queued output goes first (never an execution's last event:
   /// its exit); the record still comes, and reading back shows a gap where output went.
   void bound_queue() {
+    const std::size_t queue_limit_bytes = limits_.queue_bytes;
     for (auto& w : writes_) {
       if (queued_bytes_ <= queue_limit_bytes) return;
       auto* s = std::get_if<audit_save>(&w.what);
@@ -501,9 +505,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
         if (first) {
           log_event("audit_connected", {{"backend", "postgres"}, {"server_id", server_id_}, {"lost", std::to_string(lost_.load())}});
         }
-        if (degraded_.exchange(false)) {
-          log_event("audit_recovered", {{"backend", "postgres"}, {"queued_writes", std::to_string(writes_.size())}});
-        }
+        // Degraded by a write that got no answer: until a write gets through, not merely a connection.
+        if (!stuck_) recovered();
         first = false;
       }
       if (!reads_.empty()) {
@@ -537,7 +540,23 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
       // Kept at the front, sent again on the next connection.
       --j.attempts;
       close_connection();
+      if (out.timed_out) {
+        // A lock held elsewhere, a stopped backend: the database takes no writes, though it
+        // accepts connections. Degraded (reads answer at once, /healthz says so) until a write
+        // gets through; the statement was cancelled so that only the retry waits.
+        stuck_ = true;
+        if (!degraded_.exchange(true)) {
+          log_event("audit_degraded", {{"backend", "postgres"},
+                                       {"error", trimmed(out.error.value_or(""))},
+                                       {"detail", "a write got no answer: it was cancelled and is sent again on a new "
+                                                  "connection; audit writes wait in memory"}});
+        }
+      }
       co_return;
+    }
+    if (stuck_) {
+      stuck_ = false;
+      recovered();
     }
     const std::string id = name_of(j);
     if (!out.error) {
@@ -556,6 +575,30 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
                                      {"attempt", std::to_string(j.attempts)},
                                      {"retry", "in " + std::to_string(delay.count()) + " ms"}});
     co_await sleep(delay);
+  }
+
+  void recovered() {
+    if (degraded_.exchange(false)) {
+      log_event("audit_recovered", {{"backend", "postgres"}, {"queued_writes", std::to_string(writes_.size())}});
+    }
+  }
+
+  /// Cancels the statement under way on `conn_`. Dropping the connection alone does not stop
+  /// it: its backend goes on waiting (for a lock, say), holding a connection slot, one more at
+  /// each timeout, and runs the stale pipeline whenever it can.
+  void cancel_statement() {
+    PGcancel* c = conn_ ? PQgetCancel(conn_) : nullptr;
+    if (!c) return;
+    // PQcancel connects to the server and blocks: not on this thread, which serves the streams.
+    try {
+      std::thread([c] {
+        char error[256];
+        PQcancel(c, error, sizeof error);
+        PQfreeCancel(c);
+      }).detach();
+    } catch (const std::system_error&) {
+      PQfreeCancel(c);
+    }
   }
 
   /// Backoff: new work does not cut it short.
@@ -713,7 +756,12 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
       }
     }
     if (!PQpipelineSync(conn_)) co_return lost("sync failed");
-    arm_deadline(job_timeout);
+    arm_deadline(limits_.statement_timeout);
+    auto no_answer = [&out, &lost, this] {
+      cancel_statement();
+      out.timed_out = true;
+      return lost("no answer within " + std::to_string(limits_.statement_timeout.count()) + " ms");
+    };
 
     // Out: a full socket may need the server's answers read first (libpq's advice).
     for (;;) {
@@ -725,7 +773,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
                     socket_.async_wait(net::posix::stream_descriptor::wait_read, net::as_tuple(net::use_awaitable)));
       if (stopped_) co_return lost("stopped");
       const auto [ec] = std::visit([](const auto& t) { return t; }, ready);
-      if (ec) co_return lost(timed_out_ ? "no answer within " + std::to_string(job_timeout.count()) + " s" : ec.message());
+      if (ec && timed_out_) co_return no_answer();
+      if (ec) co_return lost(ec.message());
       if (ready.index() == 1 && !PQconsumeInput(conn_)) co_return lost("receive failed");
     }
 
@@ -735,7 +784,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
       while (PQisBusy(conn_)) {
         auto [ec] = co_await socket_.async_wait(net::posix::stream_descriptor::wait_read, net::as_tuple(net::use_awaitable));
         if (stopped_) co_return lost("stopped");
-        if (ec) co_return lost(timed_out_ ? "no answer within " + std::to_string(job_timeout.count()) + " s" : ec.message());
+        if (ec && timed_out_) co_return no_answer();
+        if (ec) co_return lost(ec.message());
         if (!PQconsumeInput(conn_)) co_return lost("receive failed");
       }
       pg_result r(PQgetResult(conn_));
@@ -768,14 +818,18 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
     } else {
       PQsetNoticeProcessor(c, ignore_notice, nullptr);
       for (const auto& j : writes_) {
-        if (std::chrono::steady_clock::now() > until || !write_blocking(c, queries_of(j), error)) ++unwritten;
+        // Blocking calls: a statement waiting on a lock would hold the shutdown forever, so
+        // the server cuts it at what is left of the drain's time.
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (left.count() <= 0 || !write_blocking(c, queries_of(j), left, error)) ++unwritten;
       }
     }
     if (c) PQfinish(c);
     if (unwritten > 0) log_event("audit_unwritten", {{"saves", std::to_string(unwritten)}, {"error", error}});
   }
 
-  static bool write_blocking(PGconn* c, const std::vector<pg_query>& queries, std::string& error) {
+  static bool write_blocking(PGconn* c, const std::vector<pg_query>& queries, std::chrono::milliseconds timeout,
+                             std::string& error) {
     auto exec = [c, &error](const pg_query& q) {
       std::vector<const char*> values;
       for (const auto& p : q.params) values.push_back(p.c_str());
@@ -786,6 +840,7 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
       error = trimmed(PQerrorMessage(c));
       return false;
     };
+    if (!exec({"SET statement_timeout = " + std::to_string(std::max<std::int64_t>(timeout.count(), 1)), {}})) return false;
     if (!exec({"BEGIN", {}})) return false;
     const bool ok = std::all_of(queries.begin(), queries.end(), exec);
     if (ok && exec({"COMMIT", {}})) return true;
@@ -795,6 +850,7 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
 
   const std::string conninfo_;
   const std::string server_id_;
+  const postgres_limits limits_;
   net::strand<net::any_io_executor> strand_;
   net::posix::stream_descriptor socket_;
   net::steady_timer wake_;      // the idle driver's: new work cancels it
@@ -803,6 +859,7 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
   PGconn* conn_ = nullptr;
   bool timed_out_ = false;
   bool initialized_ = false;
+  bool stuck_ = false;  // degraded by a write with no answer
   std::deque<read_job> reads_;
   std::deque<write_job> writes_;
   std::size_t queued_bytes_ = 0;
@@ -815,7 +872,8 @@ class postgres_backend final : public audit_backend, public std::enable_shared_f
 
 common::result<std::shared_ptr<audit_backend>> open_postgres_backend(const std::string& conninfo,
                                                                     const std::string& server_id,
-                                                                    net::any_io_executor executor) {
+                                                                    net::any_io_executor executor,
+                                                                    postgres_limits limits) {
   char* message = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &message);
   if (!parsed) {
@@ -824,7 +882,7 @@ common::result<std::shared_ptr<audit_backend>> open_postgres_backend(const std::
     return common::failure{"[audit] postgres: not a libpq connection string (" + why + ")"};
   }
   PQconninfoFree(parsed);
-  auto backend = std::make_shared<postgres_backend>(conninfo, server_id, executor);
+  auto backend = std::make_shared<postgres_backend>(conninfo, server_id, executor, limits);
   stop_with_context(executor, backend);  // its socket is let go while the context still exists
   backend->start();
   return std::shared_ptr<audit_backend>(std::move(backend));
