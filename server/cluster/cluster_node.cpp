@@ -87,6 +87,14 @@ void cluster_node::stop() {
   }
 }
 
+std::size_t cluster_node::unsent_bytes() const {
+  std::size_t n = 0;
+  for (const auto* c : {&commands_, &reader_, &control_}) {
+    if (*c) n += (*c)->unsent_bytes();
+  }
+  return n;
+}
+
 bool cluster_node::healthy() const { return commands_ && commands_->connected() && reader_ && reader_->connected(); }
 
 net::awaitable<void> cluster_node::keep_connected() {
@@ -134,9 +142,12 @@ net::awaitable<void> cluster_node::keep_connected() {
 }
 
 net::awaitable<std::string> cluster_node::connect_link(std::shared_ptr<redis_connection>& link) {
-  if (!link) link = redis_connection::create(executor_, settings_.redis);
+  // A copy may be max_lag_bytes behind; more than that waiting to be written means Redis is
+  // not reading, and the link is dropped rather than grown (written back on reconnecting).
+  if (!link) link = redis_connection::create(executor_, settings_.redis, std::max(server_.max_lag_bytes, server_.replay_bytes));
   if (link->connected()) co_return "";
   link->on_lost = [this](const std::string& why) {
+    ++disconnects_;
     if (!lost_) log_event("cluster_redis_lost", {{"redis", settings_.redis}, {"why", why}});
     lost_ = true;
     lease_timer_.cancel();

@@ -75,8 +75,11 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   void append(const execution& e, common::seq_t seq, const frame& f, common::seq_t oldest_held, bool is_exit) override;
   void record_changed(const execution& e) override;
 
-  /// For /metrics: copies held now, Redis commands sent.
+  /// For /metrics: copies held now; bytes of commands not yet written to Redis (bounded: see
+  /// redis_connection); connections to Redis lost so far.
   std::size_t copies() const { return copies_.size(); }
+  std::size_t unsent_bytes() const;
+  std::uint64_t disconnects() const { return disconnects_; }
 
  private:
   net::awaitable<void> keep_connected();
@@ -102,6 +105,7 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   bool reader_blocked_ = false;
   bool stopped_ = false;
   bool lost_ = false;  // a link went down: reconnect
+  std::uint64_t disconnects_ = 0;
   net::steady_timer lease_timer_, reader_wake_;
   /// A run held here, as its stream in Redis stands.
   struct owned_run {

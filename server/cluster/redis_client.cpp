@@ -2,6 +2,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -95,12 +96,13 @@ struct redis_connection::io : std::enable_shared_from_this<io> {
   }
 };
 
-std::shared_ptr<redis_connection> redis_connection::create(net::any_io_executor executor, std::string address) {
-  return std::shared_ptr<redis_connection>(new redis_connection(std::move(executor), std::move(address)));
+std::shared_ptr<redis_connection> redis_connection::create(net::any_io_executor executor, std::string address,
+                                                           std::size_t max_unsent_bytes) {
+  return std::shared_ptr<redis_connection>(new redis_connection(std::move(executor), std::move(address), max_unsent_bytes));
 }
 
-redis_connection::redis_connection(net::any_io_executor executor, std::string address)
-    : executor_(std::move(executor)), address_(std::move(address)) {}
+redis_connection::redis_connection(net::any_io_executor executor, std::string address, std::size_t max_unsent_bytes)
+    : executor_(std::move(executor)), address_(std::move(address)), max_unsent_bytes_(max_unsent_bytes) {}
 
 redis_connection::~redis_connection() { close(); }
 
@@ -115,8 +117,12 @@ void redis_connection::close() {
   if (io_) io_->owner = nullptr;
 }
 
+std::size_t redis_connection::unsent_bytes() const { return context_ ? sdslen(context_->c.obuf) : 0; }
+
 void redis_connection::context_gone() {
-  const std::string why = context_ && context_->errstr[0] ? context_->errstr : "connection closed";
+  const std::string why = !lost_why_.empty()                ? std::exchange(lost_why_, std::string())
+                          : context_ && context_->errstr[0] ? context_->errstr
+                                                            : "connection closed";
   const bool was_connected = connected_;
   context_ = nullptr;
   connected_ = false;
@@ -248,7 +254,15 @@ void redis_connection::flush_soon() {
     auto self = weak.lock();
     if (!self) return;
     self->flush_posted_ = false;
-    if (self->context_ && self->connected_ && !self->closing_) redisAsyncHandleWrite(self->context_);
+    if (!self->context_ || !self->connected_ || self->closing_) return;
+    redisAsyncHandleWrite(self->context_);
+    if (!self->context_) return;  // the write found the connection gone
+    if (const auto unsent = sdslen(self->context_->c.obuf); unsent > self->max_unsent_bytes_) {
+      // Redis takes the connection but not what is sent: rather than grow without bound, the
+      // connection is lost (its commands fail, on_lost runs), as if Redis had gone.
+      self->lost_why_ = "Redis is not reading: " + std::to_string(unsent) + " bytes unsent";
+      redisAsyncFree(self->context_);  // context_gone() through hiredis' cleanup
+    }
   });
 }
 

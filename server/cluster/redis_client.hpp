@@ -35,8 +35,11 @@ struct redis_reply {
 
 class redis_connection : public std::enable_shared_from_this<redis_connection> {
  public:
-  /// `address`: "host:port", or the path of a unix socket.
-  static std::shared_ptr<redis_connection> create(net::any_io_executor executor, std::string address);
+  /// `address`: "host:port", or the path of a unix socket. More than `max_unsent_bytes` of
+  /// commands waiting to be written (a Redis that accepts the connection but does not read)
+  /// ends the connection as lost: memory stays bounded, and the caller writes back later.
+  static std::shared_ptr<redis_connection> create(net::any_io_executor executor, std::string address,
+                                                  std::size_t max_unsent_bytes = 64 << 20);
   ~redis_connection();
   redis_connection(const redis_connection&) = delete;
   redis_connection& operator=(const redis_connection&) = delete;
@@ -44,6 +47,8 @@ class redis_connection : public std::enable_shared_from_this<redis_connection> {
   /// Connects; an empty string on success, else why not.
   net::awaitable<std::string> connect();
   bool connected() const { return context_ != nullptr && connected_; }
+  /// Bytes of commands waiting to be written.
+  std::size_t unsent_bytes() const;
   /// Runs once when an established connection is lost (its pending commands then get
   /// "disconnected" errors). connect() may be called again afterwards.
   std::function<void(std::string why)> on_lost;
@@ -62,7 +67,7 @@ class redis_connection : public std::enable_shared_from_this<redis_connection> {
   void close();
 
  private:
-  redis_connection(net::any_io_executor executor, std::string address);
+  redis_connection(net::any_io_executor executor, std::string address, std::size_t max_unsent_bytes);
   struct io;
   static void on_connect(const redisAsyncContext* c, int status);
   static void on_disconnect(const redisAsyncContext* c, int status);
@@ -74,6 +79,8 @@ class redis_connection : public std::enable_shared_from_this<redis_connection> {
 
   net::any_io_executor executor_;
   std::string address_;
+  std::size_t max_unsent_bytes_;
+  std::string lost_why_;  // why this side ended the connection, if it did
   redisAsyncContext* context_ = nullptr;
   bool connected_ = false;
   bool closing_ = false;

@@ -175,6 +175,12 @@ std::string server::impl::metrics_text() const {
     << "# TYPE cmdcast_requests_denied_total counter\ncmdcast_requests_denied_total " << requests_denied << "\n"
     << "# TYPE cmdcast_config_reloads_total counter\ncmdcast_config_reloads_total " << reloads << "\n"
     << "# TYPE cmdcast_config_reloads_refused_total counter\ncmdcast_config_reloads_refused_total " << reloads_refused << "\n";
+  if (cluster) {
+    m << "# TYPE cmdcast_cluster_connected gauge\ncmdcast_cluster_connected " << (cluster->healthy() ? 1 : 0) << "\n"
+      << "# TYPE cmdcast_cluster_copies gauge\ncmdcast_cluster_copies " << cluster->copies() << "\n"
+      << "# TYPE cmdcast_cluster_unsent_bytes gauge\ncmdcast_cluster_unsent_bytes " << cluster->unsent_bytes() << "\n"
+      << "# TYPE cmdcast_cluster_disconnects_total counter\ncmdcast_cluster_disconnects_total " << cluster->disconnects() << "\n";
+  }
   return m.str();
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -331,6 +332,36 @@ TEST_F(Cluster, RedisFlushedMidRunTheOwnerWritesItBackAndTheWatcherElsewhereGoes
   for (int i = 1; expected.size() < w.out.size(); ++i) expected += "tick " + std::to_string(i) + "\n";
   EXPECT_EQ(w.out, expected);
   EXPECT_GE(count_events(servers[0]->log(), "cluster_reseed"), 1u);
+}
+
+TEST_F(Cluster, ARedisThatStopsReadingNeitherGrowsTheOwnersMemoryNorHoldsItsWatchers) {
+  // 120 MB while Redis takes the connections but reads nothing (stopped, not dead: the
+  // sockets stay open): the owner must not keep what it cannot send.
+  const std::string go = "/tmp/cmdcast-go-stopped" + std::to_string(::getpid());
+  const std::string id = post_run(port(0), run_request("burst", "{\"go\":\"" + go + "\",\"bytes\":\"120000000\"}"));
+  ws_client on_a(port(0), "/executions/" + id + "/stream?after=-1");
+  ASSERT_EQ(::kill(redis.pid(), SIGSTOP), 0);
+  std::ofstream(go) << "go";
+  const auto seen = look_at(on_a.all());
+  const auto unsent = metric(port(0), "cmdcast_cluster_unsent_bytes");
+  const auto disconnects = metric(port(0), "cmdcast_cluster_disconnects_total");
+  ::kill(redis.pid(), SIGCONT);
+  std::filesystem::remove(go);
+
+  ASSERT_TRUE(seen.exit) << "the watcher on the owner is not held by Redis";
+  EXPECT_EQ(seen.exit->code, 0);
+  EXPECT_EQ(seen.out.size(), 120000000u);
+  EXPECT_EQ(seen.gaps, 0u);
+  EXPECT_LE(unsent, (64u << 20) + (1u << 20)) << "at most max_lag_bytes waits to be written, not the whole output";
+  EXPECT_GE(disconnects, 1u);
+  EXPECT_NE(servers[0]->log().find("Redis is not reading"), std::string::npos);
+  // Redis reads again: the owner reconnects, and a new run is shared as before.
+  wait_healthy(port(0));
+  const std::string next = post_run(port(0), run_request("numbers", R"({"count":"1000"})"));
+  const auto on_b = look_at(ws_client(port(1), "/executions/" + next + "/stream?after=-1").all());
+  ASSERT_TRUE(on_b.exit);
+  EXPECT_EQ(on_b.gaps, 0u);
+  EXPECT_EQ(on_b.out.size(), 3893u);  // seq 1 1000
 }
 
 TEST_F(Cluster, HealthzSaysDegradedWhileRedisIsDownAndLocalRunsGoOn) {
