@@ -2,6 +2,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -27,6 +28,8 @@ std::string control_channel(const std::string& id) { return "cmdcast:x:" + id + 
 // The owner's record changes, to the copies (apart from :ctl, whose receivers count as owners).
 std::string record_channel(const std::string& id) { return "cmdcast:x:" + id + ":rec"; }
 std::string lease_key(const std::string& server) { return "cmdcast:server:" + server; }
+std::string batch_key(const std::string& id) { return "cmdcast:b:" + id + ":meta"; }
+std::string batch_control_channel(const std::string& id) { return "cmdcast:b:" + id + ":ctl"; }
 
 // Stream IDs are "SEQ-1": the seq is the ID's first part, and "0-0" (which Redis never
 // stores) is the cursor before seq 0.
@@ -61,6 +64,28 @@ void take_entries(execution& e, const redis_reply& entries) {
 std::string random_epoch() { return random_uuid().substr(0, 8); }
 
 }  // namespace
+
+/// Listens to an owned fleet run: its record in Redis follows its counts, and expires once it
+/// has ended.
+class cluster_node::batch_writer : public batch_listener {
+ public:
+  batch_writer(cluster_node& node, std::shared_ptr<batch> b) : node_(node), batch_(std::move(b)) { batch_->listen(this); }
+  ~batch_writer() override { batch_->unlisten(this); }
+  void batch_changed(const frame&) override {
+    node_.write_batch(*batch_);
+    if (!batch_->finished()) return;
+    // Not from inside the batch's own call: this writer goes with the entry.
+    net::post(node_.executor_, [self = node_.shared_from_this(), id = batch_->id()] {
+      self->owned_batches_.erase(id);
+      if (self->control_) self->control_->unsubscribe(batch_control_channel(id));
+    });
+  }
+  const std::shared_ptr<batch>& of() const { return batch_; }
+
+ private:
+  cluster_node& node_;
+  std::shared_ptr<batch> batch_;
+};
 
 cluster_node::cluster_node(net::any_io_executor executor, cluster_settings settings, server_settings server)
     : executor_(executor),
@@ -172,6 +197,10 @@ void cluster_node::on_connected() {
   for (const auto& [id, c] : copies_) {
     if (!c.e->finished()) follow_record(id);
   }
+  // The fleet runs held here, written back and listened for.
+  std::vector<std::shared_ptr<batch>> batches;
+  for (const auto& [id, writer] : owned_batches_) batches.push_back(writer->of());
+  for (const auto& b : batches) adopt_batch(b);
 }
 
 void cluster_node::reseed(const std::shared_ptr<execution>& e) {
@@ -224,6 +253,60 @@ void cluster_node::follow_record(const std::string& id) {
     auto decoded = common::decode_execution_record(r.elements[0].str);
     if (decoded) it->second.e->take_record(std::move(*decoded), r.elements[1].str);
   });
+}
+
+void cluster_node::adopt_batch(const std::shared_ptr<batch>& b) {
+  owned_batches_[b->id()] = std::make_shared<batch_writer>(*this, b);
+  write_batch(*b);
+  if (!control_ || !control_->connected()) return;
+  control_->subscribe({"SUBSCRIBE", batch_control_channel(b->id())}, [this, id = b->id()](const redis_reply& r) {
+    if (r.elements.size() != 3 || r.elements[0].str != "message" || !on_batch_control) return;
+    const std::string& text = r.elements[2].str;
+    const auto space = text.find(' ');
+    if (space != std::string::npos) on_batch_control(id, text.substr(0, space), text.substr(space + 1));
+  });
+}
+
+void cluster_node::write_batch(const batch& b) {
+  if (!commands_ || !commands_->connected()) return;
+  commands_->command({"HSET", batch_key(b.id()), "record", common::encode(b.record()), "owner", settings_.server_id});
+  if (b.finished()) commands_->command({"EXPIRE", batch_key(b.id()), std::to_string(kept_after_exit_s)});
+}
+
+net::awaitable<std::shared_ptr<batch>> cluster_node::batch_copy_of(std::string id) {
+  if (const auto it = batch_copies_.find(id); it != batch_copies_.end()) co_return it->second.b;
+  if (!commands_ || !commands_->connected()) co_return nullptr;
+  std::vector<std::string> get_record{"HGET", batch_key(id), "record"};
+  const auto stored = co_await commands_->call(std::move(get_record));
+  if (stored.type != redis_reply::kind::string) co_return nullptr;
+  auto record = common::decode_batch_record(stored.str);
+  if (!record) co_return nullptr;
+  std::vector<batch::member> members;
+  for (const auto& m : record->executions) {
+    auto e = co_await copy_of(m.execution_id);
+    if (!e) co_return nullptr;  // its streams are gone: the audit serves the fleet run
+    members.push_back({m.machine_id, std::move(e), true});
+  }
+  if (const auto it = batch_copies_.find(id); it != batch_copies_.end()) co_return it->second.b;  // made meanwhile
+  auto b = std::make_shared<batch>(executor_, *record, std::move(members));
+  for (auto& m : b->members()) {
+    m.e->on_copy_changed = [weak = std::weak_ptr<batch>(b)] {
+      if (auto held = weak.lock()) held->changed();
+    };
+  }
+  batch_copies_[id] = batch_copy{b, {}};
+  co_return b;
+}
+
+net::awaitable<void> cluster_node::cancel_batch(std::shared_ptr<batch> b, std::string user) {
+  if (!commands_ || !commands_->connected()) co_return;
+  std::vector<std::string> publish{"PUBLISH", batch_control_channel(b->id()), "cancel " + user};
+  const auto sent = co_await commands_->call(std::move(publish));
+  if (sent.type == redis_reply::kind::integer && sent.integer > 0) co_return;
+  // Nobody holds it now: each execution is asked on its own (an owner gone ends it lost).
+  for (const auto& m : b->members()) {
+    if (!m.e->finished()) co_await send_control(m.e->id(), "cancel", user);
+  }
 }
 
 void cluster_node::adopt(const std::shared_ptr<execution>& e) {
@@ -391,6 +474,15 @@ void cluster_node::drop_finished_copies() {
     if (c.e->finished() && now - c.ended > copy_kept && c.e->watchers() == 0) {
       if (control_) control_->unsubscribe(record_channel(it->first));
       it = copies_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = batch_copies_.begin(); it != batch_copies_.end();) {
+    auto& c = it->second;
+    if (c.b->finished() && c.ended == std::chrono::steady_clock::time_point{}) c.ended = now;
+    if (c.b->finished() && now - c.ended > copy_kept) {
+      it = batch_copies_.erase(it);  // a stream still on it holds it
     } else {
       ++it;
     }

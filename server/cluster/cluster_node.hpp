@@ -30,6 +30,7 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "exec/batch.hpp"
 #include "exec/execution.hpp"
 
 namespace cmdcast::server::cluster {
@@ -58,6 +59,17 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   /// or "reject", by `user`): the owner acts, and the events or the record it then sends say
   /// what became of it.
   std::function<void(const std::string& id, const std::string& verb, const std::string& user)> on_control;
+
+  /// A fleet run this server runs: its record goes to Redis, where any server finds it.
+  void adopt_batch(const std::shared_ptr<batch>& b);
+  /// A request from another server for a fleet run this server holds ("cancel", by `user`).
+  std::function<void(const std::string& id, const std::string& verb, const std::string& user)> on_batch_control;
+  /// A copy of fleet run `id`, held by another server, its members copies of its executions;
+  /// null when Redis knows none (or no longer has its executions' streams).
+  net::awaitable<std::shared_ptr<batch>> batch_copy_of(std::string id);
+  /// Asks the owner of fleet run `b` (a copy) to cancel it; its members are cancelled one by
+  /// one (or end lost) when the owner is gone.
+  net::awaitable<void> cancel_batch(std::shared_ptr<batch> b, std::string user);
 
   /// The copy of `id` this server already has, if any (no Redis round trip).
   std::shared_ptr<execution> find_copy(const std::string& id) const;
@@ -128,6 +140,14 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   /// (refused if the owner wrote that seq after all) and its record says lost.
   void end_lost(const std::string& id, copy& c);
   std::map<std::string, copy> copies_;  // by id
+  class batch_writer;  // writes an owned fleet run's record as its counts change
+  void write_batch(const batch& b);
+  std::map<std::string, std::shared_ptr<batch_writer>> owned_batches_;  // by id
+  struct batch_copy {
+    std::shared_ptr<batch> b;
+    std::chrono::steady_clock::time_point ended{};
+  };
+  std::map<std::string, batch_copy> batch_copies_;  // by id
 };
 
 }  // namespace cmdcast::server::cluster

@@ -25,6 +25,22 @@ batch::batch(net::any_io_executor executor, audit_store* audit, std::string id, 
       parallel_(parallel),
       stop_on_failure_(stop_on_failure) {}
 
+batch::batch(net::any_io_executor executor, const common::batch_record& r, std::vector<member> members)
+    : executor_(std::move(executor)),
+      audit_(nullptr),
+      id_(r.batch_id),
+      group_(r.group),
+      action_type_(r.action_type),
+      params_(r.params),
+      user_(r.user),
+      started_at_(r.started_at),
+      ended_at_(r.ended_at),
+      parallel_(r.parallel),
+      stop_on_failure_(r.stop_on_failure),
+      copy_(true),
+      members_(std::move(members)),
+      announced_(counts()) {}
+
 bool batch::finished() const {
   for (const auto& m : members_) {
     if (!m.e->finished()) return false;
@@ -97,8 +113,10 @@ void batch::changed() {
   announced_ = now;
   if (finished() && !ended_at_) {
     ended_at_ = rfc3339_now();
-    log_event("batch_end", {{"batch_id", id_}, {"state", state()}});
-    save();
+    if (!copy_) {  // its owner logs and stores it
+      log_event("batch_end", {{"batch_id", id_}, {"state", state()}});
+      save();
+    }
   }
   const auto summary = summary_frame();
   for (auto* l : std::vector<batch_listener*>(listeners_)) l->batch_changed(summary);

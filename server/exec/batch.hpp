@@ -42,6 +42,11 @@ class batch {
         std::map<std::string, std::string> params, std::string user, std::optional<std::int64_t> parallel,
         bool stop_on_failure);
 
+  /// A fleet run another server of the cluster holds, as its record says, with copies of its
+  /// executions as `members`: its counts follow theirs, and it schedules nothing.
+  batch(net::any_io_executor executor, const common::batch_record& r, std::vector<member> members);
+  bool is_copy() const { return copy_; }
+
   const std::string& id() const { return id_; }
   std::vector<member>& members() { return members_; }
   const std::vector<member>& members() const { return members_; }
@@ -74,6 +79,7 @@ class batch {
   std::optional<std::string> ended_at_;
   std::optional<std::int64_t> parallel_;
   bool stop_on_failure_;
+  bool copy_ = false;
   std::vector<member> members_;
   std::vector<batch_listener*> listeners_;
   common::batch_counts announced_;

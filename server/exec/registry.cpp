@@ -234,6 +234,7 @@ std::variant<std::shared_ptr<batch>, request_error> execution_registry::submit_b
   }
   batches_.push_back(b);
   while (batches_.size() > max_batches_kept) batches_.pop_front();
+  if (on_new_batch) on_new_batch(b);
   log_event("batch", {{"batch_id", b->id()}, {"group", group}, {"action", first.action->name}, {"user", user},
                       {"machines", std::to_string(runs.size())}});
   schedule(b);

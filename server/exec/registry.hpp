@@ -72,6 +72,8 @@ class execution_registry {
 
   /// Told of each execution made here, before it starts or waits (the cluster relays it).
   std::function<void(const std::shared_ptr<execution>&)> on_new_execution;
+  /// Told of each new fleet run, its members made (after on_new_execution for each).
+  std::function<void(const std::shared_ptr<batch>&)> on_new_batch;
 
   /// Output bytes read over SSH, of every execution so far (for /metrics).
   std::uint64_t ssh_bytes_in() const;

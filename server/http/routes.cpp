@@ -387,7 +387,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
   }
   if (p.size() == 2 || (p.size() == 3 && p[2] == "cancel")) {
     if (p[0] == "batches") {
-      const auto b = registry.find_batch(p[1]);
+      const auto b = co_await find_batch(p[1]);
       if (!b && get && p.size() == 2 && audit) {
         // Not in memory: a batch of an earlier run of the server, from the audit store.
         const auto stored = co_await audit->async_batches(p[1], 1);
@@ -397,8 +397,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
       if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(b->record()));
       if (req.method() == http::verb::post && p.size() == 3) {
         if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
-        log_event("cancel_batch", {{"batch_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
-        registry.cancel_batch(b);
+        co_await cancel_batch(b, *who);
         co_return json_response(req, http::status::accepted, common::encode(b->record()));
       }
     }
@@ -423,13 +422,7 @@ net::awaitable<response> server::impl::handle_http(const request& req, const tar
     if (get && p.size() == 2) co_return json_response(req, http::status::ok, common::encode(rec()));
     if (req.method() == http::verb::post && p.size() == 3 && p[2] == "cancel") {
       if (who->granted != role::operator_) co_return error_response(req, error_code::forbidden, "cancel needs the operator role");
-      log_event("cancel", {{"execution_id", p[1]}, {"user", who->name}, {"client", who->from.client}, {"proxy", who->from.proxy}});
-      if (live && live->is_copy() && !live->finished()) {
-        // Another server of the cluster runs it: it is asked, and its exit confirms.
-        co_await cluster->send_control(id, "cancel", who->name);  // (an owner gone: the copy ends lost, for every server)
-      } else if (live) {
-        registry.cancel(live);  // one that is only in the audit has ended
-      }
+      if (live) co_await cancel_execution(live, *who);  // one that is only in the audit has ended
       co_return json_response(req, http::status::accepted, common::encode(rec()));
     }
     if (req.method() == http::verb::post && p.size() == 3 && (p[2] == "approve" || p[2] == "reject")) {
@@ -524,7 +517,7 @@ net::awaitable<response> server::impl::long_poll(const request& req, const targe
 
 net::awaitable<response> server::impl::batch_poll(const request& req, const target& t, const principal& who) {
   (void)who;  // every role may poll
-  const auto b = registry.find_batch(t.parts[1]);
+  const auto b = co_await find_batch(t.parts[1]);
   if (!b) co_return error_response(req, error_code::unknown_execution, "unknown batch \"" + t.parts[1] + "\"");
   auto parsed = parse_batch_after(t, *b);
   if (auto* error = std::get_if<std::string>(&parsed)) co_return error_response(req, error_code::bad_request, *error);

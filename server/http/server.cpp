@@ -358,6 +358,13 @@ void server::start() {
   if (const auto& c = impl_->cfg->cluster; !c.redis.empty()) {
     auto node = std::make_shared<cluster::cluster_node>(impl_->io.get_executor(), c, s);
     impl_->registry.on_new_execution = [node](const std::shared_ptr<execution>& e) { node->adopt(e); };
+    impl_->registry.on_new_batch = [node](const std::shared_ptr<batch>& b) { node->adopt_batch(b); };
+    node->on_batch_control = [i = impl_.get()](const std::string& id, const std::string& verb, const std::string& user) {
+      const auto b = i->registry.find_batch(id);
+      if (!b || verb != "cancel") return;
+      log_event("cancel_batch", {{"batch_id", id}, {"user", user}, {"via", "cluster"}});
+      i->registry.cancel_batch(b);
+    };
     node->on_control = [i = impl_.get()](const std::string& id, const std::string& verb, const std::string& user) {
       const auto e = i->registry.find(id);
       if (!e) return;
@@ -385,6 +392,32 @@ net::awaitable<std::shared_ptr<execution>> server::impl::find_execution(const st
   if (auto e = registry.find(id)) co_return e;
   if (!cluster) co_return nullptr;
   co_return co_await cluster->copy_of(id);
+}
+
+net::awaitable<std::shared_ptr<batch>> server::impl::find_batch(const std::string& id) {
+  if (auto b = registry.find_batch(id)) co_return b;
+  if (!cluster) co_return nullptr;
+  co_return co_await cluster->batch_copy_of(id);
+}
+
+net::awaitable<void> server::impl::cancel_execution(const std::shared_ptr<execution>& e, const principal& who) {
+  log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
+  if (!e->is_copy()) {
+    registry.cancel(e);
+  } else if (!e->finished()) {
+    // Another server of the cluster runs it: it is asked, and its exit confirms (an owner
+    // gone: the copy ends lost, for every server).
+    co_await cluster->send_control(e->id(), "cancel", who.name);
+  }
+}
+
+net::awaitable<void> server::impl::cancel_batch(const std::shared_ptr<batch>& b, const principal& who) {
+  log_event("cancel_batch", {{"batch_id", b->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
+  if (b->is_copy()) {
+    co_await cluster->cancel_batch(b, who.name);
+  } else {
+    registry.cancel_batch(b);
+  }
 }
 
 std::optional<request_error> server::impl::check_decision(const execution& e, const std::string& user) const {

@@ -102,6 +102,12 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// The execution `id` wherever it runs: held here, or (in a cluster) a copy of another
   /// server's; null when neither.
   net::awaitable<std::shared_ptr<execution>> find_execution(const std::string& id);
+  /// The fleet run `id` wherever it runs (held here, or a copy of another server's); null when
+  /// neither.
+  net::awaitable<std::shared_ptr<batch>> find_batch(const std::string& id);
+  /// Cancels `e` (a copy: through its owner) or every execution of `b` not yet ended, for `who`.
+  net::awaitable<void> cancel_execution(const std::shared_ptr<execution>& e, const principal& who);
+  net::awaitable<void> cancel_batch(const std::shared_ptr<batch>& b, const principal& who);
   /// Approves or rejects `e` (held here, or a copy: the checks are the same) for `user`: an
   /// error when it is not awaiting approval or `user` asked for it (four eyes).
   std::optional<request_error> check_decision(const execution& e, const std::string& user) const;

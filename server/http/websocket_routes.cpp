@@ -164,8 +164,7 @@ net::awaitable<void> server::impl::watch_batch(ws_connection& ws, std::shared_pt
     } else if (who.granted != role::operator_) {
       connection->send(std::make_shared<const std::string>(error_json(error_code::forbidden, "cancel needs the operator role")));
     } else {
-      log_event("cancel_batch", {{"batch_id", b->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
-      registry.cancel_batch(b);
+      co_await cancel_batch(b, who);
     }
   }
   b->unlisten(summaries.get());
@@ -211,8 +210,7 @@ net::awaitable<void> server::impl::watch(ws_connection& ws, std::shared_ptr<exec
     } else if (who.granted != role::operator_) {
       watcher->say(error_json(error_code::forbidden, "cancel needs the operator role"));
     } else {
-      log_event("cancel", {{"execution_id", e->id()}, {"user", who.name}, {"client", who.from.client}, {"proxy", who.from.proxy}});
-      registry.cancel(e);
+      co_await cancel_execution(e, who);
     }
   }
   e->unsubscribe(watcher.get());
@@ -280,7 +278,7 @@ net::awaitable<void> server::impl::run_websocket(ws_connection& ws, const target
     co_return;
   }
   if (p.size() == 3 && p[0] == "batches" && p[2] == "stream") {
-    const auto b = registry.find_batch(p[1]);
+    const auto b = co_await find_batch(p[1]);
     if (!b) {
       co_await refuse(ws, error_code::unknown_execution, "unknown batch \"" + p[1] + "\"");
       co_return;

@@ -43,11 +43,18 @@ class Cluster : public ::testing::Test {
   /// Servers a, b and c on the one Redis, each ready; `audit_toml` empty: a SQLite file each.
   void start_servers(const std::string& audit_toml) {
     sshd = std::make_unique<loopback_sshd>();
+    // Fleet runs: a group of three machine entries on the sshd, and one nobody listens for.
+    std::string down = sshd->machine_toml("down");
+    const auto at = down.find("port = ");
+    down.replace(at, down.find('\n', at) - at, "port = 1");
+    const std::string fleet = sshd->machine_toml("m2") + sshd->machine_toml("m3") + down +
+                              "[groups]\nup = [\"box\", \"m2\", \"m3\"]\nmixed = [\"box\", \"m2\", \"down\", \"m3\"]\n";
     for (const std::string name : {"a", "b", "c"}) {
       const std::string own_audit = audit_toml.empty() ? "audit_db = \"" + sshd->dir() + "/" + name + ".db\"" : "";
       servers.push_back(std::make_unique<server_process>(
           *sshd, own_audit, std::vector<std::string>{},
-          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n" + audit_toml));
+          "[cluster]\nredis = \"" + redis.address() + "\"\nserver_id = \"" + name + "\"\nlease_ms = 1000\n" + audit_toml +
+              fleet));
       wait_healthy(servers.back()->port());
     }
   }
@@ -170,6 +177,18 @@ TEST_F(Cluster, AViewerOnAnotherServerCannotCancel) {
   EXPECT_EQ(w.exit->state, common::exit_state::cancelled);
 }
 
+TEST_F(Cluster, AWatcherOnBCancelsOverItsWebSocketAndAActs) {
+  const std::string id = post_run(port(0), run_request("forever"));
+  ws_client on_b(port(1), "/executions/" + id + "/stream?after=-1");
+  const auto first = on_b.next();  // its copy on B is made and followed
+  ASSERT_TRUE(first);
+  on_b.send(R"({"type":"cancel"})");
+  const auto w = look_at(on_b.all());
+  ASSERT_TRUE(w.exit);
+  EXPECT_EQ(w.exit->state, common::exit_state::cancelled);
+  EXPECT_EQ(record_of(port(0), id).state, "cancelled");
+}
+
 /// Until server `port`'s record of `id` says `state` (or 10 s): a record in Redis is written
 /// after the server answers, as a load balancer may send the next request elsewhere at once.
 common::execution_record wait_for_record(std::uint16_t port, const std::string& id, const std::string& state) {
@@ -250,6 +269,88 @@ TEST_F(Cluster, AQueuedRunOnAShowsItsPositionOnBAsItMovesUp) {
   EXPECT_EQ(queued.back().position, 1);
   EXPECT_EQ(text_of(events, common::output_stream::out), "start c\nend c\n");
   EXPECT_EQ(wait_for_record(port(1), second, "exited").state, "exited");
+}
+
+/// POST /groups/{group}/commands on server `port`: the fleet run's record.
+common::batch_record start_fleet_run(std::uint16_t port, const std::string& group, const std::string& body) {
+  const auto answer = http_request(port, http::verb::post, "/groups/" + group + "/commands", operator_token, body);
+  EXPECT_EQ(answer.status, 202u) << answer.body;
+  auto b = common::decode_batch_record(answer.body);
+  EXPECT_TRUE(b.ok()) << answer.body;
+  return b.ok() ? *b : common::batch_record{};
+}
+
+/// A fleet run's stream on server `port`, read to its close.
+batch_view watch_fleet_run(std::uint16_t port, const std::string& id) {
+  ws_client c(port, "/batches/" + id + "/stream", ws_options{viewer_token});
+  batch_view v;
+  while (auto m = c.next()) v.add(*m);
+  EXPECT_EQ(c.reason().code, 1000) << c.reason().reason;
+  return v;
+}
+
+TEST_F(Cluster, AFleetRunOnAIsWatchedWholeOnBAndCAndEveryServerHasItsRecord) {
+  const auto b = start_fleet_run(port(0), "mixed", run_request("lines"));
+  ASSERT_EQ(b.executions.size(), 4u);
+  auto on_c_read = std::async(std::launch::async, [&] { return watch_fleet_run(port(2), b.batch_id); });
+  const auto on_b = watch_fleet_run(port(1), b.batch_id);
+  const auto on_c = on_c_read.get();
+  for (const auto* v : {&on_b, &on_c}) {
+    ASSERT_FALSE(v->summaries.empty());
+    EXPECT_EQ(v->summaries.back().state, "failed");
+    EXPECT_EQ(v->summaries.back().counts.succeeded, 3);
+    EXPECT_EQ(v->summaries.back().counts.failed, 1);
+    for (const auto& m : b.executions) {
+      ASSERT_TRUE(v->by_execution.count(m.execution_id)) << m.machine_id;
+      const auto& events = v->by_execution.at(m.execution_id);
+      const auto seqs = sequenced(events);
+      for (std::size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(common::event_seq(seqs[i]), static_cast<common::seq_t>(i));
+      EXPECT_EQ(v->machine_of.at(m.execution_id), m.machine_id);
+      if (m.machine_id == "down") {
+        EXPECT_EQ(of_type<common::exit_event>(events).at(0).state, common::exit_state::failed);
+      } else {
+        EXPECT_EQ(text_of(events, common::output_stream::out), "line 1\nline 2\nline 3\n") << m.machine_id;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto answer = http_request(port(i), http::verb::get, "/batches/" + b.batch_id, viewer_token);
+    ASSERT_EQ(answer.status, 200u) << "server " << i << ": " << answer.body;
+    const auto r = common::decode_batch_record(answer.body);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->state, "failed") << "server " << i;
+    EXPECT_EQ(r->counts.succeeded, 3) << "server " << i;
+    EXPECT_EQ(r->group, "mixed");
+    EXPECT_EQ(r->executions.size(), 4u);
+  }
+}
+
+TEST_F(Cluster, AFleetRunOnAIsCancelledFromBWaitingMembersToo) {
+  const auto b = start_fleet_run(port(0), "up", R"({"action_type":"forever","parallel":2})");
+  ws_client on_c(port(2), "/batches/" + b.batch_id + "/stream", ws_options{viewer_token});
+  for (const auto& m : b.executions) {
+    if (m.machine_id != "m3") wait_for_record(port(0), m.execution_id, "running");
+  }
+  EXPECT_EQ(record_of(port(1), b.executions.back().execution_id).state, "queued") << "parallel 2: the third waits";
+  EXPECT_EQ(http_request(port(1), http::verb::post, "/batches/" + b.batch_id + "/cancel", viewer_token).status, 403u);
+  EXPECT_EQ(http_request(port(1), http::verb::post, "/batches/" + b.batch_id + "/cancel", operator_token).status, 202u);
+  batch_view v;
+  while (auto m = on_c.next()) v.add(*m);
+  ASSERT_FALSE(v.summaries.empty());
+  EXPECT_EQ(v.summaries.back().state, "cancelled");
+  EXPECT_EQ(v.summaries.back().counts.cancelled, 3);
+  for (const auto& m : b.executions) EXPECT_EQ(record_of(port(0), m.execution_id).state, "cancelled") << m.machine_id;
+  EXPECT_GE(count_events(servers[0]->log(), "cancel_batch"), 1u) << "A, which holds it, cancelled it";
+}
+
+TEST_F(Cluster, AnUnknownFleetRunIsUnknownOnEveryServer) {
+  for (std::size_t i = 0; i < 3; ++i) {
+    for (const std::string id : {"00000000-0000-0000-0000-000000000000", "*", "a%3Ab"}) {
+      EXPECT_EQ(http_request(port(i), http::verb::get, "/batches/" + id, viewer_token).status, 404u) << id;
+      EXPECT_EQ(http_request(port(i), http::verb::post, "/batches/" + id + "/cancel", operator_token).status, 404u) << id;
+      EXPECT_EQ(http_request(port(i), http::verb::get, "/batches/" + id + "/events?after=", viewer_token).status, 404u) << id;
+    }
+  }
 }
 
 TEST_F(Cluster, AnUnknownExecutionIsUnknownOnEveryServer) {

@@ -18,33 +18,6 @@
 namespace cmdcast::testing {
 namespace {
 
-/// What a batch watcher got, by execution: its events in order, and the summaries.
-struct batch_view {
-  std::map<std::string, std::vector<event>> by_execution;
-  std::map<std::string, std::string> machine_of;
-  std::vector<common::batch_event> summaries;
-  std::map<std::string, common::seq_t> last_seq;
-
-  void add(const std::string& text) {
-    auto t = common::decode_tagged_event(text);
-    ASSERT_TRUE(t.ok()) << t.error() << ": " << text;
-    if (const auto* s = std::get_if<common::batch_event>(&t->e)) {
-      summaries.push_back(*s);
-      return;
-    }
-    ASSERT_FALSE(t->execution_id.empty()) << text;
-    machine_of[t->execution_id] = t->machine_id;
-    by_execution[t->execution_id].push_back(t->e);
-    if (const auto seq = common::event_seq(t->e)) last_seq[t->execution_id] = *seq;
-  }
-  /// EXEC:SEQ,... for a resume.
-  std::string after() const {
-    std::string out;
-    for (const auto& [id, seq] : last_seq) out += (out.empty() ? "" : ",") + id + ":" + std::to_string(seq);
-    return out;
-  }
-};
-
 class Fleet : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -173,7 +173,9 @@ TEST_F(OutputFeatures, TimestampsStampEveryLineWithTheWallClock) {
       EXPECT_EQ(stamps[i].size(), 24u);
       EXPECT_EQ(stamps[i].back(), 'Z');
       EXPECT_GE(stamps[i], record.started_at.substr(0, 24)) << "after the start";
-      if (i) EXPECT_GE(stamps[i], stamps[i - 1]);
+      if (i) {
+        EXPECT_GE(stamps[i], stamps[i - 1]);
+      }
     }
     EXPECT_GT(stamps[2], stamps[0]) << "line 3 came 0.6 s after line 1";
   }

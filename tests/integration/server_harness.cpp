@@ -372,4 +372,23 @@ std::string masked_frame(std::uint8_t first, const std::string& payload) {
   return f + payload;
 }
 
+void batch_view::add(const std::string& text) {
+  auto t = common::decode_tagged_event(text);
+  ASSERT_TRUE(t.ok()) << t.error() << ": " << text;
+  if (const auto* s = std::get_if<common::batch_event>(&t->e)) {
+    summaries.push_back(*s);
+    return;
+  }
+  ASSERT_FALSE(t->execution_id.empty()) << text;
+  machine_of[t->execution_id] = t->machine_id;
+  by_execution[t->execution_id].push_back(t->e);
+  if (const auto seq = common::event_seq(t->e)) last_seq[t->execution_id] = *seq;
+}
+
+std::string batch_view::after() const {
+  std::string out;
+  for (const auto& [id, seq] : last_seq) out += (out.empty() ? "" : ",") + id + ":" + std::to_string(seq);
+  return out;
+}
+
 }  // namespace cmdcast::testing

@@ -12,6 +12,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -180,6 +181,19 @@ std::vector<T> of_type(const std::vector<event>& events) {
 }
 
 std::string text_of(const std::vector<event>& events, common::output_stream stream);
+/// What a fleet run's watcher got, by execution: its events in order, and the summaries.
+struct batch_view {
+  std::map<std::string, std::vector<event>> by_execution;
+  std::map<std::string, std::string> machine_of;
+  std::vector<common::batch_event> summaries;
+  std::map<std::string, common::seq_t> last_seq;
+
+  /// Takes one message of a batch stream (or one event of its polling twin).
+  void add(const std::string& text);
+  /// EXEC:SEQ,... for a resume.
+  std::string after() const;
+};
+
 /// The sequenced events, as the client must see them: seq 0, 1, 2, ... with no hole.
 std::vector<event> sequenced(const std::vector<event>& events);
 
