@@ -228,6 +228,19 @@ TEST_F(Cluster, ARunAwaitingApprovalOnAIsSeenOnCAndApprovedThroughB) {
   EXPECT_GE(count_events(servers[0]->log(), "approved"), 1u) << "A decided it";
 }
 
+TEST_F(Cluster, TheCliApprovesThroughAnotherServerThanTheOneRunningIt) {
+  const std::string id = post_run(port(0), run_request("approved_echo", R"({"word":"cli"})"));
+  const std::string via_b = std::string(CMDCAST_CLI_BINARY) + " approve 127.0.0.1:" + std::to_string(port(1)) + " " + id;
+  const auto own = run_program(via_b);  // run_program's token is olivia's, who asked for it
+  EXPECT_EQ(own.status, 2);
+  EXPECT_TRUE(own.err.starts_with("cmdcast: forbidden: ")) << own.err;
+  const auto approved = run_program(via_b + " --token " + second_operator_token);
+  EXPECT_EQ(approved.status, 0) << approved.err;
+  EXPECT_TRUE(approved.out.starts_with(id + ": ")) << approved.out;
+  EXPECT_NE(approved.out.find(" (approved by oscar)\n"), std::string::npos) << approved.out;
+  EXPECT_EQ(wait_for_record(port(2), id, "exited").approved_by, "oscar");
+}
+
 TEST_F(Cluster, ARunRejectedThroughCNeverRunsAndEndsRejectedEverywhere) {
   const std::string id = post_run(port(0), run_request("approved_echo", R"({"word":"no"})"));
   ws_client on_b(port(1), "/executions/" + id + "/stream", ws_options{viewer_token});

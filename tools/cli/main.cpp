@@ -351,11 +351,16 @@ int logs_command(const connector& server, const cmdcast::cli::invocation& inv) {
 int decide_command(const connector& server, const cmdcast::cli::invocation& inv) {
   const auto reply = exchange(server, "POST", "/executions/" + cmdcast::cli::path_segment(inv.execution_id) + "/" + inv.command,
                               inv.token);
-  if (reply.status != 200) return refused(server, reply);
+  // 202: another server of a cluster runs it, and its decision had not come back yet.
+  if (reply.status != 200 && reply.status != 202) return refused(server, reply);
   const auto record = decode_execution_record(reply.body);
   if (!record) {
     std::fprintf(stderr, "cmdcast: bad answer from the server: %s\n", record.error().c_str());
     return 1;
+  }
+  if (reply.status == 202) {
+    std::printf("%s: %s sent to the server that runs it\n", record->execution_id.c_str(), inv.command.c_str());
+    return 0;
   }
   std::string by;
   if (record->approved_by) by = inv.command == "approve" ? " (approved by " + *record->approved_by + ")" : " (by " + *record->approved_by + ")";
