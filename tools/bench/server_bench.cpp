@@ -649,13 +649,20 @@ void cluster_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& ss
     for (int round = 0; round < 50; ++round) {
       subscriber_stats runner;
       int done = 0;
+      const double asked = now_seconds();
       net::co_spawn(io, subscribe(a, "/machines/box/commands/stream", R"({"action_type":"idle"})", runner, false, done),
                     net::detached);
-      while (runner.execution_id.empty()) io.run_one();
+      while (runner.execution_id.empty() && done == 0) io.run_one();
       const double t0 = now_seconds();
-      post_empty(b, "/executions/" + runner.execution_id + "/cancel");
+      const unsigned status = runner.execution_id.empty() ? 0 : post_empty(b, "/executions/" + runner.execution_id + "/cancel");
+      const double posted = now_seconds();
       run_until(io, done, 1);
       ms.push_back((runner.exit - t0) * 1000);
+      // A round that stalls says where (one did, once, for about 90 s: docs/benchmarks.md).
+      if (now_seconds() - asked > 1) {
+        std::fprintf(stderr, "cancel round %d: started after %.2f s, POST to B %u after %.2f s, exit after %.2f s more "
+                     "(close code %u)\n", round, t0 - asked, status, posted - t0, now_seconds() - posted, runner.close_code);
+      }
     }
     std::printf("\ncancel sent to B of a run on A, until A's watcher has the exit (50 runs): p50 %.2f ms, p99 %.2f ms\n",
                 percentile(ms, 0.5), percentile(ms, 0.99));
