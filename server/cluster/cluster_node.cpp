@@ -193,7 +193,7 @@ void cluster_node::on_connected() {
       it = owned_.erase(it);
       continue;
     }
-    subscribe_control(e->id());
+    listen_control(control_channel(e->id()), e->id(), &cluster_node::on_control);
     reseed(e);
     ++it;
   }
@@ -224,15 +224,14 @@ void cluster_node::reseed(const std::shared_ptr<execution>& e) {
   write_meta(*e);
 }
 
-void cluster_node::subscribe_control(const std::string& id) {
+void cluster_node::listen_control(const std::string& channel, const std::string& id, control_handler cluster_node::*to) {
   if (!control_ || !control_->connected()) return;
-  control_->subscribe({"SUBSCRIBE", control_channel(id)}, [this, id](const redis_reply& r) {
+  control_->subscribe({"SUBSCRIBE", channel}, [this, id, to](const redis_reply& r) {
     // ["message", channel, "<verb> <user>"]
-    if (r.elements.size() != 3 || r.elements[0].str != "message" || !on_control) return;
+    if (r.elements.size() != 3 || r.elements[0].str != "message" || !(this->*to)) return;
     const std::string& text = r.elements[2].str;
     const auto space = text.find(' ');
-    if (space == std::string::npos) return;
-    on_control(id, text.substr(0, space), text.substr(space + 1));
+    if (space != std::string::npos) (this->*to)(id, text.substr(0, space), text.substr(space + 1));
   });
 }
 
@@ -261,13 +260,7 @@ void cluster_node::follow_record(const std::string& id) {
 void cluster_node::adopt_batch(const std::shared_ptr<batch>& b) {
   owned_batches_[b->id()] = std::make_shared<batch_writer>(*this, b);
   write_batch(*b);
-  if (!control_ || !control_->connected()) return;
-  control_->subscribe({"SUBSCRIBE", batch_control_channel(b->id())}, [this, id = b->id()](const redis_reply& r) {
-    if (r.elements.size() != 3 || r.elements[0].str != "message" || !on_batch_control) return;
-    const std::string& text = r.elements[2].str;
-    const auto space = text.find(' ');
-    if (space != std::string::npos) on_batch_control(id, text.substr(0, space), text.substr(space + 1));
-  });
+  listen_control(batch_control_channel(b->id()), b->id(), &cluster_node::on_batch_control);
 }
 
 void cluster_node::write_batch(const batch& b) {
@@ -315,7 +308,7 @@ net::awaitable<void> cluster_node::cancel_batch(std::shared_ptr<batch> b, std::s
 void cluster_node::adopt(const std::shared_ptr<execution>& e) {
   e->relay_to(shared_from_this());
   owned_[e->id()] = owned_run{e, random_epoch(), {}, 0, 0};
-  subscribe_control(e->id());
+  listen_control(control_channel(e->id()), e->id(), &cluster_node::on_control);
   write_meta(*e);
 }
 

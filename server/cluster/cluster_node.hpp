@@ -58,12 +58,13 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   /// A request from another server for an execution this server holds ("cancel", "approve"
   /// or "reject", by `user`): the owner acts, and the events or the record it then sends say
   /// what became of it.
-  std::function<void(const std::string& id, const std::string& verb, const std::string& user)> on_control;
+  using control_handler = std::function<void(const std::string& id, const std::string& verb, const std::string& user)>;
+  control_handler on_control;
 
   /// A fleet run this server runs: its record goes to Redis, where any server finds it.
   void adopt_batch(const std::shared_ptr<batch>& b);
   /// A request from another server for a fleet run this server holds ("cancel", by `user`).
-  std::function<void(const std::string& id, const std::string& verb, const std::string& user)> on_batch_control;
+  control_handler on_batch_control;
   /// A copy of fleet run `id`, held by another server, its members copies of its executions;
   /// null when Redis knows none (or no longer has its executions' streams).
   net::awaitable<std::shared_ptr<batch>> batch_copy_of(std::string id);
@@ -101,7 +102,8 @@ class cluster_node : public event_relay, public std::enable_shared_from_this<clu
   void on_connected();
   void write_meta(const execution& e);
   void reseed(const std::shared_ptr<execution>& e);
-  void subscribe_control(const std::string& id);
+  /// Subscribes to `channel`, whose messages "<verb> <user>" about `id` go to this->*to.
+  void listen_control(const std::string& channel, const std::string& id, control_handler cluster_node::*to);
   /// A copy follows its owner's record changes (published with each, see write_meta).
   void follow_record(const std::string& id);
   /// Wakes the reader from its XREAD BLOCK: the set of copies changed.

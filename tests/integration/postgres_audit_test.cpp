@@ -276,21 +276,31 @@ TEST(PostgresAudit, TwoServersSharingOnePostgresSeeEachOthersRuns) {
   EXPECT_EQ(text_of(events, common::output_stream::err), "oops\n");
 }
 
+/// An action that prints "count 1" to "count N", a line every 0.1 s: a run that lasts while
+/// the test breaks the database under it.
+std::string count_slowly_action(int n) {
+  return "\n[actions.count_slowly]\ncommand = \"for i in $(seq " + std::to_string(n) +
+         "); do echo count $i; sleep 0.1; done\"\n";
+}
+
+/// What count_slowly prints.
+std::string counted(int n) {
+  std::string text;
+  for (int i = 1; i <= n; ++i) text += "count " + std::to_string(i) + "\n";
+  return text;
+}
+
 TEST(PostgresAudit, PostgresStoppedMidRunThenStartedTheOutputEndsUpWholeInTheStore) {
   postgres_server pg;
   loopback_sshd sshd;
-  server_process srv(sshd, "", {}, pg.audit_toml() + R"(
-[actions.count_slowly]
-command = "for i in $(seq 30); do echo count $i; sleep 0.1; done"
-)");
+  server_process srv(sshd, "", {}, pg.audit_toml() + count_slowly_action(30));
   const std::string id = post_run(srv.port(), run_request("count_slowly"));
   ASSERT_TRUE(eventually([&] { return !stored_events(pg, id).empty(); }));
   pg.stop();
   // The stream goes on meanwhile; the store is degraded once a write meets the closed database.
   ASSERT_TRUE(eventually([&] { return count_events(srv.log(), "audit_degraded") == 1; }));
   const auto live = poll_to_the_end(srv.port(), id);
-  std::string expected;
-  for (int i = 1; i <= 30; ++i) expected += "count " + std::to_string(i) + "\n";
+  const std::string expected = counted(30);
   EXPECT_EQ(text_of(live, common::output_stream::out), expected);
   pg.start();
   ASSERT_TRUE(eventually([&] { return stored_state(pg, id) == "exited"; }));
@@ -587,18 +597,14 @@ TEST(PostgresAuditStore, AWriteALockHoldsIsCancelledAtTheTimeoutDegradedAndWritt
 TEST(PostgresAudit, ATableLockedElsewhereDegradesHealthzStreamsGoOnAndItRecoversOnRelease) {
   postgres_server pg;
   loopback_sshd sshd;
-  server_process srv(sshd, "", {}, pg.audit_toml() + R"(
-[actions.count_slowly]
-command = "for i in $(seq 20); do echo count $i; sleep 0.1; done"
-)");
+  server_process srv(sshd, "", {}, pg.audit_toml() + count_slowly_action(20));
   ASSERT_TRUE(eventually([&] { return healthz(srv.port()) == "ok"; }));
   const std::string id = post_run(srv.port(), run_request("count_slowly"));
   ASSERT_TRUE(eventually([&] { return !stored_events(pg, id).empty(); }));
   table_lock lock(pg);
   // The stream does not wait for the audit.
   const auto live = poll_to_the_end(srv.port(), id);
-  std::string expected;
-  for (int i = 1; i <= 20; ++i) expected += "count " + std::to_string(i) + "\n";
+  const std::string expected = counted(20);
   EXPECT_EQ(text_of(live, common::output_stream::out), expected);
   // After the statement timeout (30 s) the store says it cannot write.
   ASSERT_TRUE(eventually([&] { return healthz(srv.port()) != "ok"; }, std::chrono::seconds(45)));
