@@ -67,6 +67,13 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 namespace {
 
+/// The `ticks` action waits (30 s at most) for this file before its first line. The bench makes
+/// it once every watcher of the row has attached, and removes it once the run has ended (the
+/// remote user may not write there). A watcher that came late would be served the first lines
+/// from the replay buffer, and their "latency" would be its connection time.
+std::string ticks_go_file;
+int attached = 0;  // subscribers and pollers attached (or failed to), since the bench started
+
 double now_seconds() { return std::chrono::duration<double>(clock_type::now().time_since_epoch()).count(); }
 
 struct subscriber_stats {
@@ -110,6 +117,7 @@ net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::stri
   // with the server, so the lighter they are, the more the figures measure the server.
   websocket::stream<tcp::socket> ws(ex);
   auto [cec] = co_await ws.next_layer().async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), use_tuple);
+  if (cec) ++attached;
   if (!cec) {
     ws.read_message_max(64u << 20);
     if (deflate) {
@@ -118,6 +126,7 @@ net::awaitable<void> subscribe(std::uint16_t port, std::string target, std::stri
       ws.set_option(offer);
     }
     auto [hec] = co_await ws.async_handshake("127.0.0.1", target, use_tuple);
+    ++attached;
     if (!hec && !request.empty()) co_await ws.async_write(net::buffer(request), use_tuple);
     beast::flat_buffer buffer;
     while (!hec) {
@@ -183,12 +192,22 @@ void run_until(net::io_context& io, const int& done, int count) {
   while (done < count) io.run_one();
 }
 
+/// A row's `ticks` run: lets it begin once `watchers` have attached (counted from
+/// `attached_before`), runs `io` until `watchers` are done, then readies the next to wait.
+void run_ticks(net::io_context& io, int attached_before, const int& done, int watchers) {
+  while (attached < attached_before + watchers) io.run_one();
+  std::ofstream{ticks_go_file};
+  run_until(io, done, watchers);
+  std::filesystem::remove(ticks_go_file);
+}
+
 /// Runs `action` with `n` subscribers (one runs it, n-1 attach as soon as it started), all
 /// offering compression or none.
 std::vector<subscriber_stats> fan_out(net::io_context& io, std::uint16_t port, const std::string& action, int n,
                                       bool timestamps, bool deflate = false, const std::string& params = "{}") {
   std::vector<subscriber_stats> stats(static_cast<std::size_t>(n));
   int done = 0;
+  const int attached_before = attached;
   net::co_spawn(io, subscribe(port, "/machines/box/commands/stream",
                               R"({"action_type":")" + action + R"(","params":)" + params + "}", stats[0], timestamps,
                               done, deflate), net::detached);
@@ -198,6 +217,7 @@ std::vector<subscriber_stats> fan_out(net::io_context& io, std::uint16_t port, c
                                 deflate),
                   net::detached);
   }
+  if (action == "ticks") run_ticks(io, attached_before, done, n);
   run_until(io, done, n);
   return stats;
 }
@@ -255,6 +275,7 @@ net::awaitable<void> poller(std::uint16_t port, std::string id, subscriber_stats
   beast::tcp_stream stream(ex);
   auto [cec] = co_await stream.async_connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port), use_tuple);
   beast::flat_buffer buffer;
+  if (cec) ++attached;
   for (long after = -1; !cec;) {
     http::request<http::empty_body> req{http::verb::get, "/executions/" + id + "/events?wait=30&after=" + std::to_string(after), 11};
     req.set(http::field::host, "127.0.0.1");
@@ -262,6 +283,7 @@ net::awaitable<void> poller(std::uint16_t port, std::string id, subscriber_stats
     http::response_parser<http::string_body> parser;
     parser.body_limit(64u << 20);
     auto [rec, rn] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (after == -1) ++attached;
     if (wec || rec) break;
     const std::string& body = parser.get().body();
     st.bytes += body.size();
@@ -292,7 +314,8 @@ server_process start_server(const cmdcast::testing::loopback_sshd& sshd, const s
                         // Printable bytes: NUL would be sent as \u0000, six bytes each.
                         << "[actions.stream]\ncommand = \"sleep 1; head -c " << bytes << " /dev/zero | tr '\\\\0' a\"\n"
                         << "line_buffered = false\n"
-                        << "[actions.ticks]\ncommand = \"sleep 3; for i in $(seq 100); do date +%s%N; sleep 0.05; done\"\n"
+                        << "[actions.ticks]\ncommand = \"for i in $(seq 3000); do [ -e " << ticks_go_file
+                        << " ] && break; sleep 0.01; done; for i in $(seq 100); do date +%s%N; sleep 0.05; done\"\n"
                         << "[actions.idle]\ncommand = \"sleep 600\"\n"
                         << "[actions.corpus]\ncommand = \"sleep 1; cat {file}\"\nline_buffered = false\n"
                         << "params = { file = \"^/[A-Za-z0-9/._-]+$\" }\n"
@@ -566,6 +589,7 @@ std::vector<std::vector<subscriber_stats>> spread(net::io_context& io, std::uint
                                                   bool timestamps) {
   subscriber_stats runner;
   int done = 0;
+  const int attached_before = attached;
   net::co_spawn(io, subscribe(run_port, "/machines/box/commands/stream", R"({"action_type":")" + action + R"("})", runner,
                               false, done), net::detached);
   while (runner.execution_id.empty()) io.run_one();
@@ -580,6 +604,7 @@ std::vector<std::vector<subscriber_stats>> spread(net::io_context& io, std::uint
     }
     total += n;
   }
+  if (action == "ticks") run_ticks(io, attached_before, done, total);
   run_until(io, done, total);
   return out;
 }
@@ -721,6 +746,7 @@ int main(int argc, char** argv) {
   // (MaxStartups: the fleet row connects 50 machine entries at once.)
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\nMaxStartups 200\n");
   const auto e = sshd.endpoint();
+  ticks_go_file = sshd.dir() + "/ticks.go";
   if (tls_only || deflate_only || download_only || fleet_only || cluster_only) {
     net::io_context io;
     auto work = net::make_work_guard(io);
@@ -864,6 +890,7 @@ int main(int argc, char** argv) {
       const double cpu0 = cmdcast::testing::process_cpu_seconds(srv.pid);
       std::vector<subscriber_stats> stats(static_cast<std::size_t>(n) + 1);
       int done = 0;
+      const int attached_before = attached;
       // The runner's own WebSocket is not measured; the others attach as pollers or sockets.
       net::co_spawn(io, subscribe(srv.port, "/machines/box/commands/stream", R"({"action_type":"ticks"})", stats[0],
                                   false, done), net::detached);
@@ -877,7 +904,7 @@ int main(int argc, char** argv) {
                         net::detached);
         }
       }
-      run_until(io, done, n + 1);
+      run_ticks(io, attached_before, done, n + 1);
       std::vector<double> all;
       for (std::size_t i = 1; i < stats.size(); ++i) {
         all.insert(all.end(), stats[i].latencies_ms.begin(), stats[i].latencies_ms.end());
