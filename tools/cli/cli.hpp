@@ -14,6 +14,10 @@
 
 namespace cmdcast::cli {
 
+/// A dropped stream is resumed up to five times, the waits doubling from the first (with
+/// common::reconnect_delay's spread).
+constexpr std::chrono::milliseconds resume_first{200}, resume_most{3200};
+
 /// The usage text (--help prints it to stdout; a usage error to stderr).
 extern const char* const usage_text;
 

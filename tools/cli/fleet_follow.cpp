@@ -20,6 +20,7 @@
 #include <map>
 
 #include "cmdcast/common/codec.hpp"
+#include "cmdcast/common/reconnect.hpp"
 #include "fleet.hpp"
 
 namespace cmdcast::cli {
@@ -388,7 +389,8 @@ class follower {
     for (int attempt = 0; attempt < 5 && !all_ended() && !fatal_ && !certificate_rejected_ && !polling_ &&
                           cancels_ < 2 && (code == 1013 || code == 0 || code == 1006);
          ++attempt) {
-      net::steady_timer pause(co_await net::this_coro::executor, std::chrono::milliseconds(200 << attempt));
+      net::steady_timer pause(co_await net::this_coro::executor,
+                              common::reconnect_delay(attempt, resume_first, resume_most));
       co_await pause.async_wait(use_tuple);
       // (The target made apart from the co_await: GCC mishandles temporaries of a conditional
       // expression inside one, freeing a string twice.)

@@ -46,6 +46,7 @@
 #include "fleet_follow.hpp"
 #include "cmdcast/client_net/connection.hpp"
 #include "cmdcast/common/codec.hpp"
+#include "cmdcast/common/reconnect.hpp"
 
 namespace net = boost::asio;
 using namespace cmdcast::common;
@@ -458,7 +459,8 @@ int main(int argc, char** argv) {
                           (code == 1013 || code == 0 || code == 1006);
          ++attempt) {
       if (s.execution_id.empty()) break;  // a run that never started has nothing to resume
-      net::steady_timer pause(io, std::chrono::milliseconds(200 << attempt));
+      net::steady_timer pause(io,
+                              cmdcast::common::reconnect_delay(attempt, cmdcast::cli::resume_first, cmdcast::cli::resume_most));
       co_await pause.async_wait(use_tuple);
       const std::string resume =
           "/executions/" + cmdcast::cli::path_segment(s.execution_id) + "/stream?after=" + std::to_string(s.last_seq);

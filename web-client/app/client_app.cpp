@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include "cmdcast/common/codec.hpp"
+#include "cmdcast/common/reconnect.hpp"
 
 namespace cmdcast::client {
 namespace {
@@ -424,10 +425,10 @@ void client_app::end_from_record() {
 }
 
 void client_app::schedule_retry() {
-  // 0.25 s, 0.5 s, 1 s, ... at most 4 s between attempts.
-  const double delay = std::min(4.0, 0.25 * std::pow(2.0, std::min(attempts_, 8)));
+  // 0.25 s, 0.5 s, 1 s, ... at most 4 s between attempts (each drawn from its upper half).
+  const auto delay = common::reconnect_delay(attempts_, std::chrono::milliseconds(250), std::chrono::seconds(4));
   ++attempts_;
-  retry_at_ = now_ + delay;
+  retry_at_ = now_ + std::chrono::duration<double>(delay).count();
 }
 
 void client_app::tick(double now) {
