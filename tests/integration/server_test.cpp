@@ -518,15 +518,17 @@ TEST_F(Server, TheCliStreamsBothStreamsAndExitsWithTheRemoteCode) {
   EXPECT_EQ(cmdcast_cli("frobnicate").status, 2);
 }
 
-/// The newest execution of `action` in `state` (waits up to 20 s for one to be there).
-std::string newest_in_state(std::uint16_t port, const std::string& action, const std::string& state) {
+/// The newest execution of `action` in `state`, or the one `id` when given (waits up to 20 s for
+/// it to be there).
+std::string newest_in_state(std::uint16_t port, const std::string& action, const std::string& state,
+                            const std::string& id = "") {
   const auto deadline = clock_type::now() + std::chrono::seconds(20);
   while (clock_type::now() < deadline) {
     const auto list = common::decode_execution_records(
         http_request(port, http::verb::get, "/executions?state=" + state + "&machine=box", viewer_token).body);
     if (list) {
       for (const auto& r : *list) {
-        if (r.action_type == action) return r.execution_id;
+        if (r.action_type == action && (id.empty() || r.execution_id == id)) return r.execution_id;
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -556,7 +558,7 @@ TEST_F(Server, TheCliListsMachinesAndExecutions) {
   EXPECT_NE(machines.out.find("\n  lines\n"), std::string::npos) << machines.out;
 
   const std::string failed = post_run(port(), run_request("fail"));
-  newest_in_state(port(), "fail", "exited");
+  newest_in_state(port(), "fail", "exited", failed);  // (an earlier test's may be there too)
   const auto ls = cmdcast_cli("ls " + server + " --machine box --state exited --limit 1");
   EXPECT_EQ(ls.status, 0) << ls.err;
   EXPECT_TRUE(ls.out.starts_with("ID ")) << ls.out;
@@ -584,7 +586,7 @@ TEST_F(Server, TheCliDownloadsAndFollowsTheOutput) {
   std::string params = "{\"value\":";
   common::append_json_string(params, coloured);
   const std::string id = post_run(port(), run_request("echo_value", params + "}"));
-  newest_in_state(port(), "echo_value", "exited");
+  newest_in_state(port(), "echo_value", "exited", id);
   // Not a terminal: text by default.
   const auto text = cmdcast_cli("logs " + server + " " + id);
   EXPECT_EQ(text.status, 0) << text.err;
