@@ -300,16 +300,30 @@ net::awaitable<void> server::impl::accept_loop() {
       continue;
     }
     backoff = std::chrono::milliseconds(0);
-    if (connections_open >= cfg->server.max_connections) {
-      ++connections_refused;  // closed at once: the connections already open are served as before
-      boost::system::error_code ignored;
-      socket.close(ignored);
-      continue;
+    serve(std::move(socket));
+    // A burst of connects (watchers coming back after a restart) is taken from the listen
+    // queue now, not one per turn of the loop behind every handler already waiting: the queue
+    // holds 4096, and a connection it overflows waits 1 s or more for its SYN to go again.
+    for (int more = 0; more < 256; ++more) {
+      tcp::socket next(io);
+      boost::system::error_code aec;
+      acceptor.accept(next, aec);  // the acceptor does not block: would_block once it is empty
+      if (aec) break;              // (any other error comes back to async_accept, which backs off)
+      serve(std::move(next));
     }
-    net::co_spawn(io, [self = shared_from_this(), s = std::move(socket)]() mutable {
-      return self->session(std::move(s));
-    }, net::detached);
   }
+}
+
+void server::impl::serve(tcp::socket socket) {
+  if (connections_open >= cfg->server.max_connections) {
+    ++connections_refused;  // closed at once: the connections already open are served as before
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  net::co_spawn(io, [self = shared_from_this(), s = std::move(socket)]() mutable {
+    return self->session(std::move(s));
+  }, net::detached);
 }
 
 /// During shutdown: once every execution has ended and every watcher has been sent what it
@@ -384,6 +398,7 @@ void server::start() {
   impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
   impl_->acceptor.bind(ep);
   impl_->acceptor.listen();
+  impl_->acceptor.non_blocking(true);
   log_event("listening", {{"address", s.listen_host + ":" + std::to_string(port())}, {"tls", impl_->tls ? "yes" : "no"}});
   net::co_spawn(impl_->io, [i = impl_] { return i->accept_loop(); }, net::detached);
 }

@@ -135,6 +135,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   /// One connection: TLS handshake, then requests until it closes or upgrades to a WebSocket.
   net::awaitable<void> session(tcp::socket socket);
   net::awaitable<void> accept_loop();
+  /// A connection accepted: its session, or closed at once past max_connections.
+  void serve(tcp::socket socket);
   /// During shutdown: once every execution has ended and every watcher has been sent what it
   /// had queued and closed (or a few seconds have passed), report the server stopped.
   void maybe_stopped(bool force = false);
