@@ -151,9 +151,7 @@ net::awaitable<beast::error_code> server::impl::read_request(transport& conn, st
 
 /// One connection: TLS handshake, then requests until it closes or upgrades to a WebSocket.
 net::awaitable<void> server::impl::session(tcp::socket socket) {
-  ++connections_open;
-  ++connections_total;
-  struct counter {
+  struct counter {  // (counted in by serve())
     std::uint64_t& n;
     ~counter() { --n; }
   } open{connections_open};
@@ -321,6 +319,9 @@ void server::impl::serve(tcp::socket socket) {
     socket.close(ignored);
     return;
   }
+  // Counted now, not once the session starts: a burst of accepts comes before any of them.
+  ++connections_open;
+  ++connections_total;
   net::co_spawn(io, [self = shared_from_this(), s = std::move(socket)]() mutable {
     return self->session(std::move(s));
   }, net::detached);

@@ -2,6 +2,7 @@
 // requests from other sites and other host names, anonymous access, and the bounds that keep
 // one client from holding the server. Against the real server process and a loopback sshd.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -276,6 +277,49 @@ TEST(SecurityBounds, ConnectionsPastTheLimitAreClosedAtOnceAndCounted) {
     }
   }
   EXPECT_GE(refused, 1u);
+}
+
+TEST(SecurityBounds, ConnectsWaitingInTheListenQueueAreServedUpToTheLimitTheRestClosedAtOnce) {
+  loopback_sshd sshd;
+  server_process srv(sshd, "max_connections = 50");
+  // The server stopped, 120 connects (each with a keep-alive request) wait in the listen
+  // queue; then it takes them (in one burst of accepts): 50 answered and kept open, 70 closed
+  // at once and counted.
+  ASSERT_EQ(::kill(srv.pid(), SIGSTOP), 0);
+  net::io_context io;
+  std::vector<std::unique_ptr<tcp::socket>> burst;
+  const std::string request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  for (int i = 0; i < 120; ++i) {
+    burst.push_back(std::make_unique<tcp::socket>(io));
+    burst.back()->connect({net::ip::make_address("127.0.0.1"), srv.port()});
+    net::write(*burst.back(), net::buffer(request));
+  }
+  ASSERT_EQ(::kill(srv.pid(), SIGCONT), 0);
+  int served = 0, closed = 0;
+  for (auto& s : burst) {
+    char answer[512];
+    boost::system::error_code ec;
+    const auto n = s->read_some(net::buffer(answer), ec);  // an answer, or the end at once
+    if (std::string_view(answer, n).starts_with("HTTP/1.1 200 OK\r\n")) {
+      ++served;
+    } else {
+      EXPECT_EQ(n, 0u);
+      EXPECT_TRUE(ec == net::error::eof || ec == net::error::connection_reset) << ec.message();
+      ++closed;
+    }
+  }
+  EXPECT_EQ(served, 50);
+  EXPECT_EQ(closed, 70);
+  burst.clear();  // room again: the server answers the metrics request once it sees them go
+  std::uint64_t refused = 0;
+  for (int i = 0; i < 100 && refused == 0; ++i) {
+    try {
+      refused = metric(srv.port(), "cmdcast_connections_refused_total");
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  EXPECT_EQ(refused, 70u);
 }
 
 TEST(SecurityBounds, AConnectionThatNeverCompletesARequestIsClosed) {
