@@ -311,15 +311,16 @@ TEST(SecurityBounds, ConnectsWaitingInTheListenQueueAreServedUpToTheLimitTheRest
   EXPECT_EQ(served, 50);
   EXPECT_EQ(closed, 70);
   burst.clear();  // room again: the server answers the metrics request once it sees them go
-  std::uint64_t refused = 0;
+  std::uint64_t refused = 0, asked_too_soon = 0;
   for (int i = 0; i < 100 && refused == 0; ++i) {
     try {
       refused = metric(srv.port(), "cmdcast_connections_refused_total");
     } catch (const std::exception&) {
+      ++asked_too_soon;  // closed at once too: the closes not seen yet
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  EXPECT_EQ(refused, 70u);
+  EXPECT_EQ(refused, 70u + asked_too_soon);
 }
 
 TEST(SecurityBounds, AConnectionThatNeverCompletesARequestIsClosed) {
