@@ -81,7 +81,7 @@ test("a machine's deep link opens onto it; find in output finds every match", as
   await waitForState(page, (s) => s.exit !== null && s.execution_id === id, "the execution the hash names");
   await click(page, "find");
   await page.keyboard.type("line 2");
-  await page.keyboard.press("Enter", { delay: 100 });  // ImGui 1.86 misses a key pressed and released within one frame
+  await press(page, "Enter");
   // "line 2" and "line 20".."line 29": 11 lines; the first is shown, and follow-tail stops.
   const found = await waitForState(page, (s) => s.find.matches > 0 && s.find.focused, "the matches");
   assert.deepEqual(found.find, { matches: 11, current: 0, focused: true });
@@ -91,9 +91,18 @@ test("a machine's deep link opens onto it; find in output finds every match", as
 });
 
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
-/// A key as a person presses it: held long enough for frames to see it, even on a loaded
-/// machine (ImGui 1.86 misses a key pressed and released within one frame).
-const press = (page, key) => page.keyboard.press(key, { delay: 200 });
+/// A key as a person presses it: held 200 ms, and on until the page has drawn two frames since
+/// it went down (ImGui 1.86 misses a key pressed and released within one frame; on a loaded
+/// machine a frame can take longer than 200 ms).
+/// `keys` as press() takes them: "Enter", or with modifiers, "Shift+Enter".
+async function press(page, keys) {
+  const parts = keys.split("+");
+  for (const k of parts) await page.keyboard.down(k);
+  const down = (await state(page)).frames;
+  await pause(200);
+  await waitForState(page, (s) => s.frames >= down + 2, `two frames drawn with ${keys} down`);
+  for (const k of parts.reverse()) await page.keyboard.up(k);
+}
 
 /// Where column `column` of output line `line` is on the page (CSS px), from the first line
 /// on screen as the page reports it.
