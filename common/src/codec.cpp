@@ -1,5 +1,7 @@
 #include "cmdcast/common/codec.hpp"
 
+#include "byte_scan.hpp"
+
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
@@ -19,27 +21,8 @@ namespace json = boost::json;
 // ============================================================================================
 namespace {
 
-constexpr std::uint64_t byte_ones = 0x0101010101010101ull;
-constexpr std::uint64_t byte_highs = 0x8080808080808080ull;
-
-// Non-zero when any of the 8 bytes is < 0x20, '"' or '\\': those need escaping in JSON.
-inline std::uint64_t escape_mask(std::uint64_t w) {
-  const std::uint64_t below_space = (w - byte_ones * 0x20) & ~w & byte_highs;
-  const std::uint64_t q = w ^ (byte_ones * '"');
-  const std::uint64_t b = w ^ (byte_ones * '\\');
-  const std::uint64_t quote = (q - byte_ones) & ~q & byte_highs;
-  const std::uint64_t backslash = (b - byte_ones) & ~b & byte_highs;
-  return below_space | quote | backslash;
-}
-
-inline std::uint64_t load_word(const unsigned char* p) {
-  std::uint64_t w;
-  std::memcpy(&w, p, 8);
-  return w;
-}
-
-/// Each byte as it appears inside a JSON string: its escape (up to 6 bytes, padded to 8 so it
-/// is stored with one fixed-size copy) and that escape's length.
+/// Each byte as it appears inside a JSON string: its escape (up to 6 bytes) and that escape's
+/// length.
 struct escaped_byte {
   char text[8];
   std::uint8_t size;
@@ -144,6 +127,7 @@ struct event_encoder {
     w.string("started_at", e.started_at);
   }
   void operator()(const output_event& e) {
+    out.reserve(out.size() + e.data.size() + 64);  // the members after the data need no second copy
     object_writer w(out);
     w.string("type", to_string(e.stream));
     w.integer("seq", e.seq);
@@ -232,50 +216,22 @@ void encode_record(const execution_record& r, std::string& out) {
 
 }  // namespace
 
-// Two passes, 8 bytes at a time: measure the escaped size, then write into storage sized once.
-// Clean stretches are copied whole; a word holding a byte to escape goes byte by byte through
-// the escape table without branches (ANSI output has many ESC bytes close together).
+// Clean stretches, found 16 bytes a step, are copied whole; each byte to escape goes through
+// the escape table.
 void append_json_string(std::string& out, std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const std::size_t n = s.size();
-  const std::size_t words_end = n - n % 8;
-
-  std::size_t escaped = n;
-  for (std::size_t i = 0; i < words_end; i += 8) {
-    if (escape_mask(load_word(p + i)) == 0) continue;
-    for (std::size_t k = 0; k < 8; ++k) escaped += escape_table[p[i + k]].size - 1u;
+  out.reserve(out.size() + n + 2);
+  out.push_back('"');
+  for (std::size_t i = 0;;) {
+    const std::size_t clean_end = i + detail::json_clean_prefix(p + i, n - i);
+    out.append(s.data() + i, clean_end - i);
+    if (clean_end == n) break;
+    const auto& escaped = escape_table[p[clean_end]];
+    out.append(escaped.text, escaped.size);
+    i = clean_end + 1;
   }
-  for (std::size_t i = words_end; i < n; ++i) escaped += escape_table[p[i]].size - 1u;
-
-  // 8 bytes of slack: each escape is stored with a fixed 8-byte copy.
-  const std::size_t at = out.size();
-  out.resize(at + 1 + escaped + 8);
-  char* o = out.data() + at;
-  *o++ = '"';
-  auto put = [&o](unsigned char c) {
-    std::memcpy(o, escape_table[c].text, 8);
-    o += escape_table[c].size;
-  };
-  std::size_t i = 0;
-  if (escaped == n) {
-    if (n) std::memcpy(o, p, n);
-    o += n;
-    i = n;
-  }
-  while (i < words_end) {
-    std::size_t clean_end = i;
-    while (clean_end < words_end && escape_mask(load_word(p + clean_end)) == 0) clean_end += 8;
-    std::memcpy(o, p + i, clean_end - i);
-    o += clean_end - i;
-    i = clean_end;
-    if (i < words_end) {
-      for (std::size_t k = 0; k < 8; ++k) put(p[i + k]);
-      i += 8;
-    }
-  }
-  for (; i < n; ++i) put(p[i]);
-  *o++ = '"';
-  out.resize(static_cast<std::size_t>(o - out.data()));
+  out.push_back('"');
 }
 
 void encode(const event& e, std::string& out) { std::visit(event_encoder{out}, e); }

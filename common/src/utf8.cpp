@@ -1,5 +1,7 @@
 #include "cmdcast/common/utf8.hpp"
 
+#include "byte_scan.hpp"
+
 #include <cstring>
 
 namespace cmdcast::common {
@@ -24,12 +26,6 @@ constexpr lead_info classify_lead(unsigned char c) {
   if (c >= 0xF1 && c <= 0xF3) return {3, 0x80, 0xBF};
   if (c == 0xF4) return {3, 0x80, 0x8F};
   return {};
-}
-
-inline bool eight_ascii_bytes(const unsigned char* p) {
-  std::uint64_t w;
-  std::memcpy(&w, p, 8);
-  return (w & 0x8080808080808080ull) == 0;
 }
 
 /// Length of the well-formed multi-byte character at p (lead byte p[0], n bytes available),
@@ -75,14 +71,8 @@ void utf8_decoder::decode(std::string_view bytes, std::string& out) {
 
   std::size_t run_start = i;  // start of valid bytes not yet appended
   while (i < n) {
-    if (i + 8 <= n && eight_ascii_bytes(p + i)) {
-      i += 8;
-      continue;
-    }
-    if (p[i] < 0x80) {
-      ++i;
-      continue;
-    }
+    i += detail::ascii_prefix(p + i, n - i);
+    if (i == n) break;
     const int len = scan_character(p + i, n - i);
     if (len > 0) {
       i += static_cast<std::size_t>(len);
@@ -117,15 +107,11 @@ bool is_valid_utf8(std::string_view s) {
   const std::size_t n = s.size();
   std::size_t i = 0;
   while (i < n) {
-    if (i + 8 <= n && eight_ascii_bytes(p + i)) {
-      i += 8;
-    } else if (p[i] < 0x80) {
-      ++i;
-    } else {
-      const int len = scan_character(p + i, n - i);
-      if (len <= 0) return false;
-      i += static_cast<std::size_t>(len);
-    }
+    i += detail::ascii_prefix(p + i, n - i);
+    if (i == n) break;
+    const int len = scan_character(p + i, n - i);
+    if (len <= 0) return false;
+    i += static_cast<std::size_t>(len);
   }
   return true;
 }

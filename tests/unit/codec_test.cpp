@@ -71,12 +71,30 @@ TEST(Codec, EscapesEveryCharacterJsonRequires) {
 }
 
 TEST(Codec, EscapesAtEveryPositionOfALongString) {
-  // The encoder scans 8 bytes at a time: a special byte must be found at any offset.
-  for (std::size_t at = 0; at < 40; ++at) {
-    std::string s(40, 'a');
-    s[at] = '"';
-    const std::string json = encode(event{output_event{1, output_stream::out, s}});
-    EXPECT_EQ(decoded_event<output_event>(json).data, s) << at;
+  // The encoder scans 16 or 8 bytes a step: a byte to escape must be found at any offset, and
+  // the bytes that look close to one (space, DEL, bytes over 0x7F) must go through as they are.
+  for (const int c : {0x00, 0x1B, 0x1F, 0x20, int{'"'}, int{'\\'}, 0x7F, 0x80, 0xFF}) {
+    for (std::size_t at = 0; at < 70; ++at) {
+      std::string s(70, 'a');
+      s[at] = static_cast<char>(c);
+      s[69 - at / 2] = '\n';  // and a second one, before, on or after the first
+      std::string expected = "\"";
+      for (const char b : s) {
+        if (b == '\n') {
+          expected += "\\n";
+        } else if (b == '"' || b == '\\') {
+          expected += {'\\', b};
+        } else if (static_cast<unsigned char>(b) < 0x20) {
+          expected += b == 0 ? "\\u0000" : b == 0x1B ? "\\u001b" : "\\u001f";
+        } else {
+          expected += b;
+        }
+      }
+      expected += '"';
+      std::string out = "x";
+      append_json_string(out, s);
+      EXPECT_EQ(out, "x" + expected) << "byte " << c << " at " << at;
+    }
   }
 }
 

@@ -86,6 +86,22 @@ TEST(Utf8, RandomBytesAlwaysGiveValidUtf8IndependentOfChunking) {
   }
 }
 
+TEST(Utf8, FindsACharacterOrAnInvalidByteAtEveryPositionOfALongChunk) {
+  // The decoder skips ASCII 16 or 8 bytes a step: what follows must be seen at any offset.
+  for (std::size_t at = 0; at < 70; ++at) {
+    std::string text(70, 'a');
+    text.replace(at, 1, "\xC3\xA9");  // é
+    EXPECT_EQ(decode_in_chunks(text, text.size()), text) << at;
+    EXPECT_TRUE(is_valid_utf8(text)) << at;
+    std::string bad(70, 'a');
+    bad[at] = '\xFF';
+    std::string expected = bad;
+    expected.replace(at, 1, fffd);
+    EXPECT_EQ(decode_in_chunks(bad, bad.size()), expected) << at;
+    EXPECT_FALSE(is_valid_utf8(bad)) << at;
+  }
+}
+
 TEST(Utf8, FinishWithNothingPendingAddsNothing) {
   utf8_decoder d;
   std::string out;
