@@ -2,14 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 namespace cmdcast::common {
-
-double random_unit() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
 
 std::chrono::milliseconds reconnect_delay(int attempt, std::chrono::milliseconds first, std::chrono::milliseconds most,
                                           double unit) {

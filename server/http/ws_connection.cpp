@@ -8,6 +8,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "cmdcast/common/random.hpp"
+
 #include <array>
 #include <cerrno>
 
@@ -75,7 +77,13 @@ void ws_connection::check_idle() {
     if (quiet >= idle_timeout_) return close_socket();
     if (quiet >= half) enqueue(ws::opcode::ping, std::make_shared<const std::string>(), -1, false);
   }
-  schedule_idle_check(closing() ? std::chrono::steady_clock::duration(std::chrono::seconds(1)) : half);
+  if (closing()) return schedule_idle_check(std::chrono::seconds(1));
+  // Each check comes after a random 50-100% of half the timeout: watchers that connected
+  // together (a dashboard wall, everyone back after a restart) would otherwise be pinged
+  // together, every 15 s by default, and 10,000 pings and their pongs at once hold up the
+  // output to every other watcher for tens of milliseconds.
+  schedule_idle_check(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      half * (0.5 + 0.5 * common::random_unit())));
 }
 
 void ws_connection::schedule_idle_check(std::chrono::steady_clock::duration after) {

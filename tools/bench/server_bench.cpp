@@ -13,11 +13,13 @@
 //     corpus, compressed and not, and the server's CPU for 1 and 100 compressed subscribers
 //     (--deflate runs 8 alone);
 //  9. downloads (--download), 10. a fleet run (--fleet), 11. three servers sharing executions
-//     through a loopback redis-server (--cluster): each alone only.
+//     through a loopback redis-server (--cluster), 12. a watcher's pong round trip beside
+//     10,000 idle ones (--idle-pings): each alone only.
 // The fan-out bounds are the server's defaults (a watcher that cannot keep up holds the
 // command or falls back to the replay buffer); only max_connections and
 // max_subscribers_per_execution are raised, for the 10,000-subscriber rows.
-// Usage: server_bench [BYTES] [--latency-only | --fanout | --tls | --deflate | --download | --fleet | --cluster]
+// Usage: server_bench [BYTES] [--latency-only | --fanout | --tls | --deflate | --download | --fleet | --cluster |
+//                              --idle-pings]
 // (4., 1. and 3., 7., 8., 9., 10. or 11. alone)
 #include <sys/resource.h>
 #include <signal.h>
@@ -650,6 +652,72 @@ std::tuple<double, int, int> aggregate(const std::vector<subscriber_stats>& stat
   return {slowest > 0 ? static_cast<double>(total) / slowest / 1e6 : 0, complete, gaps};
 }
 
+/// The server's loop as one more watcher sees it beside 10,000 idle ones that connected
+/// together: a WebSocket ping every 10 ms for 45 s and each pong's round trip, per 5 s. The
+/// server pings quiet watchers every half idle timeout (15 s by default); all at once, they
+/// would show here as a stall. (--idle-pings, alone.)
+void idle_ping_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& sshd, const std::string& bytes) {
+  auto srv = start_server(sshd, "idle_pings", bytes, "");
+  std::vector<subscriber_stats> idle(10000);
+  int done = 0;
+  net::co_spawn(io, subscribe(srv.port, "/machines/box/commands/stream", R"({"action_type":"idle"})", idle[0], false, done),
+                net::detached);
+  while (idle[0].execution_id.empty()) io.run_one();
+  const std::string target = "/executions/" + idle[0].execution_id + "/stream";
+  const int attached_before = attached;
+  for (std::size_t i = 1; i < idle.size(); ++i) {
+    net::co_spawn(io, subscribe(srv.port, target, "", idle[i], false, done), net::detached);
+  }
+  while (attached < attached_before + static_cast<int>(idle.size()) - 1) io.run_one();
+  const double connected = now_seconds();
+
+  websocket::stream<tcp::socket> probe(io);
+  probe.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), srv.port));
+  probe.handshake("127.0.0.1", target);
+  constexpr int windows = 9;
+  constexpr double window_s = 5;
+  std::vector<std::vector<double>> rtt_ms(windows);
+  double sent_at = 0;
+  probe.control_callback([&](websocket::frame_type kind, beast::string_view) {
+    if (kind != websocket::frame_type::pong || sent_at == 0) return;
+    const double now = now_seconds();
+    const auto w = static_cast<std::size_t>((now - connected) / window_s);
+    if (w < rtt_ms.size()) rtt_ms[w].push_back((now - sent_at) * 1e3);
+    sent_at = 0;
+  });
+  bool finished = false;
+  net::co_spawn(io, [&]() -> net::awaitable<void> {
+    beast::flat_buffer buffer;
+    while (!finished) {
+      auto [ec, n] = co_await probe.async_read(buffer, use_tuple);
+      if (ec) break;
+      buffer.consume(n);
+    }
+  }, net::detached);
+  net::co_spawn(io, [&]() -> net::awaitable<void> {
+    net::steady_timer tick(io);
+    while (now_seconds() - connected < windows * window_s) {
+      if (sent_at == 0) {
+        sent_at = now_seconds();
+        co_await probe.async_ping({}, use_tuple);
+      }
+      tick.expires_after(std::chrono::milliseconds(10));
+      co_await tick.async_wait(use_tuple);
+    }
+    finished = true;
+  }, net::detached);
+  while (!finished) io.run_one();
+  std::printf("pong round trip beside 10,000 idle watchers connected together (ping every 10 ms)\n");
+  std::printf("%-12s %8s %10s %10s %10s\n", "seconds", "pings", "p50 ms", "p99 ms", "max ms");
+  for (int w = 0; w < windows; ++w) {
+    const auto& v = rtt_ms[static_cast<std::size_t>(w)];
+    std::printf("%3.0f-%-8.0f %8zu %10.2f %10.2f %10.2f\n", w * window_s, (w + 1) * window_s, v.size(),
+                percentile(v, 0.5), percentile(v, 0.99), v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()));
+  }
+  stop_server(srv);
+  run_until(io, done, static_cast<int>(idle.size()));
+}
+
 /// 11. Three servers sharing executions through a loopback redis-server ([cluster]): the
 /// latency a second server adds, fan-out over the three, cancel from another server, and
 /// Redis' CPU with 200 executions on each server watched from the next.
@@ -765,6 +833,7 @@ int main(int argc, char** argv) {
   const bool download_only = argc > 2 && std::string_view(argv[2]) == "--download";
   const bool fleet_only = argc > 2 && std::string_view(argv[2]) == "--fleet";
   const bool cluster_only = argc > 2 && std::string_view(argv[2]) == "--cluster";
+  const bool idle_pings_only = argc > 2 && std::string_view(argv[2]) == "--idle-pings";
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
@@ -774,7 +843,7 @@ int main(int argc, char** argv) {
   cmdcast::testing::loopback_sshd sshd(false, "MaxSessions 200\nMaxStartups 200\n");
   const auto e = sshd.endpoint();
   ticks_go_file = sshd.dir() + "/ticks.go";
-  if (tls_only || deflate_only || download_only || fleet_only || cluster_only) {
+  if (tls_only || deflate_only || download_only || fleet_only || cluster_only || idle_pings_only) {
     net::io_context io;
     auto work = net::make_work_guard(io);
     if (tls_only) tls_against_plaintext(io, sshd, bytes);
@@ -782,6 +851,7 @@ int main(int argc, char** argv) {
     if (download_only) download_rows(io, sshd, bytes);
     if (fleet_only) fleet_rows(io, sshd);
     if (cluster_only) cluster_rows(io, sshd, bytes);
+    if (idle_pings_only) idle_ping_rows(io, sshd, bytes);
     return 0;
   }
   auto main_server = start_server(sshd, "main", bytes, "");

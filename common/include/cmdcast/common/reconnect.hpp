@@ -2,12 +2,11 @@
 // and its fleet view share one rule.
 #pragma once
 
+#include "cmdcast/common/random.hpp"
+
 #include <chrono>
 
 namespace cmdcast::common {
-
-/// A number drawn uniformly from [0, 1).
-double random_unit();
 
 /// The wait before reconnect attempt `attempt` (0 for the first): doubling from `first` up to
 /// `most`, each drawn from the upper half of its step by `unit` (in [0, 1)). Watchers that one
