@@ -43,6 +43,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -884,12 +885,22 @@ int main(int argc, char** argv) {
     };
     std::vector<double> ratios;
     for (int round = 1; round <= 3; ++round) {
+      // CPU per GB too: the raw read's (this thread's) and the server process's. Their
+      // ratio is what one server thread could reach on a core of its own.
+      timespec t0{}, t1{};
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
       const double raw = raw_rate();
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+      const double raw_cpu = static_cast<double>(t1.tv_sec - t0.tv_sec) + static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
+      const double server_cpu0 = cmdcast::testing::process_cpu_seconds(main_server.pid);
       const auto one = fan_out(io, port, "stream", 1, false).front();
+      const double server_cpu = cmdcast::testing::process_cpu_seconds(main_server.pid) - server_cpu0;
       const double watched = static_cast<double>(one.bytes) / (one.exit - one.first_output) / 1e6;
+      const double gb = std::stod(bytes) / 1e9;
       ratios.push_back(watched / raw);
-      std::printf("round %d: executor raw read %.0f MB/s, 1 watcher %.0f MB/s: %.2fx\n", round, raw, watched,
-                  ratios.back());
+      std::printf("round %d: executor raw read %.0f MB/s (%.2f s CPU per GB), 1 watcher %.0f MB/s (server %.2f s CPU "
+                  "per GB): %.2fx\n",
+                  round, raw, raw_cpu / gb, watched, server_cpu / gb, ratios.back());
     }
     std::printf("1 watcher / raw read, median of 3: %.2fx\n\n", percentile(ratios, 0.5));
   }
