@@ -20,7 +20,7 @@
 // max_subscribers_per_execution are raised, for the 10,000-subscriber rows.
 // Usage: server_bench [BYTES] [--latency-only | --fanout | --tls | --deflate | --download | --fleet | --cluster |
 //                              --idle-pings]
-// (4., 1. and 3., 7., 8., 9., 10. or 11. alone)
+// (4., 1. and 3., 7., 8., 9., 10., 11. or 12. alone)
 #include <sys/resource.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -893,9 +893,8 @@ int main(int argc, char** argv) {
       clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
       const double raw_cpu = static_cast<double>(t1.tv_sec - t0.tv_sec) + static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
       const double server_cpu0 = cmdcast::testing::process_cpu_seconds(main_server.pid);
-      const auto one = fan_out(io, port, "stream", 1, false).front();
+      const double watched = one_subscriber_rate(io, port);
       const double server_cpu = cmdcast::testing::process_cpu_seconds(main_server.pid) - server_cpu0;
-      const double watched = static_cast<double>(one.bytes) / (one.exit - one.first_output) / 1e6;
       const double gb = std::stod(bytes) / 1e9;
       ratios.push_back(watched / raw);
       std::printf("round %d: executor raw read %.0f MB/s (%.2f s CPU per GB), 1 watcher %.0f MB/s (server %.2f s CPU "
