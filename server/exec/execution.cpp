@@ -2,6 +2,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,7 +17,15 @@ namespace {
 
 constexpr auto progress_interval = std::chrono::milliseconds(100);
 constexpr auto audit_interval = std::chrono::seconds(1);
+// The watcher count goes out at most once per 100 ms per 1,000 watchers (up to 1 s), and to
+// 1,000 watchers per turn of the loop: telling 10,000 costs 60-90 ms, which would otherwise
+// hold up everything else at once, and as often as every 100 ms while they join.
 constexpr auto watchers_settle = std::chrono::milliseconds(100);
+constexpr std::size_t watchers_slice = 1000;
+
+std::chrono::milliseconds watchers_settle_for(std::size_t watchers) {
+  return watchers_settle * static_cast<long>(std::clamp<std::size_t>(watchers / watchers_slice, 1, 10));
+}
 
 }  // namespace
 
@@ -423,13 +432,27 @@ frame execution::watchers_frame() const {
 void execution::announce_watchers() {
   if (finished() || watchers_armed_) return;
   watchers_armed_ = true;
-  watchers_timer_.expires_after(watchers_settle);
+  watchers_timer_.expires_after(watchers_settle_for(watchers()));
   watchers_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
     self->watchers_armed_ = false;
     if (self->finished() || self->watchers() == self->watchers_announced_) return;
     self->watchers_announced_ = self->watchers();
-    self->publish(self->watchers_frame(), -1);
+    self->send_watchers(self->watchers_frame(), ++self->watchers_sending_, 0);
   });
+}
+
+void execution::send_watchers(const frame& f, std::uint64_t sending, std::size_t from) {
+  // A newer count supersedes this one: the rest get that. (Between two slices the live list
+  // may change: one that joined gets the count anyway, one that left changes it again.)
+  if (sending != watchers_sending_ || finished()) return;
+  const std::size_t end = std::min(subscribers_.size(), from + watchers_slice);
+  {
+    const send_batch batch;
+    for (std::size_t i = from; i < end; ++i) subscribers_[i]->push(f, -1);
+  }
+  if (end < subscribers_.size()) {
+    net::post(executor_, [self = shared_from_this(), f, sending, end] { self->send_watchers(f, sending, end); });
+  }
 }
 
 bool execution::holds_after(common::seq_t after) const {

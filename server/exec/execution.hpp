@@ -154,9 +154,12 @@ class execution : public std::enable_shared_from_this<execution> {
   void on_output(common::output_stream stream, std::string_view bytes);
   void flush_output();
   void report_progress(bool force);
-  /// Tells everyone the watcher count soon, once joins and leaves have settled: a poller that
-  /// leaves and comes back between two polls does not make a storm of watchers events.
+  /// Tells everyone the watcher count soon, once joins and leaves have settled (longer, the
+  /// more watchers): a poller that leaves and comes back between two polls, or 10,000
+  /// watchers joining, does not make a storm of watchers events.
   void announce_watchers();
+  /// Sends count frame `f` to the live watchers from index `from` on, a slice per turn.
+  void send_watchers(const frame& f, std::uint64_t sending, std::size_t from);
   frame watchers_frame() const;
   void finish(const ssh::run_result& r);
   /// Sends the exit event and lets the watchers go.
@@ -205,6 +208,7 @@ class execution : public std::enable_shared_from_this<execution> {
   net::steady_timer watchers_timer_;
   bool watchers_armed_ = false;
   std::size_t watchers_announced_ = 0;
+  std::uint64_t watchers_sending_ = 0;  // the count being sent, slice by slice
 
   // Output is decoded to UTF-8 per stream and coalesced (coalescer.hpp).
   secret_masker maskers_[2];

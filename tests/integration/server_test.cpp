@@ -370,6 +370,35 @@ TEST_F(Server, TwoHundredWatchersOfOneExecutionGetTheSameStream) {
   EXPECT_EQ(text_of(expected, common::output_stream::out), "started\nfinished\n");
 }
 
+TEST_F(Server, TwelveHundredWatchersAreAllToldTheCountThoughItGoesOutASliceAtATime) {
+  // The count goes to 1,000 live watchers per turn of the server's loop: those past the first
+  // slice (the later joiners, told a smaller count when they joined) must get it too.
+  ws_client runner(port(), "/machines/box/commands/stream");
+  runner.send(run_request("forever"));
+  const auto first = common::decode_event(*runner.next());
+  ASSERT_TRUE(first.ok());
+  const std::string id = std::get<common::started_event>(*first).execution_id;
+  constexpr std::int64_t joining = 1199;
+  std::vector<std::unique_ptr<ws_client>> watchers;
+  for (std::int64_t i = 0; i < joining; ++i) {
+    watchers.push_back(std::make_unique<ws_client>(port(), "/executions/" + id + "/stream", ws_options{.token = viewer_token}));
+  }
+  // The last to join first: had the second slice never gone out, this would wait for ever
+  // (and the test time out).
+  for (auto w = watchers.rbegin(); w != watchers.rend(); ++w) {
+    std::int64_t count = 0;
+    while (count != joining + 1) {
+      const auto m = (*w)->next();
+      ASSERT_TRUE(m) << "closed before the count of " << joining + 1 << " came";
+      const auto e = common::decode_event(*m);
+      ASSERT_TRUE(e.ok()) << *m;
+      if (const auto* c = std::get_if<common::watchers_event>(&*e)) count = c->count;
+    }
+  }
+  runner.send(R"({"type":"cancel"})");
+  EXPECT_EQ(of_type<common::exit_event>(runner.all()).at(0).state, common::exit_state::cancelled);
+}
+
 TEST_F(Server, AMachineAtItsLimitAnswersBusy) {
   std::vector<std::unique_ptr<ws_client>> running;
   for (int i = 0; i < 8; ++i) {  // max_executions_per_machine defaults to 8
