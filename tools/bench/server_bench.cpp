@@ -666,11 +666,18 @@ void idle_ping_rows(net::io_context& io, const cmdcast::testing::loopback_sshd& 
   while (idle[0].execution_id.empty()) io.run_one();
   const std::string target = "/executions/" + idle[0].execution_id + "/stream";
   const int attached_before = attached;
+  // What the joining costs: mostly the watcher count, sent to everyone as it changes.
+  const double join_cpu0 = cmdcast::testing::process_cpu_seconds(srv.pid);
+  const auto join_out0 = metric(srv.port, "cmdcast_bytes_out_total");
+  const double join_start = now_seconds();
   for (std::size_t i = 1; i < idle.size(); ++i) {
     net::co_spawn(io, subscribe(srv.port, target, "", idle[i], false, done), net::detached);
   }
   while (attached < attached_before + static_cast<int>(idle.size()) - 1) io.run_one();
   const double connected = now_seconds();
+  std::printf("10,000 watchers joined in %.1f s: the server sent %.1f MB and used %.2f s of CPU meanwhile\n\n",
+              connected - join_start, static_cast<double>(metric(srv.port, "cmdcast_bytes_out_total") - join_out0) / 1e6,
+              cmdcast::testing::process_cpu_seconds(srv.pid) - join_cpu0);
 
   websocket::stream<tcp::socket> probe(io);
   probe.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), srv.port));
@@ -862,8 +869,9 @@ int main(int argc, char** argv) {
   auto work = net::make_work_guard(io);
   std::printf("cmdcast server_bench: %s bytes of /dev/zero; 2 cores shared by sshd, server and clients\n\n", bytes.c_str());
 
-  // 1. One watcher against the executor's raw read rate of the same command, alternately, three
-  // rounds: on a VM the raw rate alone moved from 195 to 286 MB/s between runs minutes apart.
+  // 1. One watcher against the executor's raw read rate of the same command, alternately, five
+  // rounds: on a VM the raw rate alone moved from 195 to 349 MB/s between runs minutes apart,
+  // and single rounds of one run from 0.74x to 1.11x.
   if (!latency_only) {
     auto conn = std::make_shared<cmdcast::server::ssh::machine_connection>(io.get_executor(), e);
     auto raw_rate = [&] {
@@ -884,7 +892,7 @@ int main(int argc, char** argv) {
       return static_cast<double>(got) / seconds / 1e6;
     };
     std::vector<double> ratios;
-    for (int round = 1; round <= 3; ++round) {
+    for (int round = 1; round <= 5; ++round) {
       // CPU per GB too: the raw read's (this thread's) and the server process's. Their
       // ratio is what one server thread could reach on a core of its own.
       timespec t0{}, t1{};
@@ -901,7 +909,7 @@ int main(int argc, char** argv) {
                   "per GB): %.2fx\n",
                   round, raw, raw_cpu / gb, watched, server_cpu / gb, ratios.back());
     }
-    std::printf("1 watcher / raw read, median of 3: %.2fx\n\n", percentile(ratios, 0.5));
+    std::printf("1 watcher / raw read, median of 5: %.2fx\n\n", percentile(ratios, 0.5));
   }
 
   // 2. Memory per idle subscriber, measured first, on a fresh heap. The 10,000 stay connected
