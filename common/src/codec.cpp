@@ -113,6 +113,15 @@ void write_counts(std::string& out, const batch_counts& c) {
   w.integer("cancelled", c.cancelled);
 }
 
+void write_output(std::string& out, output_stream stream, seq_t seq, std::string_view data, std::int64_t t) {
+  out.reserve(out.size() + data.size() + 64);  // the members after the data need no second copy
+  object_writer w(out);
+  w.string("type", to_string(stream));
+  w.integer("seq", seq);
+  w.string("data", data);
+  w.integer("t", t);
+}
+
 struct event_encoder {
   std::string& out;
 
@@ -126,14 +135,7 @@ struct event_encoder {
     w.string("command", e.command);
     w.string("started_at", e.started_at);
   }
-  void operator()(const output_event& e) {
-    out.reserve(out.size() + e.data.size() + 64);  // the members after the data need no second copy
-    object_writer w(out);
-    w.string("type", to_string(e.stream));
-    w.integer("seq", e.seq);
-    w.string("data", e.data);
-    w.integer("t", e.t);
-  }
+  void operator()(const output_event& e) { write_output(out, e.stream, e.seq, e.data, e.t); }
   void operator()(const progress_event& e) {
     object_writer w(out);
     w.string("type", "progress");
@@ -239,6 +241,12 @@ void encode(const event& e, std::string& out) { std::visit(event_encoder{out}, e
 std::string encode(const event& e) {
   std::string out;
   encode(e, out);
+  return out;
+}
+
+std::string encode_output(output_stream stream, seq_t seq, std::string_view data, std::int64_t t) {
+  std::string out;
+  write_output(out, stream, seq, data, t);
   return out;
 }
 

@@ -43,6 +43,25 @@ inline int scan_character(const unsigned char* p, std::size_t n) {
   return static_cast<int>(j);
 }
 
+/// Length of the longest prefix of `s` made of whole well-formed characters. What ends it is
+/// the end of `s`, an incomplete last character, or (`ill_formed` set) an ill-formed sequence.
+std::size_t well_formed_prefix(std::string_view s, bool& ill_formed) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    i += detail::ascii_prefix(p + i, n - i);
+    if (i == n) break;
+    const int len = scan_character(p + i, n - i);
+    if (len <= 0) {
+      ill_formed = len < 0;
+      break;
+    }
+    i += static_cast<std::size_t>(len);
+  }
+  return i;
+}
+
 }  // namespace
 
 void utf8_decoder::decode(std::string_view bytes, std::string& out) {
@@ -97,23 +116,25 @@ void utf8_decoder::decode(std::string_view bytes, std::string& out) {
   out.append(bytes.data() + run_start, n - run_start);
 }
 
+bool utf8_decoder::decode_unchanged(std::string_view bytes, std::string_view& text) {
+  if (pending_needed_ > 0) return false;
+  bool ill_formed = false;
+  const std::size_t whole = well_formed_prefix(bytes, ill_formed);
+  if (ill_formed) return false;
+  text = bytes.substr(0, whole);
+  std::string none;
+  decode(bytes.substr(whole), none);  // holds the incomplete last character back
+  return true;
+}
+
 void utf8_decoder::finish(std::string& out) {
   if (pending_needed_ > 0) out.append(replacement);
   pending_size_ = pending_needed_ = 0;
 }
 
 bool is_valid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const std::size_t n = s.size();
-  std::size_t i = 0;
-  while (i < n) {
-    i += detail::ascii_prefix(p + i, n - i);
-    if (i == n) break;
-    const int len = scan_character(p + i, n - i);
-    if (len <= 0) return false;
-    i += static_cast<std::size_t>(len);
-  }
-  return true;
+  bool ill_formed = false;
+  return well_formed_prefix(s, ill_formed) == s.size();
 }
 
 }  // namespace cmdcast::common

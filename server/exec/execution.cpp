@@ -249,9 +249,26 @@ void execution::on_output(common::output_stream stream, std::string_view bytes) 
   pending_stream_ = stream;
   const std::size_t before = pending_text_.size();
   if (before == 0) pending_t_ = elapsed_ms();
-  decoders_[index].decode(bytes, pending_text_);
-  if (progress_ && progress_->feed(std::string_view(pending_text_).substr(before))) report_progress(false);
-  if (pending_text_.empty()) return;
+  std::string_view text;  // what this read adds, decoded
+  bool sent = false;
+  if (before == 0 && decoders_[index].decode_unchanged(bytes, text)) {
+    // Nothing waits and the bytes are their own text: when due at once, it goes out from the
+    // read itself, copied only into its frame (a fast stream's reads are 256 KiB each).
+    if (text.empty()) return;
+    const auto now = coalescer::clock::now();
+    sent = coalescer_.send_now(text.size(), now);
+    if (sent) {
+      coalescer_.sent(now);
+      emit_output(stream, text, pending_t_);
+    } else {
+      pending_text_.assign(text);
+    }
+  } else {
+    decoders_[index].decode(bytes, pending_text_);
+    text = std::string_view(pending_text_).substr(before);
+  }
+  if (progress_ && progress_->feed(text)) report_progress(false);
+  if (sent || pending_text_.empty()) return;
   if (coalescer_.send_now(pending_text_.size(), coalescer::clock::now())) {
     flush_output();  // an armed timer then finds nothing waiting
   } else if (!flush_armed_) {
@@ -267,12 +284,8 @@ void execution::on_output(common::output_stream stream, std::string_view bytes) 
 void execution::flush_output() {
   if (pending_text_.empty()) return;
   coalescer_.sent(coalescer::clock::now());
-  common::output_event e;
-  e.stream = pending_stream_;
-  e.data = std::move(pending_text_);
-  e.t = pending_t_;
-  pending_text_ = std::string();
-  emit(std::move(e));
+  emit_output(pending_stream_, pending_text_, pending_t_);
+  pending_text_.clear();  // (its room serves the next reads)
 }
 
 void execution::report_progress(bool force) {
@@ -315,6 +328,7 @@ void execution::finish(const ssh::run_result& r) {
   flush_timer_.cancel();
   watchers_timer_.cancel();
   flush_output();
+  pending_text_.shrink_to_fit();
   if (r.error) {
     // The failure is output too: a watcher should read why the command did not run or end.
     std::string text = "cmdcast: " + r.error->message + "\n";
@@ -373,13 +387,21 @@ void execution::emit(common::event e) {
     if constexpr (requires { ev.seq; }) ev.seq = seq;
   }, e);
   const auto* output = std::get_if<common::output_event>(&e);
-  const std::size_t output_bytes = output ? output->data.size() : 0;
-  auto f = make_frame(common::encode(e));
+  audit_and_publish(seq, make_frame(common::encode(e)), output ? output->data.size() : 0,
+                    std::holds_alternative<common::exit_event>(e));
+}
+
+void execution::emit_output(common::output_stream stream, std::string_view text, std::int64_t t) {
+  const common::seq_t seq = next_seq_++;
+  audit_and_publish(seq, make_frame(common::encode_output(stream, seq, text, t)), text.size(), false);
+}
+
+void execution::audit_and_publish(common::seq_t seq, const frame& f, std::size_t output_bytes, bool is_exit) {
   if (audit_) {
     audit_->add(seq, f->text(), output_bytes);
     arm_audit();
   }
-  hold_and_publish(seq, f, std::holds_alternative<common::exit_event>(e));
+  hold_and_publish(seq, f, is_exit);
 }
 
 void execution::hold_and_publish(common::seq_t seq, const frame& f, bool is_exit) {

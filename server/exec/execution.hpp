@@ -143,6 +143,10 @@ class execution : public std::enable_shared_from_this<execution> {
 
  private:
   void emit(common::event e);
+  /// emit() for output text where it lies (a read, or pending_text_).
+  void emit_output(common::output_stream stream, std::string_view text, std::int64_t t);
+  /// Hands a sequenced event to the audit, then to hold_and_publish().
+  void audit_and_publish(common::seq_t seq, const frame& f, std::size_t output_bytes, bool is_exit);
   /// Holds and sends a sequenced frame (the one path for events made here and taken).
   void hold_and_publish(common::seq_t seq, const frame& f, bool is_exit);
   void publish(const frame& f, common::seq_t seq);

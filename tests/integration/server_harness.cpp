@@ -57,6 +57,8 @@ command = "echo started; sleep 600"
 command = "for i in $(seq 100); do echo tick $i; sleep 0.2; done"
 [actions.python_buffered]
 command = "python3 -c \"import time; print('first'); time.sleep(1.5); print('second')\""
+[actions.utf8_edges]
+command = "printf 'a\\342\\234'; sleep 0.3; printf '\\223b\\377c\\n'; yes 'é' | head -c 600001"
 [actions.flood]
 command = "for i in $(seq 300); do head -c 100000 /dev/zero | tr '\\0' a; sleep 0.005; done"
 [actions.burst]

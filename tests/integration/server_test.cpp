@@ -479,6 +479,20 @@ TEST_F(Server, ProgramsThatBufferTheirOutputStillStreamLineByLine) {
   EXPECT_GT(*second_at - *first_at, std::chrono::milliseconds(1000)) << "python's first line came only at the end";
 }
 
+TEST_F(Server, OutputIsValidUtf8WhereverTheReadsSplitIt) {
+  // ✓ (E2 9C 93) split by a pause between two reads; an invalid byte (FF); then 600,001 bytes
+  // of "é\n" in reads of up to 256 KiB, which split some é, and end half-way through one.
+  const auto events = run(run_request("utf8_edges"));
+  std::string expected = "a✓b\xEF\xBF\xBD" "c\n";
+  for (int i = 0; i < 200000; ++i) expected += "é\n";
+  expected += "\xEF\xBF\xBD";
+  const std::string got = text_of(events, common::output_stream::out);
+  EXPECT_EQ(got.size(), expected.size());
+  const auto agree = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end()).first - got.begin();
+  EXPECT_TRUE(got == expected) << "the first " << agree << " bytes agree";
+  EXPECT_EQ(of_type<common::exit_event>(events).size(), 1u);
+}
+
 TEST_F(Server, LateJoinersGetTheReplayAndUnknownExecutionsAreRefused) {
   const auto events = run(run_request("fail"));
   const std::string id = of_type<common::started_event>(events).at(0).execution_id;

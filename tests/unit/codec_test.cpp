@@ -29,6 +29,9 @@ TEST(Codec, EncodesEventsAsDocumented) {
             R"({"type":"stdout","seq":1,"data":"text\n","t":12})");
   EXPECT_EQ(encode(event{output_event{2, output_stream::err, "oops"}}),
             R"({"type":"stderr","seq":2,"data":"oops","t":0})");
+  // The server's encoding of output in place of the read is the same text.
+  EXPECT_EQ(encode_output(output_stream::out, 1, std::string_view("text\ntail").substr(0, 5), 12),
+            R"({"type":"stdout","seq":1,"data":"text\n","t":12})");
   EXPECT_EQ(encode(event{progress_event{7, 42.5, "Unpacking tmux", 950}}),
             R"({"type":"progress","seq":7,"percent":42.5,"phase":"Unpacking tmux","t":950})");
   EXPECT_EQ(encode(event{progress_event{8, std::nullopt, "Reading package lists"}}),

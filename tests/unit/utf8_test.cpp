@@ -102,6 +102,55 @@ TEST(Utf8, FindsACharacterOrAnInvalidByteAtEveryPositionOfALongChunk) {
   }
 }
 
+/// As the server decodes a read: without a copy where it can, with decode() where it cannot.
+std::string decode_unchanged_where_possible(std::string_view input, std::size_t chunk, int& uncopied) {
+  utf8_decoder d;
+  std::string out;
+  for (std::size_t i = 0; i < input.size(); i += chunk) {
+    const auto bytes = input.substr(i, chunk);
+    std::string_view text;
+    if (d.decode_unchanged(bytes, text)) {
+      EXPECT_EQ(text.data(), bytes.data());  // a view of the read itself
+      out += text;
+      ++uncopied;
+    } else {
+      d.decode(bytes, out);
+    }
+  }
+  d.finish(out);
+  return out;
+}
+
+TEST(Utf8, DecodingWithoutACopyGivesWhatDecodeGivesForAnyChunking) {
+  std::mt19937 rng(99);
+  int uncopied = 0;
+  for (int round = 0; round < 300; ++round) {
+    // Mostly text with characters of every length, now and then a byte that is never valid.
+    std::string bytes;
+    const std::size_t size = rng() % 200;
+    while (bytes.size() < size) {
+      const char* pieces[] = {"a", "\n", "\xC3\xA9", "\xE2\x9C\x93", "\xF0\x9D\x84\x9E", "\xFF", "\x80"};
+      bytes += pieces[rng() % (round % 2 == 0 ? 5 : 7)];
+    }
+    const std::size_t chunk = 1 + rng() % 9;
+    EXPECT_EQ(decode_unchanged_where_possible(bytes, chunk, uncopied), decode_in_chunks(bytes, chunk)) << round;
+  }
+  EXPECT_GT(uncopied, 1000);  // the copy was spared for most chunks, and they came out right
+}
+
+TEST(Utf8, DecodingWithoutACopyRefusesIllFormedBytesAndKeepsWhatIsHeldBack) {
+  utf8_decoder d;
+  std::string_view text;
+  EXPECT_FALSE(d.decode_unchanged("ab\xFF", text));  // U+FFFD needed: decode() must do it
+  EXPECT_TRUE(d.decode_unchanged("ab\xE2\x9C", text));
+  EXPECT_EQ(text, "ab");
+  EXPECT_EQ(d.pending(), 2u);
+  EXPECT_FALSE(d.decode_unchanged("\x93!", text));  // completes a held-back character
+  std::string out;
+  d.decode("\x93!", out);
+  EXPECT_EQ(out, "✓!");
+}
+
 TEST(Utf8, FinishWithNothingPendingAddsNothing) {
   utf8_decoder d;
   std::string out;

@@ -78,6 +78,31 @@ void decode_stdout_event(benchmark::State& state) {
 }
 BENCHMARK(decode_stdout_event)->ArgsProduct({{4096, 65536}, {0, 1}});
 
+/// The server's step from one read of output to its frame: a 256 KiB read decoded to UTF-8
+/// and encoded as a stdout event, the frame new each time as in the server. range(0): as
+/// stdout_event_of; range(1): 0 decoded into a string first, 1 encoded where it lies when it
+/// is its own text (decode_unchanged, the server's way for a read due at once).
+void read_to_frame(benchmark::State& state) {
+  const std::string text = state.range(0) ? mixed_ansi_output() : plain_output();
+  const std::string_view read = std::string_view(text).substr(0, 256u << 10);
+  const bool in_place = state.range(1) == 1;
+  for (auto _ : state) {
+    utf8_decoder d;
+    std::string_view unchanged;
+    std::string frame;
+    if (in_place && d.decode_unchanged(read, unchanged)) {
+      frame = encode_output(output_stream::out, 123456, unchanged, 0);
+    } else {
+      std::string decoded;
+      d.decode(read, decoded);
+      frame = encode(event{output_event{123456, output_stream::out, std::move(decoded)}});
+    }
+    benchmark::DoNotOptimize(frame.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * read.size()));
+}
+BENCHMARK(read_to_frame)->ArgsProduct({{0, 1}, {0, 1}});
+
 void encode_exit_event(benchmark::State& state) {
   const event e = exit_event{99, 0, std::nullopt, exit_state::exited, 1234};
   std::string out;

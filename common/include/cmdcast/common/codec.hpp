@@ -28,6 +28,9 @@ decode_limits client_message_limits();
 
 void encode(const event& e, std::string& out);
 std::string encode(const event& e);
+/// An output event's JSON, its text taken where it lies (the server's read buffer): the same
+/// as encode() of an output_event, without first copying the text into one.
+std::string encode_output(output_stream stream, seq_t seq, std::string_view data, std::int64_t t);
 std::string encode(const client_message& m);
 std::string encode(const run_request& r);
 std::string encode(const poll_response& p);

@@ -14,6 +14,11 @@ class utf8_decoder {
  public:
   /// Appends the valid UTF-8 of `bytes` to `out`, holding back an incomplete trailing character.
   void decode(std::string_view bytes, std::string& out);
+  /// decode() without the copy, where it would append `bytes` unchanged: when nothing is held
+  /// back and `bytes` is well-formed up to an incomplete last character, sets `text` to the
+  /// well-formed part (a view of `bytes`), holds back the rest and returns true. Otherwise
+  /// changes nothing and returns false (decode() then replaces what is ill-formed).
+  bool decode_unchanged(std::string_view bytes, std::string_view& text);
   /// End of stream: a held-back incomplete character becomes U+FFFD.
   void finish(std::string& out);
   /// Bytes held back, waiting for the rest of a character (0 to 3).
