@@ -516,7 +516,7 @@ TEST_F(Server, ListsMachinesAndExecutions) {
   EXPECT_EQ(machines->at(0).id, "box");
   std::map<std::string, common::action_info> actions;
   for (const auto& a : machines->at(0).actions) actions[a.name] = a;
-  EXPECT_EQ(actions.size(), 20u);
+  EXPECT_EQ(actions.size(), 21u);
   EXPECT_EQ(actions["restart_service"].params.at("service"), "^[a-z0-9@._-]{1,64}$");
   EXPECT_EQ(actions["apt_reinstall"].progress, "apt");
   EXPECT_FALSE(actions["lines"].progress);
