@@ -1,6 +1,6 @@
 // What the audit keeps of one execution's output: the first `head_bytes` and the last
 // `tail_bytes` of it (counted in output text, rounded up to whole events, which a fast stream
-// makes up to a read of 256 KiB; the other events ride along), written to the
+// makes up to a read of 1 MiB; the other events ride along), written to the
 // store in batches while the command runs. Between two flushes the tail lives in memory, so
 // output that enters and leaves the tail window in that time never touches the disk: a fast
 // stream costs the store at most head + tail bytes a flush.

@@ -253,7 +253,7 @@ void execution::on_output(common::output_stream stream, std::string_view bytes) 
   bool sent = false;
   if (before == 0 && decoders_[index].decode_unchanged(bytes, text)) {
     // Nothing waits and the bytes are their own text: when due at once, it goes out from the
-    // read itself, copied only into its frame (a fast stream's reads are 256 KiB each).
+    // read itself, copied only into its frame (a fast stream's reads are up to 1 MiB each).
     if (text.empty()) return;
     const auto now = coalescer::clock::now();
     sent = coalescer_.send_now(text.size(), now);

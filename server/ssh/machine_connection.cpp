@@ -346,6 +346,9 @@ net::awaitable<run_result> machine_connection::run_on(std::shared_ptr<ssh_sessio
       }
       got_data = true;
       deliver(stream, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      if (static_cast<std::size_t>(n) == buffer.size() && buffer.size() < options_.max_read_buffer_bytes) {
+        buffer.resize(std::min(buffer.size() * 2, options_.max_read_buffer_bytes));
+      }
     }
     if (lost || !s->alive() || libssh2_channel_eof(channel)) break;
     if ((control.cancel_requested_ || state->timed_out) && !state->stopping) {

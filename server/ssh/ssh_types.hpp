@@ -29,7 +29,11 @@ struct connection_options {
   std::chrono::seconds keepalive_interval{15};
   std::size_t max_channels = 8;        // concurrent commands on one connection (sshd allows 10)
   std::uint32_t window_bytes = 16u << 20;  // per channel: keeps a fast stream flowing
+  // A command's output is read into a buffer of the first size; while reads fill it, it
+  // doubles up to the second: each read costs a frame, a send and a wake-up of every
+  // watcher, so a fast stream wants few large reads, and a quiet command keeps its 256 KiB.
   std::size_t read_buffer_bytes = 256u << 10;
+  std::size_t max_read_buffer_bytes = 1u << 20;
 };
 
 /// Why an SSH operation failed, as a protocol error code and a message that says what happened.

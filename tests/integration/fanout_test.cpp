@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -319,6 +320,48 @@ TEST_F(Fanout, ALongPollerAloneHoldsTheCommandBetweenItsPollsAndGetsEveryByte) {
   EXPECT_EQ(got, bytes);
   EXPECT_EQ(h.hex(), burst_digest(bytes));
   EXPECT_EQ(record_of(port(), id).state, "exited");
+}
+
+TEST_F(Fanout, ControlBytesAtFullSpeedReachAWatcherAndAPollerWhole) {
+  // \x01 as fast as the command writes it: each byte is six once escaped in JSON ("\u0001"),
+  // so a read of 1 MiB makes a frame of 6 MiB, and a poll answer of one such frame.
+  constexpr std::size_t bytes = 6'000'000;
+  go_file go;
+  const std::string id = post_run(port(), run_request("control_burst", R"({"go":")" + go.path() + R"(","bytes":")" +
+                                                                              std::to_string(bytes) + R"("})"));
+  auto first = poll(port(), id, -1, 0);  // the started event: from now on a watcher
+  ASSERT_FALSE(first.events.empty());
+  watched by_websocket;
+  std::thread reader([&] { by_websocket = watch_to_the_end(port(), id, {.token = viewer_token}); });
+  go_when_watched(port(), id, 1, go);
+  std::string polled;
+  std::size_t largest = 0;
+  bool exited = false;
+  for (common::seq_t after = first.next;;) {
+    auto p = poll(port(), id, after, 5);
+    for (const auto& e : p.events) {
+      EXPECT_FALSE(std::holds_alternative<common::gap_event>(e));
+      exited = exited || std::holds_alternative<common::exit_event>(e);
+      if (auto* o = std::get_if<common::output_event>(&e)) {
+        polled += o->data;
+        largest = std::max(largest, o->data.size());
+      }
+    }
+    after = p.next;
+    if (p.done) break;
+  }
+  reader.join();
+  const std::string expected(bytes, '\x01');
+  EXPECT_TRUE(polled == expected) << polled.size() << " bytes polled";
+  EXPECT_TRUE(exited);
+  EXPECT_GT(largest, std::size_t{256} << 10) << "the reads stayed small: no large frame was tried";
+  sha256 h;
+  h.add(expected);
+  EXPECT_EQ(by_websocket.stdout_bytes, bytes);
+  EXPECT_EQ(by_websocket.stdout_sha256, h.hex());
+  EXPECT_TRUE(by_websocket.gaps.empty());
+  EXPECT_TRUE(by_websocket.exited);
+  EXPECT_EQ(by_websocket.close_code, 1000u) << by_websocket.read_error;
 }
 
 TEST_F(Fanout, ALongPollerWhoStopsPollingSlowsNobodyAndIsToldWhatItMissed) {

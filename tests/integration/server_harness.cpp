@@ -59,6 +59,9 @@ command = "for i in $(seq 100); do echo tick $i; sleep 0.2; done"
 command = "python3 -c \"import time; print('first'); time.sleep(1.5); print('second')\""
 [actions.utf8_edges]
 command = "printf 'a\\342\\234'; sleep 0.3; printf '\\223b\\377c\\n'; yes 'é' | head -c 600001"
+[actions.control_burst]
+command = "while [ ! -e {go} ]; do sleep 0.05; done; head -c {bytes} /dev/zero | tr '\\0' '\\1'"
+params = { go = "^/tmp/cmdcast-go-[A-Za-z0-9]{1,32}$", bytes = "^[0-9]{1,10}$" }
 [actions.flood]
 command = "for i in $(seq 300); do head -c 100000 /dev/zero | tr '\\0' a; sleep 0.005; done"
 [actions.burst]

@@ -481,7 +481,7 @@ TEST_F(Server, ProgramsThatBufferTheirOutputStillStreamLineByLine) {
 
 TEST_F(Server, OutputIsValidUtf8WhereverTheReadsSplitIt) {
   // ✓ (E2 9C 93) split by a pause between two reads; an invalid byte (FF); then 600,001 bytes
-  // of "é\n" in reads of up to 256 KiB, which split some é, and end half-way through one.
+  // of "é\n" in reads of 256 KiB to 1 MiB, which split some é, and end half-way through one.
   const auto events = run(run_request("utf8_edges"));
   std::string expected = "a✓b\xEF\xBF\xBD" "c\n";
   for (int i = 0; i < 200000; ++i) expected += "é\n";
@@ -516,7 +516,7 @@ TEST_F(Server, ListsMachinesAndExecutions) {
   EXPECT_EQ(machines->at(0).id, "box");
   std::map<std::string, common::action_info> actions;
   for (const auto& a : machines->at(0).actions) actions[a.name] = a;
-  EXPECT_EQ(actions.size(), 21u);
+  EXPECT_EQ(actions.size(), 22u);
   EXPECT_EQ(actions["restart_service"].params.at("service"), "^[a-z0-9@._-]{1,64}$");
   EXPECT_EQ(actions["apt_reinstall"].progress, "apt");
   EXPECT_FALSE(actions["lines"].progress);

@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <algorithm>
 #include <memory>
 #include <random>
 
@@ -110,12 +111,14 @@ TEST_F(SshExecutor, HundredMegabytesArriveIntactOnBothStreams) {
 
   sha256 out_hash, err_hash;
   std::uint64_t out_bytes = 0, err_bytes = 0;
+  std::size_t largest_read = 0;
   run_result result;
   bool done = false;
   auto conn = connection(sshd_->endpoint());
   net::co_spawn(io_, [&]() -> net::awaitable<void> {
     result = co_await conn->run("(" + out_cmd + ") & (" + err_cmd + ") >&2; wait",
                                 [&](output_stream s, std::string_view data) {
+                                  largest_read = std::max(largest_read, data.size());
                                   if (s == output_stream::out) {
                                     out_hash.add(data);
                                     out_bytes += data.size();
@@ -133,6 +136,11 @@ TEST_F(SshExecutor, HundredMegabytesArriveIntactOnBothStreams) {
   EXPECT_EQ(err_bytes, 40000000u);
   EXPECT_EQ(out_hash.hex(), expect_out);
   EXPECT_EQ(err_hash.hex(), expect_err);
+  // The stream is faster than this reader (it hashes every byte), so the reads fill the
+  // buffer, which grows from its first size to its largest, and no further.
+  const connection_options defaults;
+  EXPECT_GT(largest_read, defaults.read_buffer_bytes);
+  EXPECT_LE(largest_read, defaults.max_read_buffer_bytes);
 }
 
 TEST_F(SshExecutor, ReportsExitCodes) {

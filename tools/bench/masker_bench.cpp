@@ -1,5 +1,5 @@
-// The secret masker's cost on an output stream: the executor feeds every SSH read (256 KiB at
-// most) of a run with secret params through one, before UTF-8 decoding.
+// The secret masker's cost on an output stream: the executor feeds every SSH read (256 KiB to
+// 1 MiB) of a run with secret params through one, before UTF-8 decoding.
 // range(0): the output: 0 apt-like lines, 1 mixed ANSI build output (the bench corpus), 2 `yes`;
 // range(1): how many secrets: 0 (what the executor skips), or random ones of 20 to 64 characters
 // as a `^[A-Za-z0-9]{20,64}$` pattern allows (3: of 20, 40 and 64), each echoed once per 64 KiB
