@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <memory>
+#include <numeric>
 #include <random>
+#include <thread>
 
 #include "digest.hpp"
 #include "loopback_sshd.hpp"
@@ -136,11 +138,30 @@ TEST_F(SshExecutor, HundredMegabytesArriveIntactOnBothStreams) {
   EXPECT_EQ(err_bytes, 40000000u);
   EXPECT_EQ(out_hash.hex(), expect_out);
   EXPECT_EQ(err_hash.hex(), expect_err);
-  // The stream is faster than this reader (it hashes every byte), so the reads fill the
-  // buffer, which grows from its first size to its largest, and no further.
-  const connection_options defaults;
-  EXPECT_GT(largest_read, defaults.read_buffer_bytes);
-  EXPECT_LE(largest_read, defaults.max_read_buffer_bytes);
+  EXPECT_LE(largest_read, connection_options{}.max_read_buffer_bytes);
+}
+
+TEST_F(SshExecutor, ReadsGrowWhileTheyFillTheBufferAndNoFurther) {
+  connection_options options;
+  options.read_buffer_bytes = 4096;
+  options.max_read_buffer_bytes = 16384;
+  std::vector<std::size_t> reads;
+  const auto c = run(connection(sshd_->endpoint(), options), "head -c 4000000 /dev/zero | tr '\\0' a", {}, nullptr,
+                     [&](const captured& so_far) {
+                       const auto read = so_far.out.size() - std::accumulate(reads.begin(), reads.end(), std::size_t{0});
+                       if (read == 0) return;  // stderr
+                       reads.push_back(read);
+                       // Stop reading for a moment after the first read: the output waits, so
+                       // the reads after it are full.
+                       if (reads.size() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                     });
+  EXPECT_EQ(c.result.exit_code, 0);
+  EXPECT_EQ(c.out, std::string(4000000, 'a'));
+  ASSERT_GE(reads.size(), 3u);
+  // A first read that filled its 4 KiB has already doubled the buffer.
+  EXPECT_LE(reads[0], 4096u);
+  EXPECT_EQ(reads[1], reads[0] == 4096 ? 8192u : 4096u);
+  EXPECT_EQ(*std::max_element(reads.begin(), reads.end()), 16384u);
 }
 
 TEST_F(SshExecutor, ReportsExitCodes) {
