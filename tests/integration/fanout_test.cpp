@@ -60,8 +60,9 @@ void go_when_watched(std::uint16_t port, const std::string& id, std::int64_t wat
   go.go();
 }
 
-std::string burst_request(const go_file& go, std::size_t bytes) {
-  return run_request("burst", R"({"go":")" + go.path() + R"(","bytes":")" + std::to_string(bytes) + R"("})");
+/// A run of `burst` (lines of text) or `control_burst` (\x01 bytes) that waits for `go`.
+std::string burst_request(const go_file& go, std::size_t bytes, const std::string& action = "burst") {
+  return run_request(action, R"({"go":")" + go.path() + R"(","bytes":")" + std::to_string(bytes) + R"("})");
 }
 
 /// What one watcher saw of an execution.
@@ -327,8 +328,7 @@ TEST_F(Fanout, ControlBytesAtFullSpeedReachAWatcherAndAPollerWhole) {
   // so a read of 1 MiB makes a frame of 6 MiB, and a poll answer of one such frame.
   constexpr std::size_t bytes = 6'000'000;
   go_file go;
-  const std::string id = post_run(port(), run_request("control_burst", R"({"go":")" + go.path() + R"(","bytes":")" +
-                                                                              std::to_string(bytes) + R"("})"));
+  const std::string id = post_run(port(), burst_request(go, bytes, "control_burst"));
   auto first = poll(port(), id, -1, 0);  // the started event: from now on a watcher
   ASSERT_FALSE(first.events.empty());
   ws_client websocket(port(), "/executions/" + id + "/stream?after=-1", {.token = viewer_token, .receive_buffer = 65536});
